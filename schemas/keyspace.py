@@ -1,0 +1,158 @@
+"""The Redis keyspace: every key template streamrec reads or writes, in one place.
+
+Writer (``streams``), reader (``serving``), monitors and tools build keys only through
+:class:`Keyspace`; no other module spells a key. All keys start with the deployment's key
+prefix, so one Redis can hold several deployments (and tests use a prefix per test).
+
+Key families and their bounds (see README, "Redis memory model"):
+
+==========================  =========  =====================================================
+key                         type       content / bound
+==========================  =========  =====================================================
+``P:cv:{item}``             zset       neighbour → forward-decayed co-visitation weight; top K
+``P:pop``                   zset       item → forward-decayed popularity (global); top N
+``P:pop:{seg}``             zset       same per segment ``tenant|surface|locale``; top N
+``P:segs``                  zset       known segments → last update (bounded, LRU trimmed)
+``P:u:{user}:r``            list       recent ``ts|item`` entries, newest first; W_max, TTL
+``P:u:{user}:s``            zset       seen item → last ts; S_max, TTL
+``P:u:{user}:a``            hash       category → forward-decayed affinity; C_max, TTL
+``P:u:{user}:m``            hash       last_active, events; TTL
+``P:it:cat``                hash       item → ``cat1,cat2`` (catalog, from items topic)
+``P:it:na``                 set        unavailable items
+``P:it:ver``                string     catalog version, incremented on every catalog change
+``P:ss:{session}:r``        list       recent ``ts|item`` entries of a session; W_max, TTL
+``P:x:{request_id}``        hash       exposure: item → rank, plus ``_meta``; TTL = join window
+``P:xo:{request_id}``       list       outcomes that arrived before their exposure; TTL
+``P:ctr:imp`` / ``:clk``    zset       per-item impressions / clicks (decayed); top N
+``P:ctr:sv``                hash       ``surface|variant|imp`` / ``|clk`` / ``|pos`` counters
+``P:off``                   hash       ``topic|partition`` → last applied offset
+``P:meta``                  hash       landmark t0, schema version, last write ts
+``P:rules``                 hash       rule id → rule JSON (Admin service)
+``P:rules:ver``             string     increments on every rule change
+``P:audit``                 stream     rule audit trail (capped)
+``P:exp``                   string     experiment config JSON
+``P:stats:*``               hash/zset  monitor windows (drift, freshness)
+``P:hb:{role}:{id}``        string     heartbeat with TTL
+==========================  =========  =====================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SEGMENT_SEP = "|"
+
+
+def segment_id(tenant: str, surface: str, locale: str) -> str:
+    """Segment key part for (tenant, surface, locale)."""
+    return SEGMENT_SEP.join((tenant, surface, locale))
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Key builders for one deployment prefix."""
+
+    prefix: str
+
+    # --- item graph and popularity ---------------------------------------------------------
+    def covis(self, item_id: str) -> str:
+        return f"{self.prefix}:cv:{item_id}"
+
+    def popularity(self, segment: str | None = None) -> str:
+        return f"{self.prefix}:pop" if segment is None else f"{self.prefix}:pop:{segment}"
+
+    @property
+    def segments(self) -> str:
+        return f"{self.prefix}:segs"
+
+    # --- users -------------------------------------------------------------------------------
+    def user_recent(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}:r"
+
+    def user_seen(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}:s"
+
+    def user_affinity(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}:a"
+
+    def user_meta(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{user_id}:m"
+
+    # --- catalog -----------------------------------------------------------------------------
+    @property
+    def item_categories(self) -> str:
+        return f"{self.prefix}:it:cat"
+
+    @property
+    def unavailable_items(self) -> str:
+        return f"{self.prefix}:it:na"
+
+    @property
+    def catalog_version(self) -> str:
+        """Counter the worker increments on every catalog change (readers reload on change)."""
+        return f"{self.prefix}:it:ver"
+
+    def session_recent(self, session_id: str) -> str:
+        """Recent ``ts|item`` entries of one session (when outcomes carry session_id)."""
+        return f"{self.prefix}:ss:{session_id}:r"
+
+    # --- exposure join -----------------------------------------------------------------------
+    def exposure(self, request_id: str) -> str:
+        return f"{self.prefix}:x:{request_id}"
+
+    def early_outcomes(self, request_id: str) -> str:
+        return f"{self.prefix}:xo:{request_id}"
+
+    @property
+    def item_impressions(self) -> str:
+        return f"{self.prefix}:ctr:imp"
+
+    @property
+    def item_clicks(self) -> str:
+        return f"{self.prefix}:ctr:clk"
+
+    @property
+    def surface_variant_ctr(self) -> str:
+        return f"{self.prefix}:ctr:sv"
+
+    # --- bookkeeping -------------------------------------------------------------------------
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}:off"
+
+    @staticmethod
+    def offset_field(topic: str, partition: int) -> str:
+        return f"{topic}{SEGMENT_SEP}{partition}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    # --- serving configuration ---------------------------------------------------------------
+    @property
+    def rules(self) -> str:
+        return f"{self.prefix}:rules"
+
+    @property
+    def rules_version(self) -> str:
+        return f"{self.prefix}:rules:ver"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}:audit"
+
+    @property
+    def experiments(self) -> str:
+        return f"{self.prefix}:exp"
+
+    # --- monitoring --------------------------------------------------------------------------
+    def stats(self, name: str) -> str:
+        return f"{self.prefix}:stats:{name}"
+
+    def heartbeat(self, role: str, instance: str) -> str:
+        return f"{self.prefix}:hb:{role}:{instance}"
+
+    @property
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of this prefix (used to delete throwaway prefixes)."""
+        return f"{self.prefix}:*"

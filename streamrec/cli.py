@@ -1,0 +1,81 @@
+"""The ``streamrec`` command: one entry point, one sub-command per task.
+
+Errors the user can fix (bad settings, bad arguments, unreachable services) print one line
+``streamrec: error: …`` and exit non-zero; nothing prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import click
+import typer
+
+from streamrec.errors import StreamrecError
+from streamrec.settings import SettingsError
+
+app = typer.Typer(
+    name="streamrec",
+    help="Event-driven streaming recommender: Kafka in, Redis state, gRPC out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# (module, name): each module in streamrec.commands exposes ``app`` or ``command``.
+_GROUPS: tuple[tuple[str, str], ...] = (
+    ("stack", "stack"),
+    ("topics", "topics"),
+    ("schemas", "schemas"),
+)
+_COMMANDS: tuple[tuple[str, str], ...] = (
+    ("produce", "produce"),
+)
+
+
+def _register() -> None:
+    for module_name, name in _GROUPS:
+        module = import_module(f"streamrec.commands.{module_name}")
+        app.add_typer(module.app, name=name)
+    for module_name, name in _COMMANDS:
+        module = import_module(f"streamrec.commands.{module_name}")
+        app.command(name=name)(module.command)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit."""
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"streamrec: error: {first_line}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point."""
+    _register()
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="streamrec", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        if exc.ctx is not None:
+            print(exc.ctx.get_help())
+        raise SystemExit(2) from None
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        fail(f"{exc.format_message()}{hint}")
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    except (SettingsError, StreamrecError) as exc:
+        fail(str(exc))
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code or 1)
+    if isinstance(code, int):
+        raise SystemExit(code)
+    raise SystemExit(0)
+
+
+if __name__ == "__main__":
+    main()

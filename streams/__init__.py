@@ -1,0 +1,1 @@
+"""Stream processing: decoding, batch planning, atomic Redis updates, monitors, the faust app."""

@@ -1,0 +1,167 @@
+"""The batch pipeline shared by the worker, the benchmark and the evaluator.
+
+``decode → drop what is already applied → dead-letter the bad → plan → apply atomically``.
+It knows nothing of faust: the worker's agent hands it raw messages and a dead-letter sink.
+Exactly-once state: the stored offset of every (topic, partition) moves in the same atomic
+Redis update as the state, and messages at or below it are skipped, so a batch delivered
+twice (crash, rebalance) is counted once. Dead letters are sent before the state update; a
+crash between the two re-sends them (at-least-once on the dead-letter topic, identified by
+their source coordinates).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from schemas.events import DeadLetter, Outcome
+from schemas.topics import Topic
+from streams.decode import Rejected, dead_letter, decode
+from streams.processor import BatchPlanner, Record
+from streams.state_store import StateStore
+
+MAX_APPLY_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One Kafka message as consumed: logical topic, coordinates, key and value bytes."""
+
+    topic: Topic
+    topic_name: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch did, for metrics and monitors."""
+
+    received: int = 0
+    duplicates: int = 0
+    applied: Counter[str] = field(default_factory=Counter)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    joined: int = 0
+    pending: int = 0
+    conflicts: int = 0
+
+
+DeadLetterSink = Callable[[Sequence[tuple[bytes | None, DeadLetter]]], Awaitable[None]]
+
+
+class BatchProcessor:
+    """Processes one batch of raw messages into one atomic state update."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        planner: BatchPlanner,
+        dead_letter_sink: DeadLetterSink,
+        *,
+        max_event_bytes: int,
+        max_future_skew_s: float,
+    ) -> None:
+        self.store = store
+        self.planner = planner
+        self.dead_letter_sink = dead_letter_sink
+        self.max_event_bytes = max_event_bytes
+        self.max_future_skew_s = max_future_skew_s
+
+    async def process(self, messages: Sequence[RawMessage], *, now: float) -> BatchResult:
+        result = BatchResult(received=len(messages))
+        decoded: list[tuple[RawMessage, Record | Rejected]] = []
+        for msg in messages:
+            event = decode(
+                msg.value,
+                msg.topic,
+                max_bytes=self.max_event_bytes,
+                max_future_skew_s=self.max_future_skew_s,
+                now=now,
+            )
+            if isinstance(event, Rejected):
+                decoded.append((msg, event))
+            else:
+                decoded.append((msg, Record(msg.topic, msg.partition, msg.offset, event)))
+        stored: dict[str, int] | None = None
+        for _attempt in range(MAX_APPLY_ATTEMPTS):
+            state = await self.store.read(
+                _users(decoded),
+                _items(decoded),
+                sorted({_field(self.store, m) for m, _ in decoded}),
+                self.planner.config.recent_max,
+            )
+            stored = state.offsets if stored is None else {**stored, **state.offsets}
+            fresh = [
+                (m, d) for m, d in decoded if m.offset > stored.get(_field(self.store, m), -1)
+            ]
+            result.duplicates = len(decoded) - len(fresh)
+            if not fresh:
+                return result
+            letters = [
+                (
+                    m.key,
+                    dead_letter(
+                        m.value,
+                        d,
+                        source_topic=m.topic_name,
+                        partition=m.partition,
+                        offset=m.offset,
+                        max_bytes=self.max_event_bytes,
+                        now=now,
+                    ),
+                )
+                for m, d in fresh
+                if isinstance(d, Rejected)
+            ]
+            records = [d for _, d in fresh if isinstance(d, Record)]
+            plan = self.planner.plan(
+                records, recent=state.recent, categories=state.categories, t0=state.t0
+            )
+            plan.offsets = _offsets(self.store, [m for m, _ in fresh])
+            if letters:
+                await self.dead_letter_sink(letters)
+                decoded = [(m, d) for m, d in decoded if not isinstance(d, Rejected)]
+                result.dead_letters.extend(env for _, env in letters)
+            applied = await self.store.apply(plan, now=now)
+            if applied.applied:
+                result.records = records
+                result.applied.update(r.topic.value for r in records)
+                result.joined, result.pending = applied.joined, applied.pending
+                return result
+            result.conflicts += 1
+            if applied.conflict_field is not None and applied.conflict_offset is not None:
+                stored[applied.conflict_field] = applied.conflict_offset
+        raise RuntimeError(f"batch not applied after {MAX_APPLY_ATTEMPTS} conflicting attempts")
+
+
+def _field(store: StateStore, msg: RawMessage) -> str:
+    return store.keys.offset_field(msg.topic.value, msg.partition)
+
+
+def _offsets(store: StateStore, messages: Sequence[RawMessage]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for msg in messages:
+        name = _field(store, msg)
+        first, last = out.get(name, (msg.offset, msg.offset))
+        out[name] = (min(first, msg.offset), max(last, msg.offset))
+    return out
+
+
+def _users(decoded: Sequence[tuple[RawMessage, Record | Rejected]]) -> list[str]:
+    return [
+        d.event.user_id
+        for _, d in decoded
+        if isinstance(d, Record) and isinstance(d.event, Outcome)
+    ]
+
+
+def _items(decoded: Sequence[tuple[RawMessage, Record | Rejected]]) -> list[str]:
+    return [
+        d.event.item_id
+        for _, d in decoded
+        if isinstance(d, Record) and isinstance(d.event, Outcome)
+    ]

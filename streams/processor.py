@@ -1,0 +1,312 @@
+"""Batch planner: turns a batch of decoded events into one Redis write plan. Pure, no I/O.
+
+The planner is the business logic of the worker. It reads nothing itself: the caller gives it
+the state it needs (recent items of the users in the batch, item categories, the forward-decay
+landmark) and gets back a :class:`BatchPlan`, which :mod:`streams.state_store` applies in one
+atomic Redis call together with the processed offsets.
+
+Co-visitation. Each new event of a user is paired with the user's last ``W`` distinct items
+inside the session gap. The pair weight is ``event weight × distance_decay^(d-1)`` where ``d``
+is how many distinct items back the earlier item is, times the forward-decay factor
+``exp((ts - t0) / tau)`` with a fixed landmark ``t0`` (so older contributions shrink relative
+to newer ones without ever sweeping the data). The forward edge ``earlier → new`` gets the full
+weight ("what comes next"), the backward edge ``new → earlier`` gets ``backward_weight`` of it,
+which makes the neighbour lists usable for item pages too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from schemas.events import EventType, Exposure, Item, Outcome
+from schemas.keyspace import Keyspace, segment_id
+from schemas.topics import Topic
+
+LN2 = math.log(2.0)
+#: Largest forward-decay exponent we allow before the landmark must move (exp(600) ≈ 1e260).
+MAX_DECAY_EXPONENT = 600.0
+DAY_S = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    """Tuning of the planner (built from :class:`streamrec.settings.Settings`)."""
+
+    window: int = 5
+    session_gap_s: float = 1800.0
+    distance_decay: float = 0.8
+    backward_weight: float = 0.5
+    covis_half_life_s: float = 14 * DAY_S
+    top_k: int = 100
+    popularity_half_life_s: float = 2 * DAY_S
+    popularity_top_n: int = 5000
+    event_weights: Mapping[str, float] = field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "click": 1.0,
+            "add_to_cart": 2.0,
+            "purchase": 3.0,
+            "like": 2.0,
+            "dismiss": 0.0,
+        }
+    )
+    recent_max: int = 50
+    seen_max: int = 500
+    affinity_max: int = 50
+    user_ttl_s: int = 30 * 86400
+    segments_max: int = 1000
+    join_window_s: int = 3600
+    ctr_items_max: int = 100_000
+
+    @classmethod
+    def from_settings(cls, settings: object) -> ProcessorConfig:
+        """Build from a Settings object (duck-typed to keep this module import-light)."""
+        g = settings.__getattribute__
+        return cls(
+            window=g("covis_window"),
+            session_gap_s=g("covis_session_gap_s"),
+            distance_decay=g("covis_distance_decay"),
+            backward_weight=g("covis_backward_weight"),
+            covis_half_life_s=g("covis_half_life_s"),
+            top_k=g("covis_top_k"),
+            popularity_half_life_s=g("popularity_half_life_s"),
+            popularity_top_n=g("popularity_top_n"),
+            event_weights=dict(g("event_weights")),
+            recent_max=g("user_recent_max"),
+            seen_max=g("user_seen_max"),
+            affinity_max=g("user_affinity_max"),
+            user_ttl_s=g("user_ttl_s"),
+            segments_max=g("segments_max"),
+            join_window_s=g("join_window_s"),
+            ctr_items_max=g("ctr_items_max"),
+        )
+
+    def weight(self, event_type: EventType) -> float:
+        return float(self.event_weights.get(event_type.value, 0.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One decoded event with its Kafka coordinates."""
+
+    topic: Topic
+    partition: int
+    offset: int
+    event: Outcome | Exposure | Item
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """Everything one batch changes in Redis; applied atomically by the state store."""
+
+    t0: float
+    #: zset key → member → increment (co-visitation, popularity)
+    zincr: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    #: zset key → number of top members to keep after the increments
+    ztrim: dict[str, int] = field(default_factory=dict)
+    #: zset key → member → score (seen sets), then keep the newest ``cap`` members
+    zset: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    zset_cap: dict[str, int] = field(default_factory=dict)
+    #: hash key → field → float increment (category affinity), then keep ``cap`` fields
+    hincr: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    hincr_cap: dict[str, int] = field(default_factory=dict)
+    #: list key → entries in chronological order (LPUSH'ed, so the newest ends up first)
+    lpush: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    lpush_cap: dict[str, int] = field(default_factory=dict)
+    #: hash key → field → value
+    hset: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
+    #: catalog changes, last one wins: item → "c1,c2" ("" = no categories) / available
+    item_categories: dict[str, str] = field(default_factory=dict)
+    item_available: dict[str, bool] = field(default_factory=dict)
+    expire: dict[str, int] = field(default_factory=dict)
+    #: segment id → last event ts (segments list, LRU-bounded)
+    segments: dict[str, float] = field(default_factory=dict)
+    #: (request_id, "surface|variant", [(item, rank)]) for the exposure join
+    exposures: list[tuple[str, str, list[tuple[str, int]]]] = field(default_factory=list)
+    #: (request_id, item, event_type) outcomes to join with their exposure
+    joins: list[tuple[str, str, str]] = field(default_factory=list)
+    #: "topic|partition" → (first offset, last offset) of the events in this plan
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: newest event time of the batch (epoch s), for freshness bookkeeping
+    newest_ts: float = 0.0
+    events: int = 0
+    #: bounds the apply script enforces
+    segments_max: int = 1000
+    join_window_s: int = 3600
+    ctr_items_max: int = 100_000
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.offsets
+
+
+def parse_recent(entries: Iterable[str | bytes]) -> list[tuple[float, str]]:
+    """Decode ``ts|item`` list entries (newest first) as stored by the planner."""
+    out: list[tuple[float, str]] = []
+    for raw in entries:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        ts, sep, item = text.partition("|")
+        if sep:
+            try:
+                out.append((float(ts), item))
+            except ValueError:
+                continue
+    return out
+
+
+def format_recent(ts: float, item_id: str) -> str:
+    return f"{ts:.3f}|{item_id}"
+
+
+def choose_landmark(first_ts: float) -> float:
+    """Landmark t0 for forward decay: midnight UTC of the first event seen."""
+    return math.floor(first_ts / DAY_S) * DAY_S
+
+
+def decay_factor(ts: float, t0: float, half_life_s: float) -> float:
+    """Forward-decay multiplier ``exp((ts - t0) / tau)`` with ``tau = half_life / ln 2``."""
+    exponent = (ts - t0) * LN2 / half_life_s
+    return math.exp(min(exponent, MAX_DECAY_EXPONENT))
+
+
+class BatchPlanner:
+    """Computes the :class:`BatchPlan` of a batch from the state read before it."""
+
+    def __init__(self, keys: Keyspace, config: ProcessorConfig) -> None:
+        self.keys = keys
+        self.config = config
+
+    def plan(
+        self,
+        records: Sequence[Record],
+        *,
+        recent: Mapping[str, list[tuple[float, str]]],
+        categories: Mapping[str, list[str]],
+        t0: float | None,
+    ) -> BatchPlan:
+        """Plan the writes of ``records`` (in consumption order).
+
+        ``recent`` maps each user id of the batch to its recent items (newest first) as
+        stored before the batch; ``categories`` maps item ids to their categories.
+        """
+        if t0 is None:
+            t0 = choose_landmark(min(_ts(r.event) for r in records)) if records else 0.0
+        cfg = self.config
+        plan = BatchPlan(
+            t0=t0,
+            segments_max=cfg.segments_max,
+            join_window_s=cfg.join_window_s,
+            ctr_items_max=cfg.ctr_items_max,
+        )
+        history = {user: list(items) for user, items in recent.items()}
+        cats = dict(categories)
+        for record in records:
+            field_name = self.keys.offset_field(record.topic.value, record.partition)
+            first, _last = plan.offsets.get(field_name, (record.offset, record.offset))
+            plan.offsets[field_name] = (min(first, record.offset), record.offset)
+            event = record.event
+            plan.events += 1
+            plan.newest_ts = max(plan.newest_ts, _ts(event))
+            if isinstance(event, Outcome):
+                self._outcome(plan, event, history.setdefault(event.user_id, []), cats)
+            elif isinstance(event, Exposure):
+                self._exposure(plan, event)
+            else:
+                self._item(plan, event, cats)
+        return plan
+
+    # --- outcomes ----------------------------------------------------------------------------
+    def _outcome(
+        self,
+        plan: BatchPlan,
+        event: Outcome,
+        history: list[tuple[float, str]],
+        cats: dict[str, list[str]],
+    ) -> None:
+        cfg, keys = self.config, self.keys
+        ts = event.ts.timestamp()
+        item = event.item_id
+        user = event.user_id
+        weight = cfg.weight(event.event_type)
+        if weight > 0:
+            cv = decay_factor(ts, plan.t0, cfg.covis_half_life_s) * weight
+            for distance, earlier in enumerate(self._window(history, item, ts), start=1):
+                w = cv * cfg.distance_decay ** (distance - 1)
+                fwd = plan.zincr[keys.covis(earlier)]
+                fwd[item] = fwd.get(item, 0.0) + w
+                plan.ztrim[keys.covis(earlier)] = cfg.top_k
+                if cfg.backward_weight > 0:
+                    bwd = plan.zincr[keys.covis(item)]
+                    bwd[earlier] = bwd.get(earlier, 0.0) + w * cfg.backward_weight
+                    plan.ztrim[keys.covis(item)] = cfg.top_k
+            pop = decay_factor(ts, plan.t0, cfg.popularity_half_life_s) * weight
+            self._popularity(plan, keys.popularity(), item, pop)
+            if event.context is not None:
+                seg = segment_id(*event.context.segment)
+                self._popularity(plan, keys.popularity(seg), item, pop)
+                plan.segments[seg] = max(plan.segments.get(seg, 0.0), ts)
+            affinity_key = keys.user_affinity(user)
+            for category in cats.get(item, ()):
+                aff = plan.hincr[affinity_key]
+                aff[category] = aff.get(category, 0.0) + pop
+                plan.hincr_cap[affinity_key] = cfg.affinity_max
+                plan.expire[affinity_key] = cfg.user_ttl_s
+            entry = format_recent(ts, item)
+            history.insert(0, (ts, item))
+            del history[cfg.recent_max :]
+            self._push(plan, keys.user_recent(user), entry)
+            if event.session_id is not None and event.session_id != user:
+                self._push(plan, keys.session_recent(event.session_id), entry)
+        seen_key = keys.user_seen(user)
+        plan.zset[seen_key][item] = ts
+        plan.zset_cap[seen_key] = cfg.seen_max
+        plan.expire[seen_key] = cfg.user_ttl_s
+        meta_key = keys.user_meta(user)
+        plan.hset[meta_key]["last_active"] = f"{ts:.3f}"
+        plan.expire[meta_key] = cfg.user_ttl_s
+        if event.request_id is not None:
+            plan.joins.append((event.request_id, item, event.event_type.value))
+
+    def _window(self, history: list[tuple[float, str]], item: str, ts: float) -> list[str]:
+        """The last W distinct items before ``ts`` inside the session gap (newest first)."""
+        out: list[str] = []
+        seen = {item}
+        for earlier_ts, earlier in history:
+            if ts - earlier_ts > self.config.session_gap_s:
+                break
+            if earlier in seen:
+                continue
+            seen.add(earlier)
+            out.append(earlier)
+            if len(out) >= self.config.window:
+                break
+        return out
+
+    def _popularity(self, plan: BatchPlan, key: str, item: str, inc: float) -> None:
+        bucket = plan.zincr[key]
+        bucket[item] = bucket.get(item, 0.0) + inc
+        plan.ztrim[key] = self.config.popularity_top_n
+
+    def _push(self, plan: BatchPlan, key: str, entry: str) -> None:
+        plan.lpush[key].append(entry)
+        plan.lpush_cap[key] = self.config.recent_max
+        plan.expire[key] = self.config.user_ttl_s
+
+    # --- exposures and catalog ---------------------------------------------------------------
+    def _exposure(self, plan: BatchPlan, event: Exposure) -> None:
+        sv = f"{event.context.surface}|{event.variant}"
+        items = [(shown.item_id, shown.rank) for shown in event.items]
+        plan.exposures.append((event.request_id, sv, items))
+
+    def _item(self, plan: BatchPlan, event: Item, cats: dict[str, list[str]]) -> None:
+        item = event.item_id
+        plan.item_categories[item] = ",".join(event.categories)
+        plan.item_available[item] = event.available
+        cats[item] = list(event.categories)
+
+
+def _ts(event: Outcome | Exposure | Item) -> float:
+    return event.ts.timestamp()
