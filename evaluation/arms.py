@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from evaluation.logs import ExposureIndex, JoinStatus, Logs
+from evaluation.logs import ExposureIndex, JoinStatus, Logs, gc_paused
 from evaluation.stats import FloatArray
 from schemas.events import EventType
 
@@ -91,6 +91,11 @@ class _RequestAcc:
 
 def collect_arms(logs: Logs) -> ArmsSummary:
     """Join outcomes to exposures and build one :class:`ArmData` per variant."""
+    with gc_paused():
+        return _collect(logs)
+
+
+def _collect(logs: Logs) -> ArmsSummary:
     index = ExposureIndex.build(logs.exposures)
     acc: dict[str, _RequestAcc] = {}
     joined = attributed = 0

@@ -81,9 +81,13 @@ def _format_error(exc: ValidationError) -> str:
 
 
 @contextmanager
-def _gc_paused() -> Iterator[None]:
-    # Loading many small objects triggers repeated full collections; pausing them makes
-    # reading ~4x faster. Nothing allocated here forms reference cycles.
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (restored on exit).
+
+    Building many small objects next to ~10⁵ live events triggers repeated full collections
+    that rescan them all; pausing makes reading and joining ~4-8x faster. The code run under
+    it creates no reference cycles.
+    """
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -104,7 +108,7 @@ def read_events(
     errors: list[LineError] = []
     lines = invalid = 0
     try:
-        with file_path.open("rb") as fh, _gc_paused():
+        with file_path.open("rb") as fh, gc_paused():
             for number, raw in enumerate(fh, start=1):
                 if not raw.strip():
                     continue
@@ -219,9 +223,12 @@ def join_stats(index: ExposureIndex, outcomes: Sequence[Outcome]) -> JoinStats:
     for outcome in outcomes:
         status = index.status(outcome)
         counts[status] += 1
-        if status is JoinStatus.JOINED and outcome.request_id is not None:
-            if outcome.ts < index.by_request[outcome.request_id].ts:
-                before += 1
+        if (
+            status is JoinStatus.JOINED
+            and outcome.request_id is not None
+            and outcome.ts < index.by_request[outcome.request_id].ts
+        ):
+            before += 1
     attributed = len(outcomes) - counts[JoinStatus.UNATTRIBUTED]
     return JoinStats(
         outcomes=len(outcomes),
@@ -299,8 +306,9 @@ def validate_logs(
     """Run every check on already-read logs."""
     if not 0.0 <= join_floor <= 1.0:
         raise ConfigError(f"join floor must be in [0, 1], got {join_floor}")
-    index = ExposureIndex.build(logs.exposures)
-    join = join_stats(index, logs.outcomes)
+    with gc_paused():
+        index = ExposureIndex.build(logs.exposures)
+        join = join_stats(index, logs.outcomes)
     failures: list[str] = []
     warnings: list[str] = []
     for stats, what in ((logs.exposure_file, "exposures"), (logs.outcome_file, "outcomes")):

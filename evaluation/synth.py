@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 import orjson
+from numpy.typing import NDArray
+
+from evaluation.logs import gc_paused
 
 Record = dict[str, Any]
 
@@ -62,54 +65,76 @@ def synthetic_experiment(
     """
     if not arms or users < 1 or requests_per_user < 1 or items_per_request < 1:
         raise ValueError("need at least one arm, one user, one request and one item")
+    if not 0 < items_per_request <= catalog:
+        raise ValueError("items_per_request must be in [1, catalog]")
     rng = np.random.default_rng(seed)
     shares = np.array([a.share for a in arms], dtype=np.float64)
     assignment = rng.choice(len(arms), size=users, p=shares / shares.sum())
-    n_requests = users * requests_per_user
+    n = users * requests_per_user
     request_user = rng.permutation(np.repeat(np.arange(users), requests_per_user))
+    arm_of = assignment[request_user]
+
+    def per_arm(attr: str) -> NDArray[np.float64]:
+        values = np.array([getattr(a, attr) for a in arms], dtype=np.float64)
+        picked: NDArray[np.float64] = values[arm_of]
+        return picked
+
+    # every random draw is made up front, one vector per quantity
+    first_item = rng.integers(catalog, size=n)
+    fallback = rng.random(n) < per_arm("fallback_rate")
+    error = rng.random(n) < per_arm("error_rate")
+    latency = rng.gamma(4.0, per_arm("latency_ms") / 4.0)
+    dropped = rng.random(n) < drop_exposure_share
+    clicked = rng.random(n) < per_arm("ctr")
+    click_pos = rng.integers(items_per_request, size=n)
+    click_delay = rng.uniform(1.0, 30.0, size=n)
+    bought = rng.random(n) < per_arm("purchase_rate")
+    value = rng.exponential(per_arm("mean_value"))
+    organic = rng.poisson(organic_per_request, size=n)
+    organic_items = rng.integers(catalog, size=int(organic.sum()))
     logs = SyntheticLogs()
-    dropped = rng.random(n_requests) < drop_exposure_share
-    for i, user in enumerate(request_user.tolist()):
-        arm = arms[int(assignment[user])]
-        ts = start_ts + i * 0.5
-        user_id = f"u{user}"
-        request_id = f"r{i}"
-        items = [f"i{j}" for j in rng.choice(catalog, size=items_per_request, replace=False)]
-        extra: dict[str, str] = {}
-        if rng.random() < arm.fallback_rate:
-            extra["fallback"] = "global_popularity"
-        if rng.random() < arm.error_rate:
-            extra["error"] = "redis_timeout"
-        if not dropped[i]:
-            logs.exposures.append(
-                {
-                    "schema": "exposure.v1",
-                    "request_id": request_id,
-                    "user_id": user_id,
-                    "ts": ts,
-                    "items": [
-                        {"item_id": item, "rank": rank, "score": round(1.0 / rank, 4)}
-                        for rank, item in enumerate(items, start=1)
-                    ],
-                    "context": {"tenant": "shop", "surface": "home", "locale": "en-GB",
-                                "extra": extra},
-                    "variant": arm.name,
-                    "algo_version": f"{arm.name}-v1",
-                    "latency_ms": round(float(rng.gamma(4.0, arm.latency_ms / 4.0)), 3),
-                }
-            )
-        if rng.random() < arm.ctr:
-            clicked = items[int(rng.integers(items_per_request))]
-            click_ts = ts + float(rng.uniform(1.0, 30.0))
-            logs.outcomes.append(_outcome(user_id, clicked, "click", click_ts, request_id))
-            if rng.random() < arm.purchase_rate:
-                value = round(float(rng.exponential(arm.mean_value)), 2)
-                logs.outcomes.append(
-                    _outcome(user_id, clicked, "purchase", click_ts + 60.0, request_id, value)
+    organic_at = 0
+    with gc_paused():  # ~10^5 small dicts: avoid repeated full collections
+        for i in range(n):
+            arm = arms[int(arm_of[i])]
+            ts = start_ts + i * 0.5
+            user_id = f"u{request_user[i]}"
+            request_id = f"r{i}"
+            items = [f"i{(int(first_item[i]) + j) % catalog}" for j in range(items_per_request)]
+            extra: dict[str, str] = {}
+            if fallback[i]:
+                extra["fallback"] = "global_popularity"
+            if error[i]:
+                extra["error"] = "redis_timeout"
+            if not dropped[i]:
+                logs.exposures.append(
+                    {
+                        "schema": "exposure.v1",
+                        "request_id": request_id,
+                        "user_id": user_id,
+                        "ts": ts,
+                        "items": [
+                            {"item_id": item, "rank": rank, "score": round(1.0 / rank, 4)}
+                            for rank, item in enumerate(items, start=1)
+                        ],
+                        "context": {"tenant": "shop", "surface": "home", "locale": "en-GB",
+                                    "extra": extra},
+                        "variant": arm.name,
+                        "algo_version": f"{arm.name}-v1",
+                        "latency_ms": round(float(latency[i]), 3),
+                    }
                 )
-        for _ in range(int(rng.poisson(organic_per_request))):
-            item = f"i{int(rng.integers(catalog))}"
-            logs.outcomes.append(_outcome(user_id, item, "view", ts + 5.0, None))
+            if clicked[i]:
+                item = items[int(click_pos[i])]
+                click_ts = ts + float(click_delay[i])
+                logs.outcomes.append(_outcome(user_id, item, "click", click_ts, request_id))
+                if bought[i]:
+                    logs.outcomes.append(_outcome(user_id, item, "purchase", click_ts + 60.0,
+                                                  request_id, round(float(value[i]), 2)))
+            for _ in range(int(organic[i])):
+                item = f"i{int(organic_items[organic_at])}"
+                organic_at += 1
+                logs.outcomes.append(_outcome(user_id, item, "view", ts + 5.0, None))
     logs.outcomes.sort(key=lambda rec: float(rec["ts"]))
     return logs
 

@@ -53,7 +53,7 @@ def _parse_ts(value: Any) -> datetime:
     if isinstance(value, str):
         if len(value) > 64:
             raise ValueError("timestamp string too long")
-        text = value.strip()
+        text = value
         if not _RFC3339.fullmatch(text):
             raise ValueError(f"not an RFC 3339 timestamp with offset: {value!r}")
         text = f"{text[:10]}T{text[11:]}"
@@ -80,7 +80,12 @@ Timestamp = Annotated[
     PlainSerializer(_format_ts, return_type=str, when_used="json"),
     Field(
         description="RFC 3339 timestamp with offset, or epoch seconds; held as UTC.",
-        json_schema_extra={"type": ["string", "number"]},
+        json_schema_extra={
+            "type": ["string", "number"],
+            "pattern": f"^{_RFC3339.pattern}$",  # applies to strings only
+            "minimum": _EPOCH_MIN,  # applies to numbers only
+            "exclusiveMaximum": _EPOCH_MAX,
+        },
     ),
 ]
 Id = Annotated[
@@ -233,7 +238,8 @@ class Alert(_Event):
     alert_id: Id = Field(description="Stable id of the condition (kind + labels).")
     kind: ShortStr = Field(description="consumer_lag, freshness, drift_volume, …")
     state: Literal["firing", "resolved"] = Field(description="firing or resolved.")
-    severity: Severity = Field(description="warn or crit.")
+    # strict=False: accept the enum *value* ("warn") from decoded JSON, as event_type does
+    severity: Severity = Field(strict=False, description="warn or crit.")
     value: float = Field(description="Measured value that crossed (or left) the threshold.")
     threshold: float = Field(description="Threshold the value is compared with.")
     window_s: float = Field(ge=0, description="Window the value was computed over.")

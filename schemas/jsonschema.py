@@ -7,8 +7,8 @@ description saying which topic carries it and how it is keyed.
 
 Known, documented differences from the models (the models are stricter):
 
-- ``ts``: any RFC 3339 string or epoch seconds validates here; the model also checks the
-  calendar (no 2024-02-30) and that epoch seconds lie in [1990, 2200).
+- ``ts``: the schema checks the RFC 3339 shape (a pattern) and the epoch-seconds range;
+  the model also checks the calendar (no 2024-02-30, no hour 25).
 - numbers: JSON Schema calls ``1.0`` an integer; the model refuses it for integer fields.
 - the worker also rejects payloads over ``max_event_bytes`` and timestamps too far ahead.
 """

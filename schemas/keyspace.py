@@ -27,10 +27,10 @@ key                         type       content / bound
 ``P:ctr:sv``                hash       ``surface|variant|imp`` / ``|clk`` / ``|pos`` counters
 ``P:off``                   hash       ``topic|partition`` → last applied offset
 ``P:meta``                  hash       landmark t0, schema version, last write ts
-``P:rules``                 hash       rule id → rule JSON (Admin service)
-``P:rules:ver``             string     increments on every rule change
-``P:audit``                 stream     rule audit trail (capped)
-``P:exp``                   string     experiment config JSON
+``P:rules``                 hash       rule id → ``schemas.rules.Rule`` JSON (Admin service)
+``P:rules:ver``             string     INCR on every rule change; servers reload rules on change
+``P:audit``                 stream     admin changes: ts who action target detail; MAXLEN ~10000
+``P:exp``                   string     ``schemas.rules.ExperimentConfig`` JSON (Admin service)
 ``P:stats:*``               hash/zset  monitor windows (drift, freshness)
 ``P:hb:{role}:{id}``        string     heartbeat with TTL
 ==========================  =========  =====================================================

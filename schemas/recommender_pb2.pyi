@@ -183,8 +183,13 @@ class SimilarItemsRequest(_message.Message):
     K_FIELD_NUMBER: _builtins.int
     CONTEXT_FIELD_NUMBER: _builtins.int
     EXCLUDE_ITEM_IDS_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     k: _builtins.int
+    user_id: _builtins.str
+    """Optional viewer (at most one): used for experiment bucketing and the exposure event."""
+    session_id: _builtins.str
     @_builtins.property
     def context(self) -> Global___Context: ...
     @_builtins.property
@@ -196,10 +201,12 @@ class SimilarItemsRequest(_message.Message):
         k: _builtins.int = ...,
         context: Global___Context | None = ...,
         exclude_item_ids: _abc.Iterable[_builtins.str] | None = ...,
+        user_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "exclude_item_ids", b"exclude_item_ids", "item_id", b"item_id", "k", b"k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "exclude_item_ids", b"exclude_item_ids", "item_id", b"item_id", "k", b"k", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

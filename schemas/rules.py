@@ -154,9 +154,7 @@ class ExperimentConfig(_Contract):
         return self.salt or self.name
 
 
-DEFAULT_EXPERIMENT = ExperimentConfig(
-    name="default", variants=[Variant(name="control", share=1.0)]
-)
+DEFAULT_EXPERIMENT = ExperimentConfig(name="default", variants=[Variant(name="control", share=1.0)])
 
 AuditAction = Literal["create_rule", "delete_rule", "set_experiment"]
 

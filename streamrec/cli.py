@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import sys
 from importlib import import_module
+from types import ModuleType
 
 import click
 import typer
 
 from streamrec.errors import StreamrecError
 from streamrec.settings import SettingsError
+
+_typer_click: ModuleType
+try:  # typer >= 0.2x vendors click as typer._click and raises that copy's exceptions
+    from typer._click import exceptions as _typer_click
+except ImportError:  # older typer raises click's own
+    _typer_click = click.exceptions
 
 app = typer.Typer(
     name="streamrec",
@@ -29,9 +36,14 @@ _GROUPS: tuple[tuple[str, str], ...] = (
     ("stack", "stack"),
     ("topics", "topics"),
     ("schemas", "schemas"),
+    ("evaluate", "eval"),
 )
 _COMMANDS: tuple[tuple[str, str], ...] = (
     ("produce", "produce"),
+    ("replay", "replay"),
+    ("export", "export"),
+    ("serve", "serve"),
+    ("worker", "worker"),
 )
 
 
@@ -57,20 +69,20 @@ def main(argv: list[str] | None = None) -> None:
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="streamrec", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
+    except (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError) as exc:
         if exc.ctx is not None:
             print(exc.ctx.get_help())
         raise SystemExit(2) from None
-    except click.UsageError as exc:
+    except (click.UsageError, _typer_click.UsageError) as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
         fail(f"{exc.format_message()}{hint}")
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         fail("aborted", 130)
     except (SettingsError, StreamrecError) as exc:
         fail(str(exc))
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
-    except click.ClickException as exc:
+    except (click.ClickException, _typer_click.ClickException) as exc:
         fail(exc.format_message(), exc.exit_code or 1)
     if isinstance(code, int):
         raise SystemExit(code)

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
         3600, ge=1, description="How long an exposure (or an early outcome) waits to be joined."
     )
     ctr_items_max: int = Field(100_000, ge=100, description="Items kept in impression counts.")
+    recent_cache_users: int = Field(
+        50_000, ge=0, description="Users whose recent items the worker caches in memory (LRU)."
+    )
 
     # --- metrics / admin ---------------------------------------------------------------------
     worker_metrics_port: int = Field(9464, ge=0, lt=65536, description="Worker /metrics port.")
@@ -148,10 +151,10 @@ class Settings(BaseSettings):
         description="Refresh period of the popularity, rules, experiment, catalog "
         "and state-age caches (a rule change takes effect within about twice this).",
     )
-    popularity_top_n: int = Field(
-        200, ge=10, le=10_000, description="Popularity items cached per segment (and global)."
+    serving_popularity_top_n: int = Field(
+        200, ge=10, le=10_000, description="Popularity items the server caches per segment."
     )
-    popularity_max_segments: int = Field(
+    serving_popularity_segments: int = Field(
         256, ge=1, le=100_000, description="Segments whose popularity is cached in-process."
     )
     last_known_file: Path | None = Field(
@@ -197,6 +200,124 @@ class Settings(BaseSettings):
     )
     ranker_demote_factor: float = Field(
         0.5, gt=0, le=1, description="Score multiplier of a demoted item."
+    )
+
+    # --- monitoring (thresholds) ------------------------------------------------------------
+    # Used by streams/monitor.py (built-in alerts, `streamrec status`) and mirrored literally in
+    # deploy/prometheus/alerts.yml (a test keeps them equal). Why each default: see the
+    # "Thresholds" section of streams/monitor.py. WARN < CRIT is checked when the monitor is built.
+    lag_warn: int = Field(
+        10_000,
+        ge=1,
+        description="Consumer lag (events) of one partition that warns: 20 batches of 500 "
+        "queued, i.e. the worker is not keeping up rather than between two polls.",
+    )
+    lag_crit: int = Field(
+        100_000, ge=1, description="Consumer lag (events) of one partition that is critical."
+    )
+    freshness_topics: tuple[str, ...] = Field(
+        ("outcomes", "exposures"),
+        description="Logical topics whose silence alerts (items is a compacted catalog "
+        "topic and is quiet for long stretches by design).",
+    )
+    freshness_warn_s: PositiveFloat = Field(
+        60.0,
+        description="Age (s) of the newest processed event / state write that warns "
+        "(silence of a live interaction stream for a minute is abnormal).",
+    )
+    freshness_crit_s: PositiveFloat = Field(
+        300.0,
+        description="Age (s) that is critical: one drift window without any new event, "
+        "so trending state is visibly stale.",
+    )
+    event_lag_p99_warn_s: PositiveFloat = Field(
+        30.0, description="p99 of processing time − event time (s) that warns."
+    )
+    event_lag_p99_crit_s: PositiveFloat = Field(
+        300.0, description="p99 of processing time − event time (s) that is critical."
+    )
+    monitor_interval_s: PositiveFloat = Field(
+        10.0, description="Period of the lag / freshness / drift evaluation timers."
+    )
+    drift_bucket_s: PositiveFloat = Field(
+        10.0, description="Drift window bucket size (s); window sizes are multiples of it."
+    )
+    drift_window_s: PositiveFloat = Field(
+        300.0, description="Current drift window (s) compared against the reference."
+    )
+    drift_reference_windows: int = Field(
+        12, ge=1, le=288, description="Reference = this many windows before the current one."
+    )
+    drift_min_events: int = Field(
+        500,
+        ge=1,
+        description="Events needed in both windows before a drift statistic is evaluated.",
+    )
+    drift_top_items: int = Field(
+        50, ge=1, le=10_000, description="Items compared by the item-popularity drift (+ other)."
+    )
+    drift_seen_capacity: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Distinct users (and items) remembered for the cold-start ratio (~1.2 B each).",
+    )
+    drift_volume_ratio: float = Field(
+        2.0,
+        gt=1,
+        description="Event rate ratio current/reference that alerts (≥ this or ≤ 1/this).",
+    )
+    drift_mix_psi: PositiveFloat = Field(
+        0.25, description="PSI of the event-type mix that alerts ('major shift' rule of thumb)."
+    )
+    drift_items_js: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Jensen-Shannon divergence (bits) of the top-N item distribution that "
+        "alerts; 0.1 ≈ a fifth of the traffic moving to items outside the reference head.",
+    )
+    drift_coldstart_delta: float = Field(
+        0.10,
+        gt=0,
+        le=1,
+        description="Increase of the never-seen user / item share (absolute) that alerts.",
+    )
+    drift_ctr_rel_drop: float = Field(
+        0.3, gt=0, lt=1, description="Relative CTR drop per surface and variant that alerts."
+    )
+    drift_ctr_z: PositiveFloat = Field(
+        3.5, description="Two-proportion z a CTR drop must also reach (significance guard)."
+    )
+    drift_ctr_min_impressions: int = Field(
+        1000, ge=1, description="Impressions needed in each window before CTR is compared."
+    )
+    deadletter_rate_warn: float = Field(
+        0.01, gt=0, lt=1, description="Dead-letter share of consumed messages that warns."
+    )
+    deadletter_rate_crit: float = Field(
+        0.05, gt=0, le=1, description="Dead-letter share of consumed messages that is critical."
+    )
+    alert_min_duration_s: float = Field(
+        60.0,
+        ge=0,
+        description="A condition must hold (and later clear) this long before an alert fires "
+        "(resolves); also the Prometheus `for:`.",
+    )
+    alert_clear_ratio: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Hysteresis: an alert resolves only once the value is back past "
+        "threshold × this (threshold / this for low-side thresholds).",
+    )
+    alert_stale_s: PositiveFloat = Field(
+        900.0, description="A firing alert whose signal is not observed this long resolves."
+    )
+    serving_p99_warn_s: PositiveFloat = Field(
+        0.05, description="Serving p99 latency (s) per method that warns."
+    )
+    serving_p99_crit_s: PositiveFloat = Field(
+        0.25, description="Serving p99 latency (s) per method that is critical."
     )
 
     # --- local stack -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ their source coordinates).
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -48,6 +48,50 @@ class BatchResult:
     joined: int = 0
     pending: int = 0
     conflicts: int = 0
+    roundtrips: int = 0
+
+
+class RecentCache:
+    """LRU of users' recent items (newest first), valid while this process owns their partition.
+
+    The worker is the only writer of a user's history while it owns the user's partition, so
+    the history it planned with is exactly what Redis holds after a successful apply. The
+    cache is cleared on any rebalance and on any apply conflict (someone else wrote).
+    """
+
+    def __init__(self, max_users: int, depth: int) -> None:
+        self.max_users = max_users
+        self.depth = depth
+        self._data: OrderedDict[str, list[tuple[float, str]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get_many(
+        self, users: Sequence[str]
+    ) -> tuple[dict[str, list[tuple[float, str]]], list[str]]:
+        hits: dict[str, list[tuple[float, str]]] = {}
+        misses: list[str] = []
+        for user in dict.fromkeys(users):
+            entry = self._data.get(user)
+            if entry is None:
+                misses.append(user)
+            else:
+                self._data.move_to_end(user)
+                hits[user] = entry
+        return hits, misses
+
+    def update(self, histories: dict[str, list[tuple[float, str]]]) -> None:
+        if self.max_users <= 0:
+            return
+        for user, items in histories.items():
+            self._data[user] = items[: self.depth]
+            self._data.move_to_end(user)
+        while len(self._data) > self.max_users:
+            self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        self._data.clear()
 
 
 DeadLetterSink = Callable[[Sequence[tuple[bytes | None, DeadLetter]]], Awaitable[None]]
@@ -64,14 +108,30 @@ class BatchProcessor:
         *,
         max_event_bytes: int,
         max_future_skew_s: float,
+        cache_users: int = 50_000,
     ) -> None:
         self.store = store
         self.planner = planner
         self.dead_letter_sink = dead_letter_sink
         self.max_event_bytes = max_event_bytes
         self.max_future_skew_s = max_future_skew_s
+        config = planner.config
+        depth = min(config.recent_max, max(4 * config.window, 20))
+        self.cache = RecentCache(cache_users, depth)
+        self.last_roundtrips = 0
+
+    def on_rebalance(self) -> None:
+        """Partitions moved: another worker may have written our users' histories."""
+        self.cache.clear()
 
     async def process(self, messages: Sequence[RawMessage], *, now: float) -> BatchResult:
+        before = self.store.roundtrips
+        try:
+            return await self._process(messages, now=now)
+        finally:
+            self.last_roundtrips = self.store.roundtrips - before
+
+    async def _process(self, messages: Sequence[RawMessage], *, now: float) -> BatchResult:
         result = BatchResult(received=len(messages))
         decoded: list[tuple[RawMessage, Record | Rejected]] = []
         for msg in messages:
@@ -88,12 +148,14 @@ class BatchProcessor:
                 decoded.append((msg, Record(msg.topic, msg.partition, msg.offset, event)))
         stored: dict[str, int] | None = None
         for _attempt in range(MAX_APPLY_ATTEMPTS):
+            cached, misses = self.cache.get_many(_users(decoded))
             state = await self.store.read(
-                _users(decoded),
+                misses,
                 _items(decoded),
                 sorted({_field(self.store, m) for m, _ in decoded}),
-                self.planner.config.recent_max,
+                self.cache.depth,
             )
+            state.recent.update(cached)
             stored = state.offsets if stored is None else {**stored, **state.offsets}
             fresh = [
                 (m, d) for m, d in decoded if m.offset > stored.get(_field(self.store, m), -1)
@@ -128,11 +190,13 @@ class BatchProcessor:
                 result.dead_letters.extend(env for _, env in letters)
             applied = await self.store.apply(plan, now=now)
             if applied.applied:
+                self.cache.update(plan.histories)
                 result.records = records
                 result.applied.update(r.topic.value for r in records)
                 result.joined, result.pending = applied.joined, applied.pending
                 return result
             result.conflicts += 1
+            self.cache.clear()
             if applied.conflict_field is not None and applied.conflict_offset is not None:
                 stored[applied.conflict_field] = applied.conflict_offset
         raise RuntimeError(f"batch not applied after {MAX_APPLY_ATTEMPTS} conflicting attempts")

@@ -133,6 +133,8 @@ class BatchPlan:
     #: newest event time of the batch (epoch s), for freshness bookkeeping
     newest_ts: float = 0.0
     events: int = 0
+    #: users' recent items after the batch (newest first), for the worker's cache
+    histories: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
     #: bounds the apply script enforces
     segments_max: int = 1000
     join_window_s: int = 3600
@@ -216,6 +218,7 @@ class BatchPlanner:
                 self._exposure(plan, event)
             else:
                 self._item(plan, event, cats)
+        plan.histories = history
         return plan
 
     # --- outcomes ----------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as _RedisError
 
 from schemas.keyspace import Keyspace
-from streams.processor import BatchPlan, parse_recent
 from streamrec.errors import UnavailableError
+from streams.processor import BatchPlan, parse_recent
 
 _SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text(encoding="utf-8")
 

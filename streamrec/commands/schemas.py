@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import typer
 
-from schemas.jsonschema import export_json_schemas
+from schemas.events import EVENT_MODELS
+from schemas.jsonschema import event_json_schema, export_json_schemas
 from streamrec.errors import ConfigError
 
 app = typer.Typer(
@@ -35,3 +37,18 @@ def export(
         raise ConfigError(f"cannot write schemas to {directory}: {exc.strerror or exc}") from exc
     for path in paths:
         typer.echo(str(path))
+
+
+@app.command("show")
+def show(
+    name: Annotated[
+        str, typer.Argument(metavar="CONTRACT", help="outcome.v1, exposure.v1, item.v1, …")
+    ],
+) -> None:
+    """Print the JSON Schema of one contract to stdout."""
+    try:
+        schema = event_json_schema(name)
+    except KeyError:
+        known = ", ".join(EVENT_MODELS)
+        raise typer.BadParameter(f"unknown contract {name!r} (known: {known})") from None
+    typer.echo(orjson.dumps(schema, option=orjson.OPT_INDENT_2).decode())

@@ -1,0 +1,255 @@
+"""Exposure logging: every answer becomes an ``exposure.v1`` event on the exposures topic.
+
+``ExposureLog.log()`` is synchronous and O(1): it appends to a bounded in-process buffer and
+returns; a background task builds the events and produces them with aiokafka (key = user_id,
+acks=all, idempotent producer). While Kafka is away events wait in the buffer; when it is full
+the OLDEST event is dropped and counted (``streamrec_exposure_dropped_total``): the newest
+exposures are the ones whose outcomes can still join. Delivery is at-least-once: a batch
+whose acknowledgement timed out is sent again. ``stop()`` flushes within a grace period and
+counts what it could not send as dropped.
+
+The exposure's ``user_id`` is the request's user_id, else its session_id (then
+``context.extra["session_id"]`` says so), else ``"anonymous"`` (SimilarItems without a viewer).
+``context.extra`` carries ``fallback_stage`` (none / segment_popularity / global_popularity /
+last_known) and ``degraded`` ("1" when Redis could not be read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from schemas.events import Context, ExposedItem, Exposure, encode_event
+from schemas.topics import Topic
+from serving import metrics
+from streamrec.settings import Settings
+
+log = logging.getLogger("streamrec.serving.exposures")
+BATCH_MAX = 500
+BACKOFF_MAX_S = 5.0
+ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingExposure:
+    """What the request path hands over; turned into an :class:`Exposure` off the hot path."""
+
+    request_id: str
+    user_id: str | None
+    session_id: str | None
+    ts: float
+    items: Sequence[tuple[str, float]]
+    context: Context
+    variant: str
+    algo_version: str
+    latency_ms: float
+    stage: str
+    degraded: bool
+
+
+def build_exposure(p: PendingExposure) -> Exposure:
+    """The ``exposure.v1`` event of one answer (ranks 1..n in answer order)."""
+    extra = dict(p.context.extra)
+    extra["fallback_stage"] = p.stage
+    if p.degraded:
+        extra["degraded"] = "1"
+    user = p.user_id or p.session_id or ANONYMOUS
+    if not p.user_id and p.session_id:
+        extra["session_id"] = p.session_id
+    context = Context(
+        tenant=p.context.tenant, surface=p.context.surface, locale=p.context.locale, extra=extra
+    )
+    return Exposure(
+        request_id=p.request_id,
+        user_id=user,
+        ts=p.ts,  # type: ignore[arg-type]  # epoch seconds, parsed by the Timestamp validator
+        items=[
+            ExposedItem(item_id=item, rank=rank, score=score)
+            for rank, (item, score) in enumerate(p.items, start=1)
+        ],
+        context=context,
+        variant=p.variant,
+        algo_version=p.algo_version,
+        latency_ms=max(0.0, p.latency_ms),
+    )
+
+
+ProducerFactory = Callable[[], Any]
+
+
+class ExposureLog:
+    """Bounded buffer + background producer of exposure events."""
+
+    def __init__(
+        self,
+        *,
+        topic: str,
+        capacity: int,
+        producer_factory: ProducerFactory,
+        ack_timeout_s: float = 10.0,
+    ) -> None:
+        self.topic = topic
+        self.capacity = capacity
+        self._factory = producer_factory
+        self._ack_timeout_s = ack_timeout_s
+        self._buffer: deque[PendingExposure] = deque()
+        self._in_flight = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._task: asyncio.Task[None] | None = None
+        self._producer: Any = None
+        self.sent = 0
+        self.dropped = 0
+        self.failures = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ExposureLog:
+        timeout_ms = int(settings.network_timeout_s * 1000)
+
+        def factory() -> AIOKafkaProducer:
+            return AIOKafkaProducer(
+                bootstrap_servers=settings.kafka_bootstrap,
+                client_id="streamrec-serving",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                request_timeout_ms=timeout_ms,
+            )
+
+        return cls(
+            topic=settings.topic(Topic.EXPOSURES.value),
+            capacity=settings.exposure_buffer_size,
+            producer_factory=factory,
+            ack_timeout_s=2 * settings.network_timeout_s,
+        )
+
+    @property
+    def depth(self) -> int:
+        """Events not yet acknowledged by Kafka (buffered + in flight)."""
+        return len(self._buffer) + self._in_flight
+
+    def log(self, pending: PendingExposure) -> None:
+        """Queue one exposure; never blocks, never raises. Full buffer → oldest dropped."""
+        if len(self._buffer) >= self.capacity:
+            self._buffer.popleft()
+            self._drop(1)
+        self._buffer.append(pending)
+        metrics.EXPOSURE_BUFFER_DEPTH.set(self.depth)
+        self._drained.clear()
+        self._wake.set()
+
+    def _drop(self, n: int) -> None:
+        self.dropped += n
+        metrics.EXPOSURE_DROPPED.inc(n)
+
+    def _requeue(self, batch: list[PendingExposure]) -> None:
+        room = self.capacity - len(self._buffer)
+        keep = batch[len(batch) - max(room, 0) :] if room < len(batch) else batch
+        if len(keep) < len(batch):
+            self._drop(len(batch) - len(keep))
+        self._buffer.extendleft(reversed(keep))
+
+    # --- background sender ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start the sender task (the producer connects lazily, retrying). Idempotent."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="streamrec-exposures")
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._buffer:
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                await self._send_batch()
+                backoff = 0.1
+            except (KafkaError, OSError, TimeoutError) as exc:
+                self.failures += 1
+                log.warning("exposure producer: %s: %s (retrying)", type(exc).__name__, exc)
+                await self._close_producer()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _ensure_producer(self) -> Any:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                async with asyncio.timeout(self._ack_timeout_s):
+                    await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), self._ack_timeout_s)
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _send_batch(self) -> None:
+        producer = await self._ensure_producer()
+        batch = [self._buffer.popleft() for _ in range(min(BATCH_MAX, len(self._buffer)))]
+        self._in_flight = len(batch)
+        sent: list[PendingExposure] = []
+        futures = []
+        try:
+            async with asyncio.timeout(self._ack_timeout_s):
+                for pending in batch:
+                    try:
+                        event = build_exposure(pending)
+                    except ValidationError as exc:
+                        log.error("dropping invalid exposure %s: %s", pending.request_id, exc)
+                        self._drop(1)
+                        continue
+                    key = event.user_id.encode()
+                    futures.append(await producer.send(self.topic, encode_event(event), key=key))
+                    sent.append(pending)
+                results = await asyncio.gather(*futures, return_exceptions=True)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            self._requeue(sent)
+            raise
+        finally:
+            self._in_flight = 0
+            metrics.EXPOSURE_BUFFER_DEPTH.set(self.depth)
+        failed = [p for p, r in zip(sent, results, strict=True) if isinstance(r, BaseException)]
+        self.sent += len(sent) - len(failed)
+        if failed:
+            self._requeue(failed)
+            first = next(r for r in results if isinstance(r, BaseException))
+            raise KafkaError(f"{len(failed)} exposure sends failed: {first!r}")
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self._ack_timeout_s)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Flush what can be sent within ``grace_s``, stop the producer; count the rest."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace_s):
+                await self._drained.wait()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.shield(self._close_producer())
+        if self._buffer:
+            log.warning("shutdown: %d exposure events not sent", len(self._buffer))
+            self._drop(len(self._buffer))
+            self._buffer.clear()
+        metrics.EXPOSURE_BUFFER_DEPTH.set(self.depth)

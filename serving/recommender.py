@@ -1,0 +1,274 @@
+"""The recommender interface shared by the gRPC server and the offline evaluator.
+
+``Recommender.recommend(*, user_id | session_id, k, context, …)`` reads per-request state in
+at most two Redis round trips, takes everything else from the in-process caches
+(:class:`~serving.shared_state.SharedState`) and ranks with the pure :func:`serving.ranker.rank`.
+It never raises for Redis trouble: errors, timeouts and a passed deadline give an answer from
+the caches marked ``degraded``. Exposure logging is the caller's business (the server logs,
+the evaluator does not).
+
+Evaluation use: build it with :meth:`Recommender.create` (or from a ``StateReader`` and a
+``SharedState``), call ``await recommender.shared.refresh()`` whenever the replayed state
+moved and the caches must see it, pass ``now=`` the event time, and set
+``RankerConfig.exclude_seen=False`` (via settings or an experiment variant) for session data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from schemas.events import Context
+from schemas.keyspace import segment_id
+from schemas.rules import Rule
+from serving.experiments import Assignment
+from serving.ranker import (
+    EMPTY_POPULARITY,
+    Anchor,
+    Popularity,
+    RankedItem,
+    Ranking,
+    RankInput,
+    Stage,
+    anchor_weights,
+    rank,
+)
+from serving.shared_state import SharedState
+from serving.state_reader import StateReader
+from streamrec.errors import UnavailableError
+from streamrec.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """One answer. ``items`` is empty only when no item was ever known (see shared_state)."""
+
+    request_id: str
+    items: tuple[RankedItem, ...]
+    stage: Stage
+    variant: str
+    algo_version: str
+    state_age_s: float
+    degraded: bool
+    unit: str
+    now: float
+
+
+class Recommender:
+    """Co-visitation recommender over the Redis state written by ``streams``."""
+
+    def __init__(
+        self, reader: StateReader, shared: SharedState, *, request_timeout_s: float = 0.25
+    ) -> None:
+        self.reader = reader
+        self.shared = shared
+        self.request_timeout_s = request_timeout_s
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Recommender:
+        """Connect to Redis (tolerating it being down), load caches, start the refresher."""
+        reader = await StateReader.connect(settings)
+        try:
+            shared = SharedState.from_settings(reader, settings)
+            await shared.start()
+        except BaseException:
+            await reader.aclose()
+            raise
+        return cls(reader, shared, request_timeout_s=settings.request_timeout_s)
+
+    async def aclose(self) -> None:
+        """Stop the refresher and close the Redis client. Idempotent."""
+        await self.shared.stop()
+        await self.reader.aclose()
+
+    def _deadline(self, deadline: float | None) -> float:
+        own = asyncio.get_running_loop().time() + self.request_timeout_s
+        return own if deadline is None else min(own, deadline)
+
+    def _usable(self, deadline: float) -> bool:
+        return self.reader.available and asyncio.get_running_loop().time() < deadline
+
+    async def recommend(
+        self,
+        *,
+        user_id: str | None,
+        session_id: str | None,
+        k: int,
+        context: Context,
+        exclude: Sequence[str] = (),
+        anchors: Sequence[str] = (),
+        now: float | None = None,
+        deadline: float | None = None,
+        extra_rules: Sequence[Rule] = (),
+    ) -> Recommendation:
+        """Top-k for a user (or a session), anchored on their recent items and ``anchors``.
+
+        ``deadline`` is an absolute event-loop time (``loop.time()``) for the Redis reads;
+        ``extra_rules`` are applied on top of the stored ones (Admin dry runs).
+        """
+        unit = user_id or session_id
+        if not unit:
+            raise ValueError("recommend needs a user_id or a session_id")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        now = time.time() if now is None else now
+        assignment = self.shared.plan.assign(unit)
+        config = assignment.config
+        segment = segment_id(context.tenant, context.surface, context.locale)
+        segment_pop = self.shared.segment(segment)
+        limit = self._deadline(deadline)
+        recent: list[tuple[float, str]] = []
+        seen: frozenset[str] = frozenset()
+        neighbours: dict[str, list[tuple[str, float]]] = {}
+        degraded = not self._usable(limit)
+        if not degraded:
+            try:
+                state = await self.reader.read_user(
+                    user_id=user_id or None,
+                    session_id=None if user_id else session_id,
+                    max_recent=config.max_anchors * 2,
+                    with_seen=config.exclude_seen,
+                    segment=segment if segment_pop is None else None,
+                    top_n=self.shared.top_n,
+                    deadline=limit,
+                )
+                recent, seen = state.recent, state.seen
+                if state.segment_popularity is not None:
+                    segment_pop = self.shared.remember_segment(segment, state.segment_popularity)
+            except UnavailableError:
+                degraded = True
+        weighted = anchor_weights(recent, list(anchors), now=now, config=config)
+        if weighted and not degraded:
+            try:
+                neighbours = await self.reader.read_neighbours(
+                    [a.item_id for a in weighted], config.neighbours_per_anchor, deadline=limit
+                )
+            except UnavailableError:
+                degraded = True
+        if config.exclude_seen:
+            seen = seen | {item for _, item in recent}
+        inp = self._input(
+            k=k,
+            now=now,
+            context=context,
+            segment_pop=segment_pop,
+            anchors=weighted,
+            neighbours=neighbours,
+            seen=seen,
+            exclude=frozenset(exclude) | frozenset(anchors),
+            extra_rules=extra_rules,
+            demoted=self.shared.demoted(config),
+        )
+        ranking = rank(inp, config)
+        return self._answer(ranking, assignment, degraded, unit, now)
+
+    async def similar_items(
+        self,
+        *,
+        item_id: str,
+        k: int,
+        context: Context,
+        exclude: Sequence[str] = (),
+        now: float | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        deadline: float | None = None,
+        extra_rules: Sequence[Rule] = (),
+    ) -> Recommendation:
+        """Items co-visited with ``item_id`` (item pages): one Redis round trip.
+
+        The experiment unit is the viewer (user, else session) when given, else the item.
+        """
+        if not item_id:
+            raise ValueError("similar_items needs an item_id")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        now = time.time() if now is None else now
+        unit = user_id or session_id or f"item:{item_id}"
+        assignment = self.shared.plan.assign(unit)
+        config = assignment.config
+        segment = segment_id(context.tenant, context.surface, context.locale)
+        segment_pop = self.shared.segment(segment)
+        limit = self._deadline(deadline)
+        neighbours: dict[str, list[tuple[str, float]]] = {}
+        degraded = not self._usable(limit)
+        if not degraded:
+            try:
+                pairs, fetched = await self.reader.read_similar(
+                    item_id,
+                    config.neighbours_per_anchor,
+                    segment=segment if segment_pop is None else None,
+                    top_n=self.shared.top_n,
+                    deadline=limit,
+                )
+                neighbours = {item_id: pairs}
+                if fetched is not None:
+                    segment_pop = self.shared.remember_segment(segment, fetched)
+            except UnavailableError:
+                degraded = True
+        weighted = anchor_weights([], [item_id], now=now, config=config)
+        inp = self._input(
+            k=k,
+            now=now,
+            context=context,
+            segment_pop=segment_pop,
+            anchors=weighted,
+            neighbours=neighbours,
+            seen=frozenset(),
+            exclude=frozenset(exclude) | {item_id},
+            extra_rules=extra_rules,
+            demoted=self.shared.demoted(config),
+        )
+        ranking = rank(inp, config)
+        return self._answer(ranking, assignment, degraded, unit, now)
+
+    def _input(
+        self,
+        *,
+        k: int,
+        now: float,
+        context: Context,
+        segment_pop: Popularity | None,
+        anchors: list[Anchor],
+        neighbours: dict[str, list[tuple[str, float]]],
+        seen: frozenset[str],
+        exclude: frozenset[str],
+        extra_rules: Sequence[Rule],
+        demoted: frozenset[str],
+    ) -> RankInput:
+        shared = self.shared
+        return RankInput(
+            k=k,
+            now=now,
+            anchors=anchors,
+            neighbours=neighbours,
+            segment_popularity=segment_pop or EMPTY_POPULARITY,
+            global_popularity=shared.global_popularity,
+            last_known=shared.last_known,
+            categories=shared.categories,
+            unavailable=shared.unavailable,
+            seen=seen,
+            exclude=exclude,
+            rules=(*shared.rules, *extra_rules) if extra_rules else shared.rules,
+            tenant=context.tenant,
+            surface=context.surface,
+            demoted=demoted,
+        )
+
+    def _answer(
+        self, ranking: Ranking, assignment: Assignment, degraded: bool, unit: str, now: float
+    ) -> Recommendation:
+        return Recommendation(
+            request_id=uuid.uuid4().hex,
+            items=ranking.items,
+            stage=ranking.stage,
+            variant=assignment.variant,
+            algo_version=assignment.algo_version,
+            state_age_s=self.shared.state_age(now),
+            degraded=degraded,
+            unit=unit,
+            now=now,
+        )

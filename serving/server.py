@@ -1,0 +1,152 @@
+"""The grpc.aio server: Recommender + Admin + health + reflection + Prometheus ``/metrics``.
+
+Lifecycle (:class:`Server`): ``start()`` connects Redis (tolerating it being down), loads the
+caches, starts the exposure sender, binds ``grpc_addr`` and marks every service SERVING.
+``stop(grace)`` marks them NOT_SERVING, stops taking new calls, lets in-flight calls finish
+within ``grace``, then stops background tasks (cancelled and awaited) and flushes exposures.
+:func:`run_server` runs one until SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from schemas import recommender_pb2 as pb
+from schemas import recommender_pb2_grpc as pb_grpc
+from serving.admin_servicer import AdminServicer
+from serving.admin_store import AdminStore
+from serving.exposure_log import ExposureLog
+from serving.metrics import serve_metrics
+from serving.recommender import Recommender
+from serving.servicer import RecommenderServicer
+from streamrec.errors import ConfigError
+from streamrec.settings import Settings
+
+log = logging.getLogger("streamrec.serving")
+
+RECOMMENDER_SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
+SERVICE_NAMES: tuple[str, ...] = (RECOMMENDER_SERVICE, ADMIN_SERVICE)
+#: grpc_health's asyncio servicer (its type stubs do not describe the ``aio`` module).
+HEALTH_AIO: Any = health.aio  # type: ignore[attr-defined]
+
+
+class Server:
+    """One serving process. Use ``async with Server(settings) as server:`` or start/stop."""
+
+    def __init__(self, settings: Settings, *, log_exposures: bool = True) -> None:
+        self.settings = settings
+        self.log_exposures = log_exposures
+        self.port = 0
+        self.recommender: Recommender | None = None
+        self.exposures: ExposureLog | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._metrics_http: WSGIServer | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.settings.grpc_addr.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start everything; raise ConfigError when the address cannot be bound. Idempotent."""
+        if self._grpc is not None:
+            return
+        settings = self.settings
+        recommender = await Recommender.create(settings)
+        try:
+            exposures = ExposureLog.from_settings(settings) if self.log_exposures else None
+            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            pb_grpc.add_RecommenderServicer_to_server(
+                RecommenderServicer(recommender, exposures), server
+            )
+            store = AdminStore(
+                recommender.reader.redis,
+                recommender.reader.keys,
+                timeout_s=settings.network_timeout_s,
+            )
+            pb_grpc.add_AdminServicer_to_server(
+                AdminServicer(store, recommender, settings.admin_token), server
+            )
+            health_servicer = HEALTH_AIO.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+            reflection.enable_server_reflection(
+                (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+            )
+            try:
+                self.port = server.add_insecure_port(settings.grpc_addr)
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot listen on {settings.grpc_addr}: {exc}") from exc
+            await server.start()
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if exposures is not None:
+                await exposures.start()
+            self._metrics_http = serve_metrics(settings.server_metrics_port)
+        except BaseException:
+            await recommender.aclose()
+            raise
+        self.recommender, self.exposures = recommender, exposures
+        self._grpc, self._health = server, health_servicer
+        log.info("serving on %s (metrics port %s)", self.address, settings.server_metrics_port)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, drain calls, stop tasks, flush exposures. Idempotent."""
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        server, self._grpc = self._grpc, None
+        if server is None:
+            return
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await server.stop(grace)
+        if self.exposures is not None:
+            await self.exposures.stop(grace)
+        if self.recommender is not None:
+            await self.recommender.aclose()
+        if self._metrics_http is not None:
+            await asyncio.to_thread(self._metrics_http.shutdown)
+            self._metrics_http.server_close()
+            self._metrics_http = None
+        log.info("stopped")
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.shield(self.stop())
+
+
+async def run_server(
+    settings: Settings, *, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
+) -> None:
+    """Run a server until one of ``signals`` arrives, then stop it gracefully."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in signals:
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        async with Server(settings):
+            await stopping.wait()
+            log.info("signal received: draining for up to %.1fs", settings.shutdown_grace_s)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)

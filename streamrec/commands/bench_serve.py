@@ -1,0 +1,72 @@
+"""``streamrec bench serve``: serving throughput and latency against a bare echo server.
+
+Populates Redis (``STREAMREC_REDIS_URL``) under a throwaway key prefix, runs the real server
+and a bare grpc.aio echo server of the same response size in this process, drives each from a
+client process, prints the comparison and deletes the throwaway keys. See
+:mod:`serving.bench`. Mounted by the ``bench`` group as its ``serve`` command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from serving.bench import BenchConfig, run_bench
+from streamrec.settings import settings
+
+__all__ = ["command"]
+
+
+def _table(report: dict[str, Any]) -> str:
+    rows = [
+        ("", "server", "echo"),
+        ("rps", f"{report['rps']:.0f}", f"{report['echo_rps']:.0f}"),
+        ("p50 ms", f"{report['p50_ms']:.2f}", f"{report['echo_p50_ms']:.2f}"),
+        ("p95 ms", f"{report['p95_ms']:.2f}", f"{report['echo_p95_ms']:.2f}"),
+        ("p99 ms", f"{report['p99_ms']:.2f}", f"{report['echo_p99_ms']:.2f}"),
+    ]
+    lines = [f"{a:<8}{b:>12}{c:>12}" for a, b, c in rows]
+    lines.append(f"ratio (server rps / echo rps): {report['ratio']:.3f}")
+    lines.append(f"redis round trips per request: {report['redis_round_trips_per_request']:.2f}")
+    lines.append(f"answer stages: {report['stages']}  errors: {report['errors']}")
+    lines.append(
+        f"items {report['items']}, users {report['users']}, concurrency {report['concurrency']}, "
+        f"{report['duration_s']:g}s per side, populate {report['populate_s']:.1f}s"
+    )
+    return "\n".join(lines)
+
+
+def command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", min=1, max=2000, help="Concurrent calls.")
+    ] = 50,
+    duration: Annotated[
+        float, typer.Option("--duration", min=0.5, max=3600, help="Seconds measured per side.")
+    ] = 10.0,
+    items: Annotated[
+        int, typer.Option("--items", min=100, max=10_000_000, help="Synthetic catalog size.")
+    ] = 100_000,
+    users: Annotated[
+        int, typer.Option("--users", min=1, max=10_000_000, help="Synthetic users.")
+    ] = 10_000,
+    k: Annotated[int, typer.Option("--k", min=1, max=100, help="Items per request.")] = 10,
+    with_exposures: Annotated[
+        bool,
+        typer.Option("--with-exposures", help="Log exposures to Kafka (throwaway topics)."),
+    ] = False,
+) -> None:
+    """Benchmark Recommend against a bare grpc.aio echo server (ratio, p50/p95/p99)."""
+    cfg = BenchConfig(
+        items=items,
+        users=users,
+        concurrency=concurrency,
+        duration_s=duration,
+        k=k,
+        with_exposures=with_exposures,
+    )
+    report = asyncio.run(run_bench(settings(), cfg))
+    typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))

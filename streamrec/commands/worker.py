@@ -1,0 +1,44 @@
+"""``streamrec worker``: run the stream processor (faust app) until SIGINT/SIGTERM.
+
+Several processes started with the same settings join one consumer group and share the
+topics' partitions. At start the worker checks that every topic exists and names the
+missing ones (create them with ``streamrec topics create``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import typer
+
+from streamrec.errors import ConfigError
+from streamrec.settings import settings as load
+
+
+def command(
+    loglevel: Annotated[
+        str, typer.Option("--loglevel", help="Log level: debug, info, warning, error.")
+    ] = "info",
+) -> None:
+    """Run the stream processor: Kafka events in, one atomic Redis update per batch."""
+    level = loglevel.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ConfigError(f"--loglevel must be debug, info, warning or error, got {loglevel!r}")
+    settings = load()
+    from streamrec import kafka_admin
+
+    missing = asyncio.run(kafka_admin.missing_topics(settings))
+    if missing:
+        raise ConfigError(
+            f"missing topics: {', '.join(missing)} (run 'streamrec topics create')"
+        )
+    import faust
+
+    from streams.worker_runtime import build_worker_app
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = build_worker_app(settings)
+    worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

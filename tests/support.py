@@ -1,0 +1,73 @@
+"""Helpers shared by the test suites (import as ``from tests.support import …``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from schemas.keyspace import Keyspace
+
+REPO = Path(__file__).resolve().parent.parent
+STREAMREC = Path(sys.executable).with_name("streamrec")
+
+# The test stack: separate ports from the dev stack (19092/19093, 16379) so a developer's
+# running stack is never disturbed. scripts/test exports the same addresses.
+TEST_KAFKA_BOOTSTRAP = "127.0.0.1:29092"
+TEST_REDIS_URL = "redis://127.0.0.1:26379/0"
+
+
+class RunCli(Protocol):
+    def __call__(
+        self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 180.0
+    ) -> subprocess.CompletedProcess[str]: ...
+
+
+def run_cli(
+    *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 180.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``streamrec ARGS`` in a subprocess; ``env`` overrides (None removes a variable)."""
+    full_env = dict(os.environ)
+    for name, value in (env or {}).items():
+        if value is None:
+            full_env.pop(name, None)
+        else:
+            full_env[name] = value
+    return subprocess.run(
+        [str(STREAMREC), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=REPO,
+    )
+
+
+def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+async def delete_prefix_keys(redis_url: str, key_prefix: str, timeout_s: float = 30.0) -> int:
+    """Delete every Redis key of ``key_prefix`` (SCAN + UNLINK); return how many."""
+    client = Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+    deleted = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=Keyspace(key_prefix).pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                deleted += await client.unlink(*batch)
+    finally:
+        await client.aclose()
+    return deleted

@@ -1,0 +1,233 @@
+"""Prometheus rules and the Grafana dashboard agree with the metric names and the settings."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from streamrec.settings import Settings
+from streams.metrics_names import ALL_METRICS, SERIES_NAMES
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
+RULES_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
+DASHBOARD = ROOT / "deploy" / "grafana" / "streamrec.json"
+PROMTOOL = shutil.which("promtool")
+
+METRIC_RE = re.compile(r"\bstreamrec_[a-z0-9_]+")
+SELECTOR_RE = re.compile(r"\b(streamrec_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER_RE = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+COMPARISON_RE = re.compile(r"(?:>=|<=|>|<)\s*([0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)")
+RANGE_RE = re.compile(r"\[([0-9]+[smhd])\]")
+OFFSET_RE = re.compile(r"\boffset\s+([0-9]+[smhd])")
+#: Labels every series has (added by Prometheus) plus the histogram bucket label.
+AMBIENT_LABELS = {"instance", "job", "le"}
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"([0-9]+)([smhd])", duration)
+    assert match, f"bad duration {duration!r}"
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def default(name: str) -> Any:
+    return Settings.model_fields[name].default
+
+
+def check_expr(expr: str, where: str) -> None:
+    """Every metric is known, every label used belongs to the metrics of the expression."""
+    names = set(METRIC_RE.findall(expr))
+    assert names, f"{where}: expression mentions no streamrec metric: {expr}"
+    unknown = names - set(SERIES_NAMES)
+    assert not unknown, f"{where}: unknown metrics {sorted(unknown)}"
+    for metric, matchers in SELECTOR_RE.findall(expr):
+        for label in MATCHER_RE.findall(matchers):
+            assert label in SERIES_NAMES[metric].labels, f"{where}: {metric} has no label {label}"
+    known = AMBIENT_LABELS.union(*(SERIES_NAMES[n].labels for n in names))
+    for group in GROUPING_RE.findall(expr):
+        for label in filter(None, (x.strip() for x in group.split(","))):
+            assert label in known, f"{where}: label {label!r} is not on any metric used"
+
+
+# --- alert rules --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict) and set(doc) == {"groups"}
+    groups = doc["groups"]
+    group_names = [g["name"] for g in groups]
+    assert len(group_names) == len(set(group_names)), "group names must be unique"
+    out = []
+    for group in groups:
+        assert set(group) == {"name", "rules"} and group["rules"], group["name"]
+        out.extend(group["rules"])
+    return out
+
+
+def test_rule_structure(rules: list[dict[str, Any]]) -> None:
+    names = [r["alert"] for r in rules]
+    assert len(names) == len(set(names)), "alert names must be unique"
+    for rule in rules:
+        assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
+        assert re.fullmatch(r"Streamrec[A-Za-z0-9]+", rule["alert"])
+        assert rule["labels"]["severity"] in {"warn", "crit"}, rule["alert"]
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+        seconds(rule["for"])
+        check_expr(rule["expr"], rule["alert"])
+
+
+def test_rule_thresholds_equal_the_settings_defaults(rules: list[dict[str, Any]]) -> None:
+    min_duration = default("alert_min_duration_s")
+    checked = set()
+    for rule in rules:
+        expr, notes = rule["expr"], rule["annotations"]
+        compared = {float(x) for x in COMPARISON_RE.findall(expr)}
+        setting = notes.get("threshold_setting")
+        if setting is None:  # invariants: "any empty answer", "any drop", absent metrics
+            assert compared <= {0.0}, rule["alert"]
+            continue
+        name, _, factor = setting.partition("*")
+        value = default(name.strip()) * (float(factor) if factor else 1.0)
+        assert value in compared, f"{rule['alert']}: {setting} = {value} not in {compared}"
+        if name.strip() == "drift_volume_ratio":
+            assert 1 / value in compared, "the volume rule alerts both ways"
+        if "guard_setting" in notes:
+            assert default(notes["guard_setting"]) in compared, rule["alert"]
+        assert seconds(rule["for"]) == min_duration, rule["alert"]
+        checked.add(name.strip())
+    assert checked >= {
+        "lag_warn", "lag_crit", "freshness_warn_s", "freshness_crit_s", "drift_volume_ratio",
+        "drift_mix_psi", "drift_items_js", "drift_coldstart_delta", "drift_ctr_rel_drop",
+        "deadletter_rate_warn", "deadletter_rate_crit", "serving_p99_warn_s",
+        "serving_p99_crit_s", "event_lag_p99_warn_s", "event_lag_p99_crit_s",
+    }
+
+
+def test_rule_windows_equal_the_drift_windows(rules: list[dict[str, Any]]) -> None:
+    window = default("drift_window_s")
+    reference = window * default("drift_reference_windows")
+    for rule in rules:
+        for rng in RANGE_RE.findall(rule["expr"]):
+            assert seconds(rng) in {window, reference}, f"{rule['alert']}: [{rng}]"
+        for off in OFFSET_RE.findall(rule["expr"]):
+            assert seconds(off) == window, rule["alert"]
+
+
+def test_required_alerts_exist(rules: list[dict[str, Any]]) -> None:
+    exprs = {r["alert"]: r["expr"] for r in rules}
+    needed = {
+        "streamrec_consumer_lag": 2,
+        "streamrec_newest_event_age_seconds": 2,
+        "streamrec_serving_empty_answers_total": 1,
+        "streamrec_serving_latency_seconds_bucket": 2,
+        "streamrec_exposure_dropped_total": 1,
+        "streamrec_deadletter_total": 2,
+    }
+    for metric, count in needed.items():
+        assert sum(metric in e for e in exprs.values()) >= count, metric
+    for signal in ("event_mix_psi", "items_js", "coldstart_delta", "ctr_rel_drop"):
+        assert any(f'signal="{signal}"' in e for e in exprs.values()), signal
+    # silence alerts watch exactly the freshness topics
+    topic_sets = re.findall(
+        r'streamrec_newest_event_age_seconds\{topic=~"([^"]*)"\}', " ".join(exprs.values())
+    )
+    assert topic_sets
+    assert all(set(t.split("|")) == set(default("freshness_topics")) for t in topic_sets)
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
+def test_promtool_checks_and_unit_tests_the_rules() -> None:
+    assert PROMTOOL is not None
+    for args in (["check", "rules", str(RULES)], ["test", "rules", str(RULES_TEST)]):
+        done = subprocess.run(
+            [PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+# --- dashboard ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    doc = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    assert isinstance(doc, dict)
+    return doc
+
+
+def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for panel in doc["panels"]:
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def test_dashboard_structure(dashboard: dict[str, Any]) -> None:
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    assert dashboard["uid"] and dashboard["title"]
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in panels(dashboard)]
+    assert len(ids) == len(set(ids))
+    for panel in panels(dashboard):
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "${datasource}"
+            check_expr(target["expr"], panel["title"])
+
+
+def test_dashboard_covers_every_metric_and_required_panel(dashboard: dict[str, Any]) -> None:
+    exprs = " ".join(t["expr"] for p in panels(dashboard) for t in p.get("targets", []))
+    used = {SERIES_NAMES[n].name for n in METRIC_RE.findall(exprs)}
+    assert used == {spec.name for spec in ALL_METRICS}
+    titles = " ".join(p["title"].lower() for p in panels(dashboard))
+    for word in (
+        "throughput", "consumer lag", "event-time lag", "newest", "state write", "volume",
+        "psi", "js", "cold-start", "ctr", "latency", "fallback", "dead letters",
+        "exposure buffer", "dropped",
+    ):
+        assert word in titles, word
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
+def test_dashboard_queries_are_valid_promql(
+    dashboard: dict[str, Any], tmp_path: Path
+) -> None:
+    assert PROMTOOL is not None
+    exprs = [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
+    recording = {
+        "groups": [{
+            "name": "dashboard",
+            "rules": [
+                {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m")}
+                for i, e in enumerate(exprs)
+            ],
+        }]
+    }
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump(recording), encoding="utf-8")
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_check_expr_rejects_unknown_names_and_labels() -> None:
+    with pytest.raises(AssertionError, match="unknown"):
+        check_expr("rate(streamrec_nope_total[5m])", "t")
+    with pytest.raises(AssertionError, match="no label"):
+        check_expr('streamrec_consumer_lag{method="x"}', "t")
+    with pytest.raises(AssertionError, match="not on any metric"):
+        check_expr("sum by (method) (streamrec_consumer_lag)", "t")
+    check_expr('sum by (topic, le) (rate(streamrec_event_lag_seconds_bucket{topic="a"}[5m]))', "t")

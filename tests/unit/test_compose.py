@@ -1,0 +1,144 @@
+"""docker-compose.yml and its Prometheus / Grafana files agree with Settings and each other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from streamrec.settings import (
+    DEFAULT_KAFKA_BOOTSTRAP,
+    DEFAULT_REDIS_URL,
+    ENV_PREFIX,
+    Settings,
+    load_settings,
+)
+from tests.support import REPO, run_cli
+
+COMPOSE = REPO / "docker-compose.yml"
+PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = REPO / "deploy" / "grafana" / "provisioning"
+STREAMREC_SERVICES = ("topics", "worker", "server")
+
+
+def _load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def services() -> dict[str, Any]:
+    compose = _load(COMPOSE)
+    assert isinstance(compose["services"], dict)
+    return compose["services"]
+
+
+def _env(service: dict[str, Any]) -> dict[str, str]:
+    """The service's environment with ``${VAR:-default}`` resolved to its default."""
+    raw = service.get("environment", {})
+    assert isinstance(raw, dict), "environment must be a mapping"
+    return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in raw.items()}
+
+
+def _host_port(service: dict[str, Any], container_port: int) -> int:
+    for mapping in service.get("ports", []):
+        parts = str(mapping).split(":")
+        if int(parts[-1]) == container_port:
+            return int(parts[-2])
+    raise AssertionError(f"container port {container_port} is not published")
+
+
+def test_services_present(services: dict[str, Any]) -> None:
+    assert {"kafka", "redis", "worker", "server", "prometheus", "grafana"} <= set(services)
+    assert services["kafka"]["image"].startswith("apache/kafka:3.9")
+    for name in STREAMREC_SERVICES:
+        assert services[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
+    assert (REPO / "deploy" / "docker" / "Dockerfile").is_file()
+
+
+def test_every_streamrec_variable_is_a_setting_with_a_valid_value(
+    services: dict[str, Any],
+) -> None:
+    seen = 0
+    for name, service in services.items():
+        env = _env(service)
+        ours = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX)}
+        for variable in ours:
+            field = variable.removeprefix(ENV_PREFIX).lower()
+            assert field in Settings.model_fields, f"{name}: {variable} is not a Settings field"
+        if ours:
+            seen += 1
+            overrides = {k.removeprefix(ENV_PREFIX).lower(): v for k, v in ours.items()}
+            load_settings(**overrides)  # raises SettingsError on a bad value
+    assert seen >= len(STREAMREC_SERVICES)
+
+
+def test_host_ports_match_the_local_defaults(services: dict[str, Any]) -> None:
+    kafka_port = int(DEFAULT_KAFKA_BOOTSTRAP.rsplit(":", 1)[1])
+    redis_port = urlparse(DEFAULT_REDIS_URL).port
+    assert _host_port(services["kafka"], kafka_port) == kafka_port
+    assert _host_port(services["redis"], 6379) == redis_port
+    kafka_env = _env(services["kafka"])
+    assert f"HOST://{DEFAULT_KAFKA_BOOTSTRAP}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+    assert kafka_env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert kafka_env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    assert "--save" in services["redis"]["command"]
+
+
+def test_streamrec_services_reach_kafka_and_redis_inside_the_network(
+    services: dict[str, Any],
+) -> None:
+    kafka_env = _env(services["kafka"])
+    for name in STREAMREC_SERVICES:
+        env = _env(services[name])
+        host, port = env["STREAMREC_KAFKA_BOOTSTRAP"].rsplit(":", 1)
+        assert f"PLAINTEXT://{host}:{port}" in kafka_env["KAFKA_ADVERTISED_LISTENERS"]
+        assert urlparse(env["STREAMREC_REDIS_URL"]).hostname == "redis"
+
+
+def test_prometheus_scrapes_the_metrics_ports(services: dict[str, Any]) -> None:
+    config = _load(PROMETHEUS)
+    targets = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    defaults = load_settings()
+    for service, field in (("worker", "worker_metrics_port"), ("server", "server_metrics_port")):
+        port = int(
+            _env(services[service]).get(f"STREAMREC_{field.upper()}", getattr(defaults, field))
+        )
+        assert port == Settings.model_fields[field].default
+        assert f"{service}:{port}" in targets
+    assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+
+
+def test_grafana_provisioning_points_at_prometheus_and_the_dashboard(
+    services: dict[str, Any],
+) -> None:
+    datasources = _load(GRAFANA / "datasources" / "prometheus.yml")["datasources"]
+    assert urlparse(datasources[0]["url"]).hostname == "prometheus"
+    providers = _load(GRAFANA / "dashboards" / "streamrec.yml")["providers"]
+    path = providers[0]["options"]["path"]
+    targets = [str(v).split(":")[1] for v in services["grafana"]["volumes"]]
+    assert any(target.startswith(f"{path}/") for target in targets)
+
+
+def test_every_mounted_file_exists(services: dict[str, Any]) -> None:
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts missing {source}"
+
+
+def test_container_commands_are_streamrec_commands(services: dict[str, Any]) -> None:
+    for name in STREAMREC_SERVICES:
+        argv = services[name]["command"]
+        assert argv[0] == "streamrec"
+        result = run_cli(*argv[1:], "--help", timeout=60)
+        assert result.returncode == 0, f"{name}: `{' '.join(argv)}` does not exist: {result.stderr}"

@@ -1,0 +1,183 @@
+"""Exposure log (serving.exposure_log): event shape, bounded buffer, retry, flush on stop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from schemas.events import Context
+from serving.exposure_log import ExposureLog, PendingExposure, build_exposure
+
+NOW = 1_700_000_000.0
+
+
+def pending(n: int, *, user: str | None = "u1", session: str | None = None) -> PendingExposure:
+    return PendingExposure(
+        request_id=f"req-{n}",
+        user_id=user,
+        session_id=session,
+        ts=NOW,
+        items=[("a", 0.9), ("b", 0.5)],
+        context=Context(tenant="t", surface="pdp", extra={"device": "ios"}),
+        variant="beta",
+        algo_version="covis-v1",
+        latency_ms=3.5,
+        stage="segment_popularity",
+        degraded=False,
+    )
+
+
+class FakeProducer:
+    """Records sends; fails ``start()`` while ``down`` is set."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        if self.broker.down:
+            raise KafkaConnectionError("broker down")
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.broker.fail_sends:
+            future.set_exception(KafkaConnectionError("send failed"))
+        else:
+            self.broker.messages.append((topic, key, orjson.loads(value)))
+            future.set_result(None)
+        return future
+
+    async def stop(self) -> None:
+        return None
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.down = False
+        self.fail_sends = False
+        self.messages: list[tuple[str, bytes, dict[str, Any]]] = []
+
+    def factory(self) -> FakeProducer:
+        return FakeProducer(self)
+
+    def request_ids(self) -> list[str]:
+        return [m[2]["request_id"] for m in self.messages]
+
+
+def make_log(broker: FakeBroker, capacity: int = 100) -> ExposureLog:
+    return ExposureLog(
+        topic="p.exposures", capacity=capacity, producer_factory=broker.factory, ack_timeout_s=1.0
+    )
+
+
+def test_build_exposure_ranks_context_and_user() -> None:
+    event = build_exposure(pending(1))
+    assert event.request_id == "req-1"
+    assert event.user_id == "u1"
+    assert [(i.item_id, i.rank, i.score) for i in event.items] == [("a", 1, 0.9), ("b", 2, 0.5)]
+    assert event.context.extra == {"device": "ios", "fallback_stage": "segment_popularity"}
+    assert (event.variant, event.algo_version, event.latency_ms) == ("beta", "covis-v1", 3.5)
+    assert event.ts.timestamp() == NOW
+
+
+def test_session_and_anonymous_users() -> None:
+    session = build_exposure(pending(1, user=None, session="s9"))
+    assert session.user_id == "s9"
+    assert session.context.extra["session_id"] == "s9"
+    anonymous = build_exposure(pending(2, user=None))
+    assert anonymous.user_id == "anonymous"
+
+
+async def test_events_are_produced_keyed_by_user_in_order() -> None:
+    broker = FakeBroker()
+    log = make_log(broker)
+    await log.start()
+    for n in range(5):
+        log.log(pending(n))
+    await log.stop(grace_s=2.0)
+    assert broker.request_ids() == [f"req-{n}" for n in range(5)]
+    assert {(topic, key) for topic, key, _ in broker.messages} == {("p.exposures", b"u1")}
+    assert (log.sent, log.dropped, log.depth) == (5, 0, 0)
+
+
+async def test_events_wait_while_kafka_is_down_then_flow() -> None:
+    broker = FakeBroker()
+    broker.down = True
+    log = make_log(broker)
+    await log.start()
+    for n in range(3):
+        log.log(pending(n))
+    await asyncio.sleep(0.3)
+    assert log.depth == 3 and broker.messages == []
+    broker.down = False
+    for _ in range(200):
+        if not log.depth:
+            break
+        await asyncio.sleep(0.05)
+    assert broker.request_ids() == ["req-0", "req-1", "req-2"]
+    await log.stop(grace_s=1.0)
+    assert log.dropped == 0
+
+
+async def test_failed_sends_are_retried_in_order() -> None:
+    broker = FakeBroker()
+    broker.fail_sends = True
+    log = make_log(broker)
+    await log.start()
+    for n in range(4):
+        log.log(pending(n))
+    await asyncio.sleep(0.2)
+    assert log.failures >= 1 and log.depth == 4
+    broker.fail_sends = False
+    await log.stop(grace_s=10.0)
+    assert broker.request_ids() == [f"req-{n}" for n in range(4)]
+
+
+async def test_full_buffer_drops_the_oldest_and_stop_counts_the_rest() -> None:
+    broker = FakeBroker()
+    broker.down = True
+    log = make_log(broker, capacity=3)
+    await log.start()
+    for n in range(7):
+        log.log(pending(n))
+    assert log.depth == 3
+    assert log.dropped == 4
+    await log.stop(grace_s=0.2)
+    assert log.dropped == 7
+    assert broker.messages == []
+
+
+async def test_log_never_blocks_without_a_started_sender() -> None:
+    log = make_log(FakeBroker(), capacity=2)
+    for n in range(1000):
+        log.log(pending(n))
+    assert (log.depth, log.dropped) == (2, 998)
+    await log.stop()  # never started: nothing to do
+
+
+@pytest.mark.parametrize("bad_score", [float("nan"), float("inf")])
+async def test_an_invalid_event_is_dropped_not_fatal(bad_score: float) -> None:
+    broker = FakeBroker()
+    log = make_log(broker)
+    await log.start()
+    bad = PendingExposure(
+        request_id="bad",
+        user_id="u1",
+        session_id=None,
+        ts=NOW,
+        items=[("a", bad_score)],
+        context=Context(),
+        variant="v",
+        algo_version="a",
+        latency_ms=1.0,
+        stage="none",
+        degraded=False,
+    )
+    log.log(bad)
+    log.log(pending(1))
+    await log.stop(grace_s=2.0)
+    assert broker.request_ids() == ["req-1"]
+    assert log.dropped == 1
