@@ -268,6 +268,7 @@ async def run_bench(base: Settings, cfg: BenchConfig) -> dict[str, Any]:
             k=cfg.k,
             exposures=cfg.with_exposures,
             populate_s=round(populate_s, 2),
+            key_prefix=prefix,
         )
         return report
     finally:

@@ -36,6 +36,12 @@ class RankerConfig(BaseModel):
         0.5, gt=0, le=1, description="Most of the top-k one category may take (1 = no cap)."
     )
     exclude_seen: bool = Field(True, description="Drop items the user has already seen.")
+    self_neighbours: bool = Field(
+        False,
+        description="Let an anchor's self edge covis(a,a) (learned from repeat clicks, see "
+        "covis_self_weight) recommend the anchor again; for session / repeat-consumption "
+        "data with exclude_seen off.",
+    )
     demote_min_impressions: float = Field(
         0.0, ge=0, description="Demote items with this many impressions and no click (0 = off)."
     )
@@ -55,6 +61,7 @@ class RankerConfig(BaseModel):
             popularity_exponent=settings.ranker_popularity_exponent,
             max_category_share=settings.ranker_max_category_share,
             exclude_seen=settings.ranker_exclude_seen,
+            self_neighbours=settings.ranker_self_neighbours,
             demote_min_impressions=settings.ranker_demote_min_impressions,
             demote_factor=settings.ranker_demote_factor,
         )

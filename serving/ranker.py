@@ -140,19 +140,17 @@ def anchor_weights(
 
 
 _INF = math.inf
+#: (anchor id, factor = w_a / N_a, neighbours) of every anchor that scored something
+_Scored = list[tuple[str, float, Sequence[tuple[str, float]]]]
 
 
 @dataclass(slots=True)
-class _Candidate:
-    item_id: str
-    score: float
-    reasons: list[str]
-    stage: Stage
-    personal: bool = False
-    anchors: list[str] = field(default_factory=list)  # top contributing anchors, filled late
+class _Pool:
+    """Candidates as parallel maps (cheap: most candidates are never returned)."""
 
-    def final_reasons(self) -> list[str]:
-        return [*(f"co-viewed with {anchor}" for anchor in self.anchors), *self.reasons]
+    scores: dict[str, float] = field(default_factory=dict)
+    stages: dict[str, Stage] = field(default_factory=dict)  # absent = personal
+    notes: dict[str, list[str]] = field(default_factory=dict)  # reasons besides anchors
 
 
 class _Filter:
@@ -176,64 +174,73 @@ class _Filter:
     def ok(self, item: str) -> bool:
         return not (self._respect_seen and item in self._inp.seen) and self.hard_ok(item)
 
+    def keep(self, scores: dict[str, float]) -> dict[str, float]:
+        """The entries of ``scores`` that pass :meth:`ok` (inlined: this is the hot loop)."""
+        inp = self._inp
+        exclude, unavailable, blocked = inp.exclude, inp.unavailable, self._blocked_items
+        seen: Set[str] = inp.seen if self._respect_seen else frozenset()
+        out = {
+            item: score
+            for item, score in scores.items()
+            if item not in exclude
+            and item not in unavailable
+            and item not in seen
+            and item not in blocked
+        }
+        if self._blocked_cats:
+            out = {item: score for item, score in out.items() if self.hard_ok(item)}
+        return out
 
-#: (anchor id, factor = w_a / N_a, neighbours) of every anchor that scored something
-_Scored = list[tuple[str, float, Sequence[tuple[str, float]]]]
 
-
-def _personal(
-    inp: RankInput, config: RankerConfig, keep: _Filter
-) -> tuple[dict[str, _Candidate], _Scored]:
+def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Scored]:
     scores: dict[str, float] = {}
     get = scores.get
     scored: _Scored = []
     row = config.normalisation == "row"
+    allow_self = config.self_neighbours  # an anchor's self edge (repeat clicks) may score it
     for anchor in inp.anchors:
         aid = anchor.item_id
         neighbours = inp.neighbours.get(aid)
         if not neighbours:
             continue
-        norm = math.fsum(c for b, c in neighbours if 0.0 < c < _INF and b != aid) if row else 1.0
+        norm = (
+            math.fsum(c for b, c in neighbours if 0.0 < c < _INF and (allow_self or b != aid))
+            if row
+            else 1.0
+        )
         if norm <= 0.0:
             continue
         factor = anchor.weight / norm
         scored.append((aid, factor, neighbours))
         for item, weight in neighbours:
-            if 0.0 < weight < _INF and item != aid:
+            if 0.0 < weight < _INF and (allow_self or item != aid):
                 scores[item] = get(item, 0.0) + weight * factor
+    kept = keep.keep(scores)
     pop = inp.global_popularity
     beta = config.popularity_exponent if pop else 0.0
-    top, floor = pop.top, pop.floor
-    out: dict[str, _Candidate] = {}
-    for item, score in scores.items():
-        if not keep.ok(item):
-            continue
-        if beta > 0.0:
-            score /= (pop.scores.get(item, floor) / top) ** beta  # noqa: PLW2901
-        out[item] = _Candidate(item, score, [], Stage.NONE, personal=True)
-    return out, scored
+    if beta > 0.0:
+        top, floor, pop_of = pop.top, pop.floor, pop.scores.get
+        kept = {item: score / (pop_of(item, floor) / top) ** beta for item, score in kept.items()}
+    return _Pool(kept), scored
 
 
-def _name_anchors(chosen: Sequence[_Candidate], scored: _Scored) -> None:
-    """Attach the (at most two) anchors that contributed most to each chosen personal item."""
-    wanted = {c.item_id: c for c in chosen if c.personal}
-    if not wanted:
-        return
+def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, list[str]]:
+    """The (at most two) anchors that contributed most to each of ``items``."""
     contributions: dict[str, list[tuple[float, str]]] = {}
     for aid, factor, neighbours in scored:
         for item, weight in neighbours:
-            if item in wanted and 0.0 < weight < _INF and item != aid:
+            if item in items and 0.0 < weight < _INF and item != aid:
                 contributions.setdefault(item, []).append((weight * factor, aid))
-    for item, cand in wanted.items():
-        best = sorted(contributions.get(item, ()), key=lambda ca: -ca[0])[:2]
-        cand.anchors = [aid for _, aid in best]
+    return {
+        item: [aid for _, aid in sorted(pairs, key=lambda ca: -ca[0])[:2]]
+        for item, pairs in contributions.items()
+    }
 
 
-def _backfill(
-    inp: RankInput, config: RankerConfig, keep: _Filter, pool: dict[str, _Candidate]
-) -> None:
+def _backfill(inp: RankInput, config: RankerConfig, keep: _Filter, pool: _Pool) -> None:
+    scores = pool.scores
     wanted = inp.k + config.backfill_depth
-    floor = min((c.score for c in pool.values()), default=1.0)
+    floor = min(scores.values(), default=1.0)
     stages = (
         (
             Stage.SEGMENT_POPULARITY,
@@ -244,47 +251,60 @@ def _backfill(
         (Stage.LAST_KNOWN, inp.last_known, "popular (last known)"),
     )
     for depth, (stage, popularity, reason) in enumerate(stages, start=1):
-        if len(pool) >= wanted:
+        if len(scores) >= wanted:
             return
         band_top = floor * 0.5**depth  # band (top/2, top]: below every earlier stage
         for item, value in popularity.items:
-            if item in pool or not keep.ok(item):
+            if item in scores or not keep.ok(item):
                 continue
-            score = band_top * (0.5 + 0.5 * value / popularity.top)
-            pool[item] = _Candidate(item, score, [reason], stage)
-            if len(pool) >= wanted:
+            scores[item] = band_top * (0.5 + 0.5 * value / popularity.top)
+            pool.stages[item] = stage
+            pool.notes[item] = [reason]
+            if len(scores) >= wanted:
                 return
 
 
 def _apply_boosts(
-    inp: RankInput, config: RankerConfig, pool: dict[str, _Candidate], boosts: Sequence[Rule]
+    inp: RankInput, config: RankerConfig, pool: _Pool, boosts: Sequence[Rule]
 ) -> None:
-    if not boosts and not inp.demoted:
-        return
-    for cand in pool.values():
-        cats = inp.categories.get(cand.item_id, ())
-        for rule in boosts:
-            if rule.factor is not None and rule.matches(cand.item_id, cats):
-                cand.score *= rule.factor
-                cand.reasons.append(f"boosted by rule {rule.id}")
-        if cand.item_id in inp.demoted:
-            cand.score *= config.demote_factor
+    scores = pool.scores
+    for rule in boosts:
+        factor = rule.factor or 1.0
+        if rule.item_id is not None:
+            targets: Iterable[str] = (rule.item_id,) if rule.item_id in scores else ()
+        else:
+            cats = inp.categories
+            targets = [i for i in scores if rule.category in cats.get(i, ())]
+        for item in targets:
+            scores[item] *= factor
+            pool.notes.setdefault(item, []).append(f"boosted by rule {rule.id}")
+    if inp.demoted:
+        for item in inp.demoted & scores.keys() if len(inp.demoted) < len(scores) else scores:
+            if item in inp.demoted:
+                scores[item] *= config.demote_factor
 
 
-def _diversify(inp: RankInput, config: RankerConfig, ordered: list[_Candidate]) -> list[_Candidate]:
+def _ordered(scores: dict[str, float]) -> list[str]:
+    """Item ids by score, ties by id (deterministic)."""
+    return [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def _diversify(inp: RankInput, config: RankerConfig, ordered: list[str]) -> list[str]:
     k = inp.k
     cap = k if config.max_category_share >= 1.0 else max(1, int(config.max_category_share * k))
+    if cap >= k:
+        return ordered[:k]
     counts: Counter[str] = Counter()
-    chosen: list[_Candidate] = []
-    capped: list[_Candidate] = []
-    for cand in ordered:
+    chosen: list[str] = []
+    capped: list[str] = []
+    for item in ordered:
         if len(chosen) == k:
             break
-        cats = inp.categories.get(cand.item_id, ())
+        cats = inp.categories.get(item, ())
         if any(counts[c] >= cap for c in cats):
-            capped.append(cand)
+            capped.append(item)
             continue
-        chosen.append(cand)
+        chosen.append(item)
         counts.update(set(cats))
     if len(chosen) < k:
         chosen.extend(capped[: k - len(chosen)])
@@ -292,41 +312,40 @@ def _diversify(inp: RankInput, config: RankerConfig, ordered: list[_Candidate]) 
 
 
 def _apply_pins(
-    inp: RankInput,
-    chosen: list[_Candidate],
-    pool: dict[str, _Candidate],
-    pins: Sequence[Rule],
-    keep: _Filter,
-) -> tuple[list[_Candidate], set[str]]:
-    pinned_ids: set[str] = set()
-    ordered_pins = sorted(pins, key=lambda r: (r.position or 0, -_created(r)))
-    for rule in ordered_pins:
+    inp: RankInput, chosen: list[str], pins: Sequence[Rule], keep: _Filter
+) -> tuple[list[str], dict[str, str]]:
+    """Insert pinned items; returns the new order and item → pinning rule id."""
+    pinned: dict[str, str] = {}
+    for rule in sorted(pins, key=lambda r: (r.position or 0, -_created(r))):
         item = rule.item_id
-        if item is None or rule.position is None or item in pinned_ids or not keep.hard_ok(item):
+        if item is None or rule.position is None or item in pinned or not keep.hard_ok(item):
             continue
-        existing = pool.get(item)
-        chosen = [c for c in chosen if c.item_id != item]
-        reasons = [f"pinned by rule {rule.id}", *(existing.reasons if existing else [])]
-        cand = _Candidate(
-            item,
-            existing.score if existing else 0.0,
-            reasons,
-            Stage.NONE,
-            personal=existing.personal if existing else False,
-        )
-        chosen.insert(min(rule.position - 1, len(chosen)), cand)
-        pinned_ids.add(item)
-    chosen = chosen[: inp.k]
-    for index, cand in enumerate(chosen):
-        if cand.item_id in pinned_ids:
-            below = [c.score for c in chosen[index + 1 :] if c.item_id not in pinned_ids]
-            above = [c.score for c in chosen[:index] if c.item_id not in pinned_ids]
-            cand.score = below[0] if below else (above[-1] if above else max(cand.score, 1.0))
-    return chosen, pinned_ids
+        chosen = [c for c in chosen if c != item]
+        chosen.insert(min(rule.position - 1, len(chosen)), item)
+        pinned[item] = rule.id
+    return chosen[: inp.k], pinned
 
 
 def _created(rule: Rule) -> float:
     return rule.created_at.timestamp() if rule.created_at is not None else 0.0
+
+
+def _pinned_scores(
+    order: list[str], scores: dict[str, float], pinned: dict[str, str]
+) -> list[float]:
+    """A pinned item takes the score of the next unpinned item (or the previous, or 1)."""
+    own = [scores.get(item, 0.0) for item in order]
+    if not pinned:
+        return own
+    out = []
+    for index, item in enumerate(order):
+        if item not in pinned:
+            out.append(own[index])
+            continue
+        below = [own[j] for j in range(index + 1, len(order)) if order[j] not in pinned]
+        above = [own[j] for j in range(index) if order[j] not in pinned]
+        out.append(below[0] if below else (above[-1] if above else max(own[index], 1.0)))
+    return out
 
 
 def rank(inp: RankInput, config: RankerConfig) -> Ranking:
@@ -342,14 +361,20 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
         keep = _Filter(inp, blocks, respect_seen)
         pool, scored = _personal(inp, config, keep)
         _backfill(inp, config, keep, pool)
-        if pool or not respect_seen or not inp.seen:
+        if pool.scores or not respect_seen or not inp.seen:
             break
         respect_seen = False  # everything known was seen: repeat beats an empty answer
     _apply_boosts(inp, config, pool, boosts)
-    ordered = sorted(pool.values(), key=lambda c: (-c.score, c.item_id))
-    chosen, pinned = _apply_pins(inp, _diversify(inp, config, ordered), pool, pins, keep)
-    _name_anchors(chosen, scored)
-    depth = max((STAGE_DEPTH[c.stage] for c in chosen if c.item_id not in pinned), default=0)
-    stage = list(Stage)[depth] if chosen else Stage.LAST_KNOWN
-    items = tuple(RankedItem(c.item_id, c.score, tuple(c.final_reasons()), c.stage) for c in chosen)
-    return Ranking(items, stage)
+    order, pinned = _apply_pins(inp, _diversify(inp, config, _ordered(pool.scores)), pins, keep)
+    personal = {i for i in order if i in pool.scores and i not in pool.stages}
+    anchors = _anchor_names(personal, scored) if personal else {}
+    scores = _pinned_scores(order, pool.scores, pinned)
+    items = []
+    for item, score in zip(order, scores, strict=True):
+        reasons = [f"pinned by rule {pinned[item]}"] if item in pinned else []
+        reasons.extend(f"co-viewed with {a}" for a in anchors.get(item, ()))
+        reasons.extend(pool.notes.get(item, ()))
+        stage = Stage.NONE if item in pinned else pool.stages.get(item, Stage.NONE)
+        items.append(RankedItem(item, score, tuple(reasons), stage))
+    depth = max((STAGE_DEPTH[i.stage] for i in items), default=len(STAGE_DEPTH) - 1)
+    return Ranking(tuple(items), list(Stage)[depth])

@@ -105,6 +105,7 @@ class StateReader:
             socket_connect_timeout=min(settings.network_timeout_s, 1.0),
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
+            legacy_responses=False,  # native RESP3 scores: no float → bytes → float round trip
         )
         reader = cls(
             client, Keyspace(settings.key_prefix), retry_after_s=settings.redis_retry_after_s

@@ -131,10 +131,10 @@ class EventProducer:
         while len(self._pending) >= self._config.max_in_flight:
             await self._wait_oldest()
         try:
-            future = await asyncio.wait_for(
-                producer.send(self.topic_name(topic), value=value, key=key), self._timeout * 3
-            )
-        except (TimeoutError, KafkaError) as exc:
+            # no asyncio.wait_for here (it costs a task per message): aiokafka bounds this wait
+            # for buffer space itself, by request_timeout_ms, raising KafkaTimeoutError
+            future = await producer.send(self.topic_name(topic), value=value, key=key)
+        except KafkaError as exc:
             raise UnavailableError(
                 f"could not queue a message for {self.topic_name(topic)}: "
                 f"{type(exc).__name__}: {exc}"

@@ -96,6 +96,13 @@ class Settings(BaseSettings):
     covis_half_life_s: float = Field(
         14 * 86400.0, gt=0, description="Half-life of co-visitation weights (forward decay)."
     )
+    # evaluation engineer (tuned by `streamrec eval prequential`, see docs/evaluation.md)
+    covis_self_weight: float = Field(
+        2.0,
+        ge=0,
+        description="Weight (× the pair weight at its distance) of the self edge covis(a→a) "
+        "added when a user comes back to an item inside the window; 0 = no self edges.",
+    )
     covis_top_k: int = Field(100, ge=1, le=10_000, description="Neighbours kept per item (K).")
     popularity_half_life_s: float = Field(
         2 * 86400.0, gt=0, description="Half-life of popularity / trending (forward decay)."
@@ -195,6 +202,11 @@ class Settings(BaseSettings):
         0.5, gt=0, le=1, description="Most of the top-k one category may take (1 = no cap)."
     )
     ranker_exclude_seen: bool = Field(True, description="Drop items the user has already seen.")
+    ranker_self_neighbours: bool = Field(
+        False,
+        description="Let an anchor's self edge (repeat clicks) recommend it again; for "
+        "session / repeat-consumption data, together with ranker_exclude_seen=false.",
+    )
     ranker_demote_min_impressions: float = Field(
         0.0, ge=0, description="Demote items shown at least this often but never clicked (0 = off)."
     )

@@ -11,7 +11,10 @@ is how many distinct items back the earlier item is, times the forward-decay fac
 ``exp((ts - t0) / tau)`` with a fixed landmark ``t0`` (so older contributions shrink relative
 to newer ones without ever sweeping the data). The forward edge ``earlier → new`` gets the full
 weight ("what comes next"), the backward edge ``new → earlier`` gets ``backward_weight`` of it,
-which makes the neighbour lists usable for item pages too.
+which makes the neighbour lists usable for item pages too. A user coming back to an item
+inside the window adds the self edge ``item → item`` with ``self_weight`` times the pair weight
+at that distance: the item's repeat propensity, which the ranker uses only when told to
+(``RankerConfig.self_neighbours``, for session data where repeat clicks are common targets).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class ProcessorConfig:
     distance_decay: float = 0.8
     backward_weight: float = 0.5
     covis_half_life_s: float = 14 * DAY_S
+    self_weight: float = 2.0
     top_k: int = 100
     popularity_half_life_s: float = 2 * DAY_S
     popularity_top_n: int = 5000
@@ -71,6 +75,7 @@ class ProcessorConfig:
             distance_decay=g("covis_distance_decay"),
             backward_weight=g("covis_backward_weight"),
             covis_half_life_s=g("covis_half_life_s"),
+            self_weight=g("covis_self_weight"),
             top_k=g("covis_top_k"),
             popularity_half_life_s=g("popularity_half_life_s"),
             popularity_top_n=g("popularity_top_n"),
@@ -245,6 +250,13 @@ class BatchPlanner:
                     bwd = plan.zincr[keys.covis(item)]
                     bwd[earlier] = bwd.get(earlier, 0.0) + w * cfg.backward_weight
                     plan.ztrim[keys.covis(item)] = cfg.top_k
+            back = self._repeat_distance(history, item, ts) if cfg.self_weight > 0 else None
+            if back is not None:  # a repeat inside the window: self edge item → item
+                own = plan.zincr[keys.covis(item)]
+                own[item] = own.get(item, 0.0) + cv * cfg.self_weight * cfg.distance_decay ** (
+                    back - 1
+                )
+                plan.ztrim[keys.covis(item)] = cfg.top_k
             pop = decay_factor(ts, plan.t0, cfg.popularity_half_life_s) * weight
             self._popularity(plan, keys.popularity(), item, pop)
             if event.context is not None:
@@ -287,6 +299,21 @@ class BatchPlanner:
             if len(out) >= self.config.window:
                 break
         return out
+
+    def _repeat_distance(
+        self, history: list[tuple[float, str]], item: str, ts: float
+    ) -> int | None:
+        """Distance d (as in ``_window``) of ``item``'s previous occurrence, if within W."""
+        between: set[str] = set()
+        for earlier_ts, earlier in history:
+            if ts - earlier_ts > self.config.session_gap_s:
+                return None
+            if earlier == item:
+                return len(between) + 1
+            between.add(earlier)
+            if len(between) >= self.config.window:
+                return None
+        return None
 
     def _popularity(self, plan: BatchPlan, key: str, item: str, inc: float) -> None:
         bucket = plan.zincr[key]

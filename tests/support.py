@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -21,6 +22,27 @@ STREAMREC = Path(sys.executable).with_name("streamrec")
 # running stack is never disturbed. scripts/test exports the same addresses.
 TEST_KAFKA_BOOTSTRAP = "127.0.0.1:29092"
 TEST_REDIS_URL = "redis://127.0.0.1:26379/0"
+
+
+def free_ports() -> tuple[int, int]:
+    """A Kafka port whose successor (the controller port) is free too, and a Redis port.
+
+    Chosen per run (not fixed) so concurrent test runs on one machine do not collide.
+    """
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            kafka = int(first.getsockname()[1])
+        if kafka >= 65534:
+            continue
+        with socket.socket() as controller, socket.socket() as redis:
+            try:
+                controller.bind(("127.0.0.1", kafka + 1))
+            except OSError:
+                continue
+            redis.bind(("127.0.0.1", 0))
+            return kafka, int(redis.getsockname()[1])
+    raise AssertionError("no free ports")
 
 
 class RunCli(Protocol):

@@ -26,6 +26,7 @@ from evaluation import (
     write_report,
 )
 from evaluation.report import to_json
+from streamrec.commands.prequential import prequential
 from streamrec.errors import ConfigError
 
 app = typer.Typer(
@@ -49,6 +50,8 @@ JoinFloor = Annotated[
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+app.command("prequential")(prequential)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""`streamrec stack up/status/down` on a throwaway home and ports, with the shared jar cache."""
+"""`streamrec stack up/status/down` on a throwaway home and free ports, sharing the jar cache."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import time
 from pathlib import Path
 
 from streamrec import procs
+from streamrec.settings import load_settings
+from streamrec.stack import LocalStack
 from tests.conftest import Services
-from tests.support import RunCli
-
-KAFKA_PORT, REDIS_PORT = 39092, 36379
+from tests.support import STREAMREC, RunCli, free_ports
 
 
-def _pids(home: Path) -> dict[str, procs.ProcessRecord]:
+def _pids(home: Path, kafka_port: int, redis_port: int) -> dict[str, procs.ProcessRecord]:
     found = {}
     for name, path in (
-        ("kafka", home / "kafka" / str(KAFKA_PORT) / "kafka.pid"),
-        ("redis", home / "redis" / str(REDIS_PORT) / "redis.pid"),
+        ("kafka", home / "kafka" / str(kafka_port) / "kafka.pid"),
+        ("redis", home / "redis" / str(redis_port) / "redis.pid"),
     ):
         record = procs.ProcessRecord.load(path)
         if record is not None:
@@ -31,14 +31,15 @@ def test_up_twice_status_down_and_offline_restart(
     tmp_path: Path, services: Services, run_cli: RunCli
 ) -> None:
     home = tmp_path / "home"
+    kafka_port, redis_port = free_ports()
     env = {
         "STREAMREC_HOME": str(home),
         "STREAMREC_KAFKA_LIBS_DIR": str(services.kafka_libs_dir),
-        "STREAMREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}",
-        "STREAMREC_REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
+        "STREAMREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+        "STREAMREC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
     }
     # A stale pid file naming a live process that is not ours (this test): must be ignored.
-    stale = home / "redis" / str(REDIS_PORT) / "redis.pid"
+    stale = home / "redis" / str(redis_port) / "redis.pid"
     stale.parent.mkdir(parents=True)
     stale.write_text(
         json.dumps({"pid": os.getpid(), "start_ticks": 1, "exe": "/x", "argv": ["redis-server"]})
@@ -50,7 +51,7 @@ def test_up_twice_status_down_and_offline_restart(
         assert first.returncode == 0, first.stderr
         assert "fetching" not in first.stdout  # jars came from the shared cache
         assert "formatting storage" in first.stdout
-        records = _pids(home)
+        records = _pids(home, kafka_port, redis_port)
         assert set(records) == {"kafka", "redis"}
         assert records["redis"].pid != os.getpid()
         assert all(procs.is_ours(record) for record in records.values())
@@ -60,7 +61,7 @@ def test_up_twice_status_down_and_offline_restart(
         assert "starting" not in again.stdout
         for record in records.values():
             assert f"pid {record.pid}" in again.stdout
-        assert _pids(home) == records
+        assert _pids(home, kafka_port, redis_port) == records
 
         status = run_cli("stack", "status", env=env)
         assert status.returncode == 0, status.stdout
@@ -71,7 +72,7 @@ def test_up_twice_status_down_and_offline_restart(
         for record in records.values():
             assert procs.wait_gone(record, 10.0)
             assert procs.start_ticks(record.pid) != record.start_ticks
-        assert _pids(home) == {}
+        assert _pids(home, kafka_port, redis_port) == {}
         assert run_cli("stack", "status", env=env).returncode == 1
         assert run_cli("stack", "down", env=env).returncode == 0  # idempotent
 
@@ -81,7 +82,7 @@ def test_up_twice_status_down_and_offline_restart(
         assert second.returncode == 0, second.stderr
         assert "fetching" not in second.stdout
         assert "formatting" not in second.stdout  # storage formatted once
-        restarted = _pids(home)
+        restarted = _pids(home, kafka_port, redis_port)
         assert set(restarted) == {"kafka", "redis"}
         print(f"stack up: first {first_s:.1f}s, after down {second_s:.1f}s")
         assert second_s < 30.0
@@ -89,4 +90,54 @@ def test_up_twice_status_down_and_offline_restart(
         run_cli("stack", "down", env=env)
     for record in restarted.values():
         assert procs.wait_gone(record, 10.0)
-    assert _pids(home) == {}
+    assert _pids(home, kafka_port, redis_port) == {}
+
+
+def test_exec_shares_the_stack_and_only_the_last_user_stops_it(
+    tmp_path: Path, services: Services, run_cli: RunCli
+) -> None:
+    home = tmp_path / "home"
+    kafka_port, redis_port = free_ports()
+    env = {
+        "STREAMREC_HOME": str(home),
+        "STREAMREC_KAFKA_LIBS_DIR": str(services.kafka_libs_dir),
+        "STREAMREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
+        "STREAMREC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+    }
+    stack = LocalStack(
+        load_settings(
+            home=home,
+            kafka_libs_dir=services.kafka_libs_dir,
+            kafka_bootstrap=env["STREAMREC_KAFKA_BOOTSTRAP"],
+            redis_url=env["STREAMREC_REDIS_URL"],
+        ),
+        timeout_s=120.0,
+    )
+    try:
+        # Two users at once: the inner `exec` finds the stack up and leaves it to us.
+        with stack.lease() as states:
+            assert all(state.running and state.pid for state in states)
+            records = _pids(home, kafka_port, redis_port)
+            inner = run_cli("stack", "exec", "--", "sh", "-c", "exit 7", env=env)
+            assert inner.returncode == 7, inner.stderr
+            assert "starting" not in inner.stdout
+            assert all(procs.is_ours(record) for record in records.values())
+        for record in records.values():  # we were the last user: stopped
+            assert procs.wait_gone(record, 10.0)
+
+        # Alone: exec starts the stack, runs the command against it, stops it.
+        alone = run_cli("stack", "exec", "--", str(STREAMREC), "stack", "status", env=env)
+        assert alone.returncode == 0, alone.stdout + alone.stderr
+        assert alone.stdout.count("starting on") == 2
+        assert _pids(home, kafka_port, redis_port) == {}
+        assert not any(state.running for state in stack.status())
+
+        # A stack started by hand is used by exec but never stopped by it.
+        assert run_cli("stack", "up", env=env).returncode == 0
+        by_hand = _pids(home, kafka_port, redis_port)
+        assert run_cli("stack", "exec", "--", "true", env=env).returncode == 0
+        assert run_cli("stack", "down", "--if-unused", env=env).returncode == 0
+        assert all(procs.is_ours(record) for record in by_hand.values())
+    finally:
+        run_cli("stack", "down", env=env)
+    assert _pids(home, kafka_port, redis_port) == {}

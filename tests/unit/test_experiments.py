@@ -87,16 +87,9 @@ def test_zero_share_variant_gets_nobody() -> None:
 
 
 def test_salt_changes_the_split() -> None:
-    a = plan(
-        parse_experiment(
-            '{"name": "e", "variants": [{"name": "x", "share": 0.5}, {"name": "y", "share": 0.5}]}'
-        )
-    )
-    b = plan(
-        parse_experiment(
-            '{"name": "e", "salt": "s2", "variants": [{"name": "x", "share": 0.5}, {"name": "y", "share": 0.5}]}'
-        )
-    )
+    halves = [{"name": "x", "share": 0.5}, {"name": "y", "share": 0.5}]
+    a = plan(parse_experiment(json.dumps({"name": "e", "variants": halves})))
+    b = plan(parse_experiment(json.dumps({"name": "e", "salt": "s2", "variants": halves})))
     same = sum(a.assign(f"u{i}").variant == b.assign(f"u{i}").variant for i in range(4000))
     assert 1700 < same < 2300
 

@@ -1,0 +1,490 @@
+"""Prequential (test-then-learn) replay of an interaction log through the real worker and server.
+
+Every event is learned by :class:`streams.pipeline.BatchProcessor` — the worker's own path
+(decode → plan → one atomic Lua apply in Redis) — and every prediction is asked of
+:class:`serving.recommender.Recommender` — the server's own path (Redis reads, caches, the
+pure ranker). The state lives under a throwaway Redis key prefix that is deleted afterwards,
+whatever happens. A :class:`~evaluation.baselines.PopularityBaseline` is asked the same
+questions against the same state.
+
+Protocols (see docs/evaluation.md):
+
+* ``prequential`` (one log, no ``--test``): events in time order; an event is a *target*
+  when its user is known (has an earlier event) and has not interacted with the item before,
+  and its event type has a positive weight. Each target is scored first, then learned.
+* ``streaming`` (``--test``): learn the training log, then replay the test log the same way,
+  learning each test event after it was scored.
+* ``batch`` (``--test``): learn the training log, then score the test log without learning it;
+  only each user's (session's) own history moves (recent list and seen set, written with the
+  processor's own encoding), so a prediction still sees its prefix.
+
+With ``--format sessions --test`` the targets follow the session-based next-item protocol of
+the literature instead: every test event but the first of its session, whether or not the
+item already occurred in the session (so seen items are not filtered: the ranker runs with
+``exclude_seen=False`` and ``self_neighbours=True``, repeat clicks being a large share of the
+targets).
+
+Speed. The training log is learned in large batches (exact: the planner handles a batch in
+order). Batch-protocol sessions are scored concurrently (exact: nothing is learned). In the
+test-then-learn protocols, up to ``pipeline`` consecutive events of *distinct* users are
+scored concurrently against the same state and then learned in one batch: a user's own
+history is always exact, but another user's event may be learned up to ``pipeline - 1``
+events late (the lag of a worker applying micro-batches). ``pipeline=1`` is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from evaluation.baselines import PopularityBaseline
+from evaluation.metrics import Accumulator, Scores
+from evaluation.replay_reader import ReplayStateReader
+from schemas.events import Context, DeadLetter, Outcome
+from schemas.keyspace import Keyspace
+from schemas.topics import Topic
+from serving.config import RankerConfig
+from serving.recommender import Recommender
+from serving.shared_state import SharedState
+from streamrec.datasets import DatasetFormat, ReadOptions, load_dataset
+from streamrec.errors import ConfigError, UnavailableError
+from streamrec.settings import Settings
+from streams.pipeline import BatchProcessor, RawMessage
+from streams.processor import BatchPlanner, ProcessorConfig, format_recent
+from streams.state_store import StateStore
+
+__all__ = [
+    "PrequentialResult",
+    "PrequentialSpec",
+    "Progress",
+    "Protocol",
+    "run_prequential",
+]
+
+#: Settings reported with every result (processor and ranker knobs that shape the figures).
+_REPORTED_SETTINGS = (
+    "covis_window",
+    "covis_session_gap_s",
+    "covis_distance_decay",
+    "covis_backward_weight",
+    "covis_self_weight",
+    "covis_half_life_s",
+    "covis_top_k",
+    "popularity_half_life_s",
+    "event_weights",
+)
+_SESSION_OVERRIDES: dict[str, bool] = {"exclude_seen": False, "self_neighbours": True}
+
+
+class Protocol(StrEnum):
+    PREQUENTIAL = "prequential"
+    STREAMING = "streaming"
+    BATCH = "batch"
+
+
+#: progress(phase, events done, events total)
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PrequentialSpec:
+    """What to replay and how."""
+
+    fmt: DatasetFormat
+    path: Path
+    test: Path | None = None
+    k: int = 20
+    protocol: Protocol | None = None
+    pipeline: int = 64
+    concurrency: int = 32
+    learn_batch: int = 5000
+
+    def resolved_protocol(self) -> Protocol:
+        """The protocol to run; raises ConfigError for a combination that makes no sense."""
+        if self.k < 1:
+            raise ConfigError(f"-k must be at least 1, got {self.k}")
+        if self.pipeline < 1 or self.concurrency < 1 or self.learn_batch < 1:
+            raise ConfigError("--pipeline, --concurrency and the learn batch must be at least 1")
+        if self.test is None:
+            if self.protocol not in (None, Protocol.PREQUENTIAL):
+                raise ConfigError(f"--protocol {self.protocol.value} needs --test PATH")
+            return Protocol.PREQUENTIAL
+        if self.protocol == Protocol.PREQUENTIAL:
+            raise ConfigError("--protocol prequential replays one log: drop --test")
+        return self.protocol or Protocol.STREAMING
+
+    @property
+    def session_protocol(self) -> bool:
+        """Session-based next-item targets (every event but a session's first)."""
+        return self.fmt == DatasetFormat.SESSIONS and self.test is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PrequentialResult:
+    """Scores of streamrec and the popularity baseline, and how they were obtained."""
+
+    streamrec: Scores
+    popularity: Scores
+    k: int
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "streamrec": self.streamrec.to_dict(),
+            "popularity": self.popularity.to_dict(),
+            "k": self.k,
+            "settings": self.settings,
+        }
+
+
+def _wire(event: Outcome) -> bytes:
+    """The ``outcome.v1`` wire form of an event, as a producer would send it."""
+    data: dict[str, Any] = {
+        "user_id": event.user_id,
+        "item_id": event.item_id,
+        "event_type": event.event_type.value,
+        "ts": event.ts.isoformat(),
+    }
+    if event.session_id is not None:
+        data["session_id"] = event.session_id
+    if event.request_id is not None:
+        data["request_id"] = event.request_id
+    if event.value is not None:
+        data["value"] = event.value
+    if event.context is not None:
+        data["context"] = event.context.model_dump(mode="json")
+    return orjson.dumps(data)
+
+
+def _eval_prefix(base: str) -> str:
+    return f"{base[:40]}.eval-{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(slots=True)
+class _Tally:
+    streamrec: Accumulator
+    popularity: Accumulator
+    known: set[str] = field(default_factory=set)
+    interacted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    #: each user's recent items (newest last), a superset of what the processor pairs with
+    history: dict[str, deque[str]] = field(default_factory=dict)
+
+
+class _Replay:
+    """One replay: the worker's processor, the server's recommender, a baseline, a prefix."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        spec: PrequentialSpec,
+        ranker: RankerConfig,
+        store: StateStore,
+        reader: ReplayStateReader,
+        progress: Progress | None,
+    ) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.keys = store.keys
+        self.processor_config = ProcessorConfig.from_settings(settings)
+        self.processor = BatchProcessor(
+            store,
+            BatchPlanner(store.keys, self.processor_config),
+            self._dead_letters,
+            max_event_bytes=settings.max_event_bytes,
+            max_future_skew_s=settings.max_future_skew_s,
+        )
+        self.store = store
+        self.reader = reader
+        self.ranker = ranker
+        self.shared = SharedState(
+            reader,
+            base_config=ranker,
+            algo_version=settings.algo_version,
+            top_n=settings.serving_popularity_top_n,
+            network_timeout_s=settings.network_timeout_s,
+            last_known_file=None,
+        )
+        self.recommender = Recommender(
+            reader, self.shared, request_timeout_s=max(settings.network_timeout_s, 5.0)
+        )
+        self.baseline = PopularityBaseline(reader, self.shared)
+        self.tally = _Tally(Accumulator(spec.k), Accumulator(spec.k))
+        self.progress = progress
+        self.topic_name = settings.topic(Topic.OUTCOMES.value)
+        self.offset = 0
+        self.learned = 0
+        self.scored_events = 0
+        self.done = 0
+        self.total = 0
+        self.rejected: list[DeadLetter] = []
+
+    async def _dead_letters(self, letters: Sequence[tuple[bytes | None, DeadLetter]]) -> None:
+        self.rejected.extend(envelope for _, envelope in letters)
+
+    def _tick(self, phase: str, n: int) -> None:
+        self.done += n
+        if self.progress is not None:
+            self.progress(phase, self.done, self.total)
+
+    # --- learning -----------------------------------------------------------------------------
+    async def learn(self, events: Sequence[Outcome]) -> None:
+        """Apply ``events`` (in order) through the worker's batch processor.
+
+        Then note them (known users, interacted items) and drop the cached neighbour lists
+        they may have changed: each event's item and its user's recent items.
+        """
+        if not events:
+            return
+        messages = []
+        for event in events:
+            self.offset += 1
+            messages.append(
+                RawMessage(
+                    Topic.OUTCOMES,
+                    self.topic_name,
+                    0,
+                    self.offset,
+                    event.user_id.encode(),
+                    _wire(event),
+                )
+            )
+        result = await self.processor.process(messages, now=time.time())
+        self.learned += sum(result.applied.values())
+        if self.rejected:
+            first = self.rejected[0]
+            raise ConfigError(
+                f"the worker rejected {len(self.rejected)} event(s) of the log "
+                f"({first.reason}: {first.error})"
+            )
+        touched: set[str] = set()
+        for event in events:
+            recent = self.history(event.user_id)
+            touched.add(event.item_id)
+            touched.update(recent)
+            recent.append(event.item_id)
+            self.note(event)
+        self.reader.invalidate(touched)
+
+    def history(self, user: str) -> deque[str]:
+        recent = self.tally.history.get(user)
+        if recent is None:
+            recent = self.tally.history[user] = deque(maxlen=self.processor_config.recent_max)
+        return recent
+
+    async def learn_all(self, events: Sequence[Outcome], phase: str) -> None:
+        for start in range(0, len(events), self.spec.learn_batch):
+            chunk = events[start : start + self.spec.learn_batch]
+            await self.learn(chunk)
+            self._tick(phase, len(chunk))
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        if not await self.shared.refresh():
+            raise UnavailableError("Redis did not answer the evaluation's cache refresh")
+
+    async def remember(self, event: Outcome) -> None:
+        """Batch protocol: move only the user's own history (recent list, seen set)."""
+        cfg, keys = self.processor_config, self.keys
+        ts = event.ts.timestamp()
+        recent, seen = keys.user_recent(event.user_id), keys.user_seen(event.user_id)
+        pipe = self.store.client.pipeline(transaction=False)
+        if cfg.weight(event.event_type) > 0:
+            pipe.lpush(recent, format_recent(ts, event.item_id))
+            pipe.ltrim(recent, 0, cfg.recent_max - 1)
+        if self.ranker.exclude_seen:  # nobody reads the seen set otherwise
+            pipe.zadd(seen, {event.item_id: ts})
+            pipe.zremrangebyrank(seen, 0, -(cfg.seen_max + 1))
+        if len(pipe):
+            async with asyncio.timeout(self.settings.network_timeout_s):
+                await pipe.execute()
+
+    # --- scoring ------------------------------------------------------------------------------
+    def is_target(self, event: Outcome, first_of_session: bool) -> bool:
+        if self.spec.session_protocol:
+            return not first_of_session
+        tally = self.tally
+        return (
+            event.user_id in tally.known
+            and event.item_id not in tally.interacted[event.user_id]
+            and self.processor_config.weight(event.event_type) > 0
+        )
+
+    def note(self, event: Outcome) -> None:
+        self.tally.known.add(event.user_id)
+        self.tally.interacted[event.user_id].add(event.item_id)
+
+    async def score(self, event: Outcome) -> None:
+        context = event.context or Context()
+        now = event.ts.timestamp()
+        answer = await self.recommender.recommend(
+            user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+        )
+        if answer.degraded:
+            raise UnavailableError(
+                "Redis did not answer a recommendation in time during the evaluation"
+            )
+        baseline = await self.baseline.recommend(
+            user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+        )
+        self.tally.streamrec.add([item.item_id for item in answer.items], event.item_id)
+        self.tally.popularity.add(baseline, event.item_id)
+        self.scored_events += 1
+
+    async def _bounded(self, jobs: Iterable[Awaitable[None]]) -> None:
+        """Run awaitables with at most ``concurrency`` in flight; the first error wins."""
+        limit = asyncio.Semaphore(self.spec.concurrency)
+
+        async def one(job: Awaitable[None]) -> None:
+            async with limit:
+                await job
+
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(one(job))
+
+    # --- protocols ----------------------------------------------------------------------------
+    async def test_then_learn(self, events: Sequence[Outcome], phase: str) -> None:
+        """Score each target, then learn it; micro-batches of distinct users (see module doc)."""
+        first_seen: set[str] = set()
+        batch: list[tuple[Outcome, bool]] = []
+        users: set[str] = set()
+        for event in events:
+            if event.user_id in users or len(batch) >= self.spec.pipeline:
+                await self._flush(batch, phase)
+                batch, users = [], set()
+            first = event.user_id not in first_seen
+            first_seen.add(event.user_id)
+            batch.append((event, first))
+            users.add(event.user_id)
+        await self._flush(batch, phase)
+
+    async def _flush(self, batch: Sequence[tuple[Outcome, bool]], phase: str) -> None:
+        if not batch:
+            return
+        targets = [event for event, first in batch if self.is_target(event, first)]
+        if len(targets) == 1:
+            await self.score(targets[0])
+        elif targets:
+            await self._bounded(self.score(event) for event in targets)
+        events = [event for event, _ in batch]
+        await self.learn(events)
+        await self.refresh()
+        self._tick(phase, len(events))
+
+    async def batch(self, events: Sequence[Outcome], phase: str) -> None:
+        """Score the test log against the trained state; only user histories move."""
+        by_user: dict[str, list[Outcome]] = {}
+        for event in events:
+            by_user.setdefault(event.user_id, []).append(event)
+
+        async def user_run(history: list[Outcome]) -> None:
+            for position, event in enumerate(history):
+                if self.is_target(event, position == 0):
+                    await self.score(event)
+                self.note(event)
+                await self.remember(event)
+            self._tick(phase, len(history))
+
+        await self._bounded(user_run(history) for history in by_user.values())
+
+
+async def _connect(settings: Settings) -> tuple[StateStore, ReplayStateReader]:
+    keys = Keyspace(settings.key_prefix)
+    store = await StateStore.connect(settings.redis_url, keys, timeout_s=settings.network_timeout_s)
+    try:
+        reader = await ReplayStateReader.connect(settings, attempts=3)
+    except BaseException:
+        await store.aclose()
+        raise
+    assert isinstance(reader, ReplayStateReader)
+    if not reader.available:
+        await reader.aclose()
+        await store.aclose()
+        raise UnavailableError(f"Redis at {settings.redis_url} did not answer")
+    return store, reader
+
+
+def _ranker_config(settings: Settings, session_protocol: bool) -> RankerConfig:
+    config = RankerConfig.from_settings(settings)
+    if session_protocol:
+        try:
+            config = config.with_overrides(_SESSION_OVERRIDES)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+    return config
+
+
+async def run_prequential(
+    settings: Settings, spec: PrequentialSpec, *, progress: Progress | None = None
+) -> PrequentialResult:
+    """Replay ``spec`` against Redis at ``settings.redis_url`` under a throwaway prefix."""
+    protocol = spec.resolved_protocol()
+    started = time.perf_counter()
+    options = ReadOptions()
+    train = load_dataset(spec.path, spec.fmt, options)
+    test = load_dataset(spec.test, spec.fmt, options) if spec.test is not None else None
+    if not train.events and (test is None or not test.events):
+        raise ConfigError(f"{spec.path}: no usable event in the log")
+    catalog = {e.item_id for e in train.events}
+    if test is not None:
+        catalog.update(e.item_id for e in test.events)
+    prefix = _eval_prefix(settings.key_prefix)
+    eval_settings = settings.model_copy(update={"key_prefix": prefix})
+    ranker = _ranker_config(settings, spec.session_protocol)
+    loaded = time.perf_counter()
+    store, reader = await _connect(eval_settings)
+    try:
+        replay = _Replay(eval_settings, spec, ranker, store, reader, progress)
+        replay.total = len(train.events) + (len(test.events) if test is not None else 0)
+        if test is None:
+            await replay.refresh()
+            await replay.test_then_learn(train.events, "replay")
+        else:
+            await replay.learn_all(train.events, "train")
+            if protocol == Protocol.BATCH:
+                await replay.batch(test.events, "test")
+            else:
+                await replay.test_then_learn(test.events, "test")
+    finally:
+        try:
+            await store.delete_prefix()
+        finally:
+            await reader.aclose()
+            await store.aclose()
+    finished = time.perf_counter()
+    replayed = replay.total
+    replay_s = finished - loaded
+    skipped = len(train.bad) + (len(test.bad) if test is not None else 0)
+    info: dict[str, Any] = {
+        "protocol": protocol.value,
+        "format": spec.fmt.value,
+        "path": str(spec.path),
+        "test": str(spec.test) if spec.test is not None else None,
+        "targets": "session next item" if spec.session_protocol else "known user, new item",
+        "pipeline": 1 if protocol == Protocol.BATCH else spec.pipeline,
+        "events": replayed,
+        "learned": replay.learned,
+        "skipped_lines": skipped,
+        "catalog": len(catalog),
+        "key_prefix": prefix,
+        "elapsed_s": round(finished - started, 3),
+        "replay_s": round(replay_s, 3),
+        "events_per_s": round(replayed / replay_s, 1) if replay_s > 0 else None,
+        "processor": {name: getattr(settings, name) for name in _REPORTED_SETTINGS},
+        "ranker": ranker.model_dump(),
+    }
+    return PrequentialResult(
+        streamrec=replay.tally.streamrec.scores(len(catalog)),
+        popularity=replay.tally.popularity.scores(len(catalog)),
+        k=spec.k,
+        settings=info,
+    )
