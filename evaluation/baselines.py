@@ -71,12 +71,8 @@ class PopularityBaseline:
             self.shared.unavailable,
         )
         static = self._static
-        if (
-            not config.exclude_seen
-            and static is not None
-            and all(a is b for a, b in zip(static[0], inputs, strict=True))
-        ):
-            return list(static[1])
+        if not config.exclude_seen and static is not None and static[0] == inputs:
+            return list(static[1])  # (== is an identity check for the unchanged caches)
         inp = RankInput(
             k=k,
             now=now,

@@ -38,6 +38,7 @@ log = logging.getLogger("streamrec.serving")
 RECOMMENDER_SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 SERVICE_NAMES: tuple[str, ...] = (RECOMMENDER_SERVICE, ADMIN_SERVICE)
+DEFAULT_ADMIN_TOKEN = "change-me"
 #: grpc_health's asyncio servicer (its type stubs do not describe the ``aio`` module).
 HEALTH_AIO: Any = health.aio  # type: ignore[attr-defined]
 
@@ -101,6 +102,8 @@ class Server:
         self.recommender, self.exposures = recommender, exposures
         self._grpc, self._health = server, health_servicer
         log.info("serving on %s (metrics port %s)", self.address, settings.server_metrics_port)
+        if settings.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN:
+            log.warning("STREAMREC_ADMIN_TOKEN is the default: set it before exposing Admin")
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, drain calls, stop tasks, flush exposures. Idempotent."""

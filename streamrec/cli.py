@@ -37,6 +37,7 @@ _GROUPS: tuple[tuple[str, str], ...] = (
     ("topics", "topics"),
     ("schemas", "schemas"),
     ("evaluate", "eval"),
+    ("bench", "bench"),
 )
 _COMMANDS: tuple[tuple[str, str], ...] = (
     ("produce", "produce"),

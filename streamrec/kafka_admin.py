@@ -54,6 +54,10 @@ class TopicInfo:
     cleanup_policy: str
 
 
+#: Broker-side message size limit of our topics (the worker's own limit is max_event_bytes).
+TOPIC_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
 def topic_plan(settings: Settings, partitions: int | None = None) -> list[TopicPlan]:
     """The topics of this deployment with their partitions and configs."""
     if partitions is not None and partitions < 1:
@@ -62,6 +66,9 @@ def topic_plan(settings: Settings, partitions: int | None = None) -> list[TopicP
     plans = []
     for topic, spec in TOPIC_SPECS.items():
         configs = {"cleanup.policy": "compact"} if spec.compacted else {}
+        # Accept oversized messages on the wire, so the worker can dead-letter them with a
+        # reason instead of the producer failing silently on the broker's 1 MB default.
+        configs["max.message.bytes"] = str(TOPIC_MAX_MESSAGE_BYTES)
         plans.append(
             TopicPlan(
                 topic=topic,

@@ -68,7 +68,7 @@ def create_app(
     app = _faust_app(settings, app_id or settings.consumer_group)
     logical = {settings.topic(t.value): t for t in CONSUMED}
     channel = app.topic(*logical, value_serializer="raw", key_serializer="raw")
-    app.conf.streamrec_counts = {"messages": 0}
+    app.conf.streamrec_counts = {"messages": 0, "roundtrips": 0, "first_ts": 0.0}
     counts: dict[str, int] = app.conf.streamrec_counts
 
     if bare:
@@ -148,6 +148,7 @@ def create_app(
                 result = await process_with_retry(processor, messages)
                 result.roundtrips = processor.last_roundtrips
                 counts["messages"] += len(messages)
+                counts["roundtrips"] += result.roundtrips
                 if observer is not None:
                     observer(result, time.monotonic() - started)
         finally:

@@ -1,0 +1,57 @@
+"""``streamrec bench``: benchmarks measured as ratios side by side in one run.
+
+``ingest`` (full processor vs a bare faust agent), ``serve`` (server vs a bare echo server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from streamrec.commands import bench_serve
+from streamrec.errors import ConfigError
+from streamrec.settings import settings
+
+app = typer.Typer(help="Benchmarks (ratios against a bare baseline, measured in one run).")
+app.command("serve")(bench_serve.command)
+
+
+def _ingest_table(r: dict[str, Any]) -> str:
+    full, bare = r["full"], r["bare"]
+    rows = [
+        f"events                       {r['events']:,} x {r['rounds']} rounds",
+        f"full processor events/s      {full['median']:,.0f} "
+        f"(min {full['min']:,.0f}, max {full['max']:,.0f})",
+        f"bare faust events/s          {bare['median']:,.0f} "
+        f"(min {bare['min']:,.0f}, max {bare['max']:,.0f})",
+        f"ratio (median full / bare)   {r['ratio']:.2f} "
+        f"(per round: {', '.join(f'{x:.2f}' for x in r['ratio_per_round'])})",
+        f"Redis round trips per event  {r['redis_roundtrips_per_event']:.4f} "
+        f"(batch size {r['batch_size']})",
+        f"Redis bytes per item         {r['bytes_per_item']:,.0f}",
+        f"Redis bytes per user         {r['bytes_per_user']:,.0f}",
+        f"memory after 2x the stream   {r['memory_growth']:+.1%} "
+        f"({r['redis_bytes_after_stream']:,.0f} → {r['redis_bytes_after_stream_twice']:,.0f} B)",
+    ]
+    return "\n".join(rows)
+
+
+@app.command("ingest")
+def ingest(
+    events: Annotated[int, typer.Option("--events", min=1000, help="Synthetic events.")] = 100_000,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, max=10, help="Bare/full pairs.")] = 2,
+    items: Annotated[int, typer.Option("--items", min=10, help="Catalog size.")] = 20_000,
+    users: Annotated[int, typer.Option("--users", min=10, help="Distinct users.")] = 10_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Sustained ingest throughput of the full processor vs a bare counting faust agent."""
+    from streams.bench_ingest import IngestBenchConfig, run_ingest_bench
+
+    if users > events:
+        raise ConfigError("--users must not exceed --events")
+    cfg = IngestBenchConfig(events=events, rounds=rounds, items=items, users=users)
+    report = asyncio.run(run_ingest_bench(settings(), cfg))
+    print(json.dumps(report, indent=2) if as_json else _ingest_table(report))

@@ -1,0 +1,225 @@
+"""``streamrec bench ingest``: full processor vs a bare faust agent, side by side, one run.
+
+Produces N synthetic outcome events (Zipf item popularity, users with sessions of varying
+length) to throwaway topics, then alternates runs of a bare faust agent that only counts the
+messages and of the full worker app (decode, plan, one atomic Redis apply per batch), each in
+its own consumer group over the same topic and broker. Throughput is measured from the first
+to the last message (start-up and group join excluded). Then it replays the same stream
+shifted in time (the same catalog and users) and reports how much Redis memory grew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import statistics
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from schemas.keyspace import Keyspace
+from schemas.topics import Topic
+from streamrec import kafka_admin
+from streamrec.producer import EventProducer, ProducerConfig
+from streamrec.settings import Settings
+from streams.app import create_app
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBenchConfig:
+    events: int = 100_000
+    items: int = 20_000
+    users: int = 10_000
+    rounds: int = 2
+    zipf_s: float = 1.1
+    seed: int = 42
+    timeout_s: float = 600.0
+
+
+def synthetic_events(cfg: IngestBenchConfig, start_ts: float) -> list[tuple[bytes, bytes]]:
+    """Zipf items; each user browses sessions of 1–30 events, 30 s apart, 1 h between them."""
+    rng = random.Random(cfg.seed)
+    weights = [1.0 / (rank**cfg.zipf_s) for rank in range(1, cfg.items + 1)]
+    cumulative: list[float] = []
+    total = 0.0
+    for w in weights:
+        total += w
+        cumulative.append(total)
+    user_clock = {u: start_ts + rng.random() * 3600 for u in range(cfg.users)}
+    kinds = ["view"] * 12 + ["click"] * 4 + ["add_to_cart", "purchase"]
+    out: list[tuple[bytes, bytes]] = []
+    while len(out) < cfg.events:
+        user = rng.randrange(cfg.users)
+        session = rng.randint(1, 30)
+        ts = user_clock[user]
+        for _ in range(min(session, cfg.events - len(out))):
+            item = _bisect(cumulative, rng.random() * total)
+            ts += 30.0
+            uid = f"u{user}"
+            out.append(
+                (
+                    uid.encode(),
+                    orjson.dumps(
+                        {
+                            "user_id": uid,
+                            "item_id": f"i{item}",
+                            "event_type": rng.choice(kinds),
+                            "ts": round(ts, 3),
+                        }
+                    ),
+                )
+            )
+        user_clock[user] = ts + 3600.0
+    return out
+
+
+def _bisect(cumulative: list[float], x: float) -> int:
+    lo, hi = 0, len(cumulative) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cumulative[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+async def _produce(settings: Settings, events: list[tuple[bytes, bytes]]) -> None:
+    async with EventProducer(settings, ProducerConfig()) as producer:
+        for key, value in events:
+            await producer.send_raw(Topic.OUTCOMES, value, key=key)
+        await producer.flush()
+
+
+async def _consume_run(
+    settings: Settings, *, bare: bool, expected: int, timeout_s: float
+) -> dict[str, float]:
+    app_id = f"{settings.topic_prefix}-{'bare' if bare else 'full'}-{uuid.uuid4().hex[:6]}"
+    app = create_app(settings, bare=bare, app_id=app_id)
+    counts: dict[str, Any] = app.conf.streamrec_counts
+    started = time.perf_counter()
+    await app.start()
+    first_at: float | None = None
+    first_count = 0
+    try:
+        while counts["messages"] < expected:
+            await asyncio.sleep(0.005)
+            if first_at is None and counts["messages"] > 0:
+                first_at, first_count = time.perf_counter(), counts["messages"]
+            if time.perf_counter() - started > timeout_s:
+                raise TimeoutError(f"{'bare' if bare else 'full'} run did not finish")
+        elapsed = time.perf_counter() - (first_at or started)
+    finally:
+        await app.stop()
+    measured = expected - first_count
+    return {
+        "events_per_s": measured / elapsed if elapsed > 0 else 0.0,
+        "roundtrips": float(counts.get("roundtrips", 0)),
+        "messages": float(counts["messages"]),
+    }
+
+
+async def _memory(client: aioredis.Redis, keys: Keyspace) -> dict[str, float]:
+    """Bytes of every key of the prefix, split into item-side and user-side families."""
+    item_bytes = user_bytes = other = 0
+    items: set[str] = set()
+    users: set[str] = set()
+    async for raw in client.scan_iter(match=keys.pattern, count=2000):
+        key = raw.decode()
+        size = int(await client.memory_usage(key, samples=0) or 0)
+        rest = key[len(keys.prefix) + 1 :]
+        if rest.startswith("cv:"):
+            item_bytes += size
+            items.add(rest[3:])
+        elif rest.startswith("u:"):
+            user_bytes += size
+            users.add(rest.split(":")[1])
+        else:
+            other += size
+    return {
+        "total": float(item_bytes + user_bytes + other),
+        "item_bytes": float(item_bytes),
+        "user_bytes": float(user_bytes),
+        "items": float(len(items)),
+        "users": float(len(users)),
+        "other": float(other),
+    }
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {
+        "min": min(values),
+        "median": statistics.median(values),
+        "max": max(values),
+    }
+
+
+async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    settings = base.model_copy(
+        update={"topic_prefix": f"bench-{run_id}", "key_prefix": f"bench-{run_id}"}
+    )
+    keys = Keyspace(settings.key_prefix)
+    client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    await kafka_admin.create_topics(settings)
+    try:
+        start_ts = time.time() - 30 * 86400
+        events = synthetic_events(cfg, start_ts)
+        await _produce(settings, events)
+        bare: list[float] = []
+        full: list[float] = []
+        roundtrips = 0.0
+        for _ in range(cfg.rounds):
+            run = await _consume_run(
+                settings, bare=True, expected=len(events), timeout_s=cfg.timeout_s
+            )
+            bare.append(run["events_per_s"])
+            await _delete(client, keys)
+            run = await _consume_run(
+                settings, bare=False, expected=len(events), timeout_s=cfg.timeout_s
+            )
+            full.append(run["events_per_s"])
+            roundtrips = run["roundtrips"]
+        memory_once = await _memory(client, keys)
+        # the same catalog and users, a second stream later in time: memory must stay flat
+        later = synthetic_events(cfg, start_ts + 15 * 86400)
+        await _produce(settings, later)
+        await _consume_run(settings, bare=False, expected=2 * len(events), timeout_s=cfg.timeout_s)
+        memory_twice = await _memory(client, keys)
+    finally:
+        await _delete(client, keys)
+        await client.aclose()
+        await kafka_admin.delete_topics(settings)
+    ratio = statistics.median(full) / statistics.median(bare)
+    return {
+        "events": len(events),
+        "rounds": cfg.rounds,
+        "events_per_s": statistics.median(full),
+        "bare_events_per_s": statistics.median(bare),
+        "ratio": ratio,
+        "full": _spread(full),
+        "bare": _spread(bare),
+        "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
+        "redis_roundtrips_per_event": roundtrips / len(events),
+        "batch_size": settings.batch_size,
+        "bytes_per_item": memory_once["item_bytes"] / max(1.0, memory_once["items"]),
+        "bytes_per_user": memory_once["user_bytes"] / max(1.0, memory_once["users"]),
+        "redis_bytes_after_stream": memory_once["total"],
+        "redis_bytes_after_stream_twice": memory_twice["total"],
+        "memory_growth": memory_twice["total"] / max(1.0, memory_once["total"]) - 1.0,
+    }
+
+
+async def _delete(client: aioredis.Redis, keys: Keyspace) -> None:
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=keys.pattern, count=2000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await client.unlink(*batch)
+            batch.clear()
+    if batch:
+        await client.unlink(*batch)
