@@ -107,13 +107,16 @@ class PrequentialSpec:
     pipeline: int = 64
     concurrency: int = 32
     learn_batch: int = 5000
+    refresh_every: int = 100
 
     def resolved_protocol(self) -> Protocol:
         """The protocol to run; raises ConfigError for a combination that makes no sense."""
         if self.k < 1:
             raise ConfigError(f"-k must be at least 1, got {self.k}")
-        if self.pipeline < 1 or self.concurrency < 1 or self.learn_batch < 1:
-            raise ConfigError("--pipeline, --concurrency and the learn batch must be at least 1")
+        if min(self.pipeline, self.concurrency, self.learn_batch, self.refresh_every) < 1:
+            raise ConfigError(
+                "--pipeline, --concurrency, --refresh-every and the learn batch must be at least 1"
+            )
         if self.test is None:
             if self.protocol not in (None, Protocol.PREQUENTIAL):
                 raise ConfigError(f"--protocol {self.protocol.value} needs --test PATH")
@@ -222,6 +225,7 @@ class _Replay:
         self.topic_name = settings.topic(Topic.OUTCOMES.value)
         self.offset = 0
         self.learned = 0
+        self.refreshed_at = 0
         self.scored_events = 0
         self.done = 0
         self.total = 0
@@ -287,9 +291,14 @@ class _Replay:
             self._tick(phase, len(chunk))
         await self.refresh()
 
-    async def refresh(self) -> None:
+    async def refresh(self, *, force: bool = True) -> None:
+        """Refresh the server's shared caches (popularity …), at most every ``refresh_every``
+        learned events unless forced."""
+        if not force and self.learned - self.refreshed_at < self.spec.refresh_every:
+            return
         if not await self.shared.refresh():
             raise UnavailableError("Redis did not answer the evaluation's cache refresh")
+        self.refreshed_at = self.learned
 
     async def remember(self, event: Outcome) -> None:
         """Batch protocol: move only the user's own history (recent list, seen set)."""
@@ -377,7 +386,7 @@ class _Replay:
             await self._bounded(self.score(event) for event in targets)
         events = [event for event, _ in batch]
         await self.learn(events)
-        await self.refresh()
+        await self.refresh(force=False)
         self._tick(phase, len(events))
 
     async def batch(self, events: Sequence[Outcome], phase: str) -> None:
@@ -471,6 +480,7 @@ async def run_prequential(
         "test": str(spec.test) if spec.test is not None else None,
         "targets": "session next item" if spec.session_protocol else "known user, new item",
         "pipeline": 1 if protocol == Protocol.BATCH else spec.pipeline,
+        "refresh_every": spec.refresh_every,
         "events": replayed,
         "learned": replay.learned,
         "skipped_lines": skipped,

@@ -45,6 +45,8 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("export", "export"),
     ("serve", "serve"),
     ("worker", "worker"),
+    ("demo", "demo"),
+    ("config", "config"),
 )
 
 

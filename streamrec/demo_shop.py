@@ -24,8 +24,9 @@ user's seen items excluded, as the server excludes them).
 
 from __future__ import annotations
 
+import heapq
 import random
-from collections import Counter, deque
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -166,7 +167,7 @@ class Shop:
         for u in range(cfg.users):
             user_id = f"user{u:0{uwidth}d}"
             self.users[user_id] = _User(user_id, self._rng.choice(self.categories))
-        self._counts: Counter[str] = Counter()
+        self._counts: defaultdict[str, float] = defaultdict(float)
         self.context = Context(tenant=cfg.tenant, surface=cfg.surface, locale=cfg.locale)
 
     # --- catalog ----------------------------------------------------------------------------
@@ -234,7 +235,8 @@ class Shop:
         k = k or self.config.k
         seen = self.users[user_id].seen
         top: list[str] = []
-        for item, _ in self._counts.most_common(k + len(seen)):
+        ranked = heapq.nlargest(k + len(seen), self._counts.items(), key=lambda kv: (kv[1], kv[0]))
+        for item, _ in ranked:
             if item not in seen:
                 top.append(item)
                 if len(top) == k:
@@ -272,9 +274,7 @@ class Shop:
 
         emit(target, EventType.CLICK if hit else EventType.VIEW, hit)
         others = [
-            item
-            for item in top
-            if item != target and self.category_of.get(item) == user.favourite
+            item for item in top if item != target and self.category_of.get(item) == user.favourite
         ]
         if others and self._rng.random() < cfg.click_other:
             other = self._rng.choice(others)

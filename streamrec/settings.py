@@ -332,6 +332,22 @@ class Settings(BaseSettings):
         0.25, description="Serving p99 latency (s) per method that is critical."
     )
 
+    # --- monitoring (wiring): worker monitor task, `streamrec monitor`, `streamrec status` ----
+    monitor_metrics_port: int = Field(
+        9466, ge=0, lt=65536, description="`streamrec monitor` /metrics port (0 = off)."
+    )
+    monitor_state_save_s: PositiveFloat = Field(
+        120.0,
+        description="How often the worker persists its monitor state (drift windows, open "
+        "alerts) to Redis; also saved on shutdown and restored at start.",
+    )
+    monitor_instance: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,64}$",
+        description="Name of this process in heartbeat and monitor-state keys (default: the "
+        "host name; a second live process with the same name gets NAME-PID instead).",
+    )
+
     # --- local stack -------------------------------------------------------------------------
     home: Path = Field(
         Path.home() / ".cache" / "streamrec",

@@ -1,0 +1,37 @@
+"""``streamrec config``: every setting with its environment variable, value and meaning."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr
+
+from streamrec.settings import ENV_PREFIX, Settings
+from streamrec.settings import settings as load
+
+
+def command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the effective settings (secrets hidden) with their STREAMREC_* variables."""
+    current = load()
+    rows: list[dict[str, object]] = []
+    for name, field in Settings.model_fields.items():
+        value = getattr(current, name)
+        shown = "**********" if isinstance(value, SecretStr) else value
+        rows.append(
+            {
+                "env": f"{ENV_PREFIX}{name.upper()}",
+                "value": shown if isinstance(shown, int | float | bool | dict) else str(shown),
+                "description": field.description or "",
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    width = max(len(str(r["env"])) for r in rows)
+    for row in rows:
+        env = str(row["env"])
+        print(f"{env:<{width}}  {row['value']}\n{'':<{width}}  {row['description']}")
