@@ -6,10 +6,42 @@ the result; :mod:`evaluation.stats` holds the statistics; :mod:`evaluation.synth
 known-answer logs for tests and demos.
 """
 
-from evaluation.ab import analyze
-from evaluation.ab_model import AbConfig, AbResult, Correction, Decision, Metric, parse_split
-from evaluation.logs import Logs, ValidationReport, read_logs, validate_logs
-from evaluation.report import render_markdown, render_validation, write_report
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from evaluation.ab import analyze
+    from evaluation.ab_model import AbConfig, AbResult, Correction, Decision, Metric, parse_split
+    from evaluation.logs import Logs, ValidationReport, read_logs, validate_logs
+    from evaluation.report import render_markdown, render_validation, write_report
+
+# Imported lazily (PEP 562): the statistics stack (scipy) costs ~1 s to import, and every
+# `streamrec` command would pay it at start-up otherwise.
+_LAZY = {
+    "analyze": "evaluation.ab",
+    "AbConfig": "evaluation.ab_model",
+    "AbResult": "evaluation.ab_model",
+    "Correction": "evaluation.ab_model",
+    "Decision": "evaluation.ab_model",
+    "Metric": "evaluation.ab_model",
+    "parse_split": "evaluation.ab_model",
+    "Logs": "evaluation.logs",
+    "ValidationReport": "evaluation.logs",
+    "read_logs": "evaluation.logs",
+    "validate_logs": "evaluation.logs",
+    "render_markdown": "evaluation.report",
+    "render_validation": "evaluation.report",
+    "write_report": "evaluation.report",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
 __all__ = [
     "AbConfig",

@@ -47,6 +47,8 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("worker", "worker"),
     ("demo", "demo"),
     ("config", "config"),
+    ("monitor", "monitor"),
+    ("status", "status"),
 )
 
 

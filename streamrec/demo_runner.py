@@ -397,12 +397,13 @@ class Load:
         self.shop.start_session(user)
         self._schedule(user, delay)
 
-    async def run(self, stop: asyncio.Event, drivers: int = 24) -> None:
+    async def run(self, stop: asyncio.Event) -> None:
         for user in self.watched:
             self.shop.start_session(user)
             self._schedule(user, self._rng.uniform(0, 0.5))
         for _ in range(self.concurrency):
             self._new_session(self._rng.uniform(0, sum(THINK_S)))
+        drivers = min(64, self.concurrency)
         tasks = [asyncio.create_task(self._driver(stop)) for _ in range(drivers)]
         try:
             await stop.wait()
@@ -653,6 +654,37 @@ async def _wait_ready(
         await asyncio.sleep(0.2)
 
 
+async def _warm_up(
+    shop: Shop,
+    producer: EventProducer,
+    stub: pb_grpc.RecommenderAsyncStub,
+    children: list[Child],
+    stop: asyncio.Event,
+) -> None:
+    """Some organic browsing first, until the server has popularity to answer from.
+
+    Before any outcome is applied the server knows no item and answers UNAVAILABLE; the
+    load starts once an answer comes back non-empty (its hit counts start there too).
+    """
+    users = list(shop.users)[WATCHED : WATCHED + 30]
+    for user in users:
+        shop.start_session(user)
+        for outcome in shop.act(user, [], None).outcomes:
+            await producer.send_event(Topic.OUTCOMES, outcome)
+    await producer.flush()
+    request = pb.RecommendRequest(user_id="demo-warm-up", k=shop.config.k)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not stop.is_set():
+        for child in children:
+            child.check_alive()
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            if (await stub.Recommend(request, timeout=2.0)).items:
+                return
+        if time.monotonic() > deadline:
+            raise UnavailableError(f"demo: server had no answer after {READY_TIMEOUT_S:g}s")
+        await asyncio.sleep(0.2)
+
+
 async def _run_load(
     settings: Settings,
     options: DemoOptions,
@@ -677,6 +709,7 @@ async def _run_load(
             )
             started = time.monotonic()
             await _wait_ready(settings, children, redis, channel, len(shop.items), stop)
+            await _warm_up(shop, producer, pb_grpc.RecommenderStub(channel), children, stop)
             if stop.is_set():
                 return
             took = time.monotonic() - started
@@ -691,7 +724,7 @@ async def _run_load(
                 producer,
                 summary,
                 options.rate,
-                timeout_s=max(1.0, settings.request_timeout_s * 4),
+                timeout_s=max(2.0, settings.request_timeout_s * 8),
             )
             summary.started = time.monotonic()
             await _drive(load, probe, summary, children, options, stop)

@@ -61,7 +61,9 @@ async def _kafka(settings: Settings, what: str, awaitable: Awaitable[T]) -> T:
             f"Kafka at {settings.kafka_bootstrap}: {what} timed out after {timeout:g}s"
         ) from exc
     except (KafkaError, OSError) as exc:
-        raise UnavailableError(f"Kafka at {settings.kafka_bootstrap}: {what} failed: {exc}") from exc
+        raise UnavailableError(
+            f"Kafka at {settings.kafka_bootstrap}: {what} failed: {exc}"
+        ) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,8 @@ class OffsetsProbe:
         tps, missing = await self._partitions()
         ends = await _kafka(self.settings, "end offsets", self._consumer.end_offsets(tps))
         at = time.time()
-        return at, {(self.logical[tp.topic], tp.partition): int(o) for tp, o in ends.items()}, missing
+        by_key = {(self.logical[tp.topic], tp.partition): int(o) for tp, o in ends.items()}
+        return at, by_key, missing
 
     async def sample(self) -> OffsetSample:
         """End offsets and the group's committed offsets of every consumed partition."""

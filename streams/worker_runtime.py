@@ -1,20 +1,31 @@
-"""Worker process wiring: the faust app plus its metrics endpoint and batch observer.
+"""Worker process wiring: the faust app plus its metrics endpoint, batch observers and monitor.
 
 Kept apart from :mod:`streams.app` so the app factory stays a pure adapter and the
 benchmark can build apps without touching the process-wide Prometheus registry.
+After each batch two observers run: :class:`BatchMetricsObserver` (counters, event lag) and
+:meth:`streams.worker_monitor.WorkerMonitor.observe` (drift windows). The worker monitor's
+periodic task runs as a faust app task: started with the app, cancelled and awaited at
+shutdown (it saves its state on the way out).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
 
 import faust
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
+from schemas.events import Alert, encode_event
+from schemas.topics import Topic
+from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
 from streams.app import create_app
 from streams.metrics import WorkerMetrics
 from streams.pipeline import BatchResult
+from streams.worker_monitor import WorkerMonitor
 
 
 class BatchMetricsObserver:
@@ -56,8 +67,39 @@ class BatchMetricsObserver:
 
 
 def build_worker_app(settings: Settings) -> faust.App:
-    """The production worker app: processor agent, metrics endpoint, batch observer."""
+    """The production worker app: processor agent, metrics endpoint, observers, monitor."""
     metrics = WorkerMetrics()
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="0.0.0.0")
-    return create_app(settings, observer=BatchMetricsObserver(metrics))
+    batch_metrics = BatchMetricsObserver(metrics)
+    monitor = WorkerMonitor(settings, metrics, lambda: dict(batch_metrics.newest_event_ts))
+
+    def observer(result: BatchResult, seconds: float) -> None:
+        batch_metrics(result, seconds)
+        monitor.observe(result, seconds)
+
+    app = create_app(settings, observer=observer)
+    alerts = app.topic(
+        settings.topic(Topic.ALERTS.value), value_serializer="raw", key_serializer="raw"
+    )
+
+    async def send_alerts(events: Sequence[Alert]) -> None:
+        try:
+            async with asyncio.timeout(settings.network_timeout_s * 2):
+                futures = [
+                    await alerts.send(key=a.alert_id.encode(), value=encode_event(a))
+                    for a in events
+                ]
+                await asyncio.gather(*futures)
+        except (KafkaError, TimeoutError) as exc:
+            raise UnavailableError(f"alerts topic: {exc or type(exc).__name__}") from exc
+
+    monitor.send_alerts = send_alerts
+
+    async def run_monitor() -> None:
+        await monitor.run()
+
+    app.task(run_monitor)
+
+    app.conf.streamrec_monitor = monitor
+    return app

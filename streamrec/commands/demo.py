@@ -5,6 +5,7 @@ Thin adapter: options → :func:`streamrec.demo_runner.run_demo`.
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -38,4 +39,6 @@ def command(
     Topics and Redis keys live under a fresh demo-<time> prefix and are deleted at the end.
     Ctrl-C stops cleanly and prints the summary so far.
     """
+    # aiokafka logs retried produce errors of a just-created topic (leader moving) as warnings
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     run_demo(load_settings(), DemoOptions(duration_s=duration, rate=rate, seed=seed, live=live))

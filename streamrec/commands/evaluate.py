@@ -17,7 +17,6 @@ from evaluation import (
     AbConfig,
     Correction,
     Metric,
-    analyze,
     parse_split,
     read_logs,
     render_markdown,
@@ -120,6 +119,8 @@ def ab(
         correction=correction, srm_alpha=srm_alpha, join_floor=join_floor,
         n_boot=n_boot, seed=seed,
     )
+    from evaluation.ab import analyze  # scipy: imported only when analysing
+
     result = analyze(read_logs(exposures, outcomes), config)
     try:
         paths = write_report(result, out)

@@ -10,11 +10,11 @@ from tests.integration.serving_support import free_port
 from tests.support import RunCli
 
 
-def _cmdline(pid: int) -> str | None:
+def _environ(pid: int) -> bytes:
     try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return (Path("/proc") / str(pid) / "environ").read_bytes()
     except OSError:
-        return None
+        return b""
 
 
 def _alive(pid: int) -> bool:
@@ -64,7 +64,11 @@ def test_demo_runs_summarises_and_leaves_nothing_running(
     assert "deleted 5 topics" in out
     # the test stack was running before (session lease): the demo leaves it running
     assert "stack: left running" in out
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            cmdline = _cmdline(int(entry.name)) or ""
-            assert prefix.group(1) not in cmdline or not _alive(int(entry.name)), cmdline
+    # no live process carries the run's prefix in its environment (the demo's children do)
+    marker = f"STREAMREC_TOPIC_PREFIX={prefix.group(1)}".encode()
+    leftovers = [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and marker in _environ(int(entry.name)) and _alive(int(entry.name))
+    ]
+    assert not leftovers, leftovers

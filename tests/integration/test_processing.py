@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -27,8 +28,12 @@ from tests.worker_support import (
 NO_DECAY = {"covis_half_life_s": "1e12", "popularity_half_life_s": "1e12"}
 
 
-def _scores(pairs: list[tuple[bytes, float]]) -> dict[str, float]:
-    return {m.decode(): s for m, s in pairs}
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _scores(pairs: Any) -> dict[str, float]:
+    return {_text(m): float(s) for m, s in pairs}
 
 
 def _close(actual: dict[str, float], expected: dict[str, float]) -> None:
@@ -117,7 +122,7 @@ async def test_hand_computed_state(settings: Settings, redis: Redis, tmp_path: P
         {"A": 1.0},
     )
     # user features
-    recent = [e.decode().split("|")[1] for e in await redis.lrange(keys.user_recent("u1"), 0, -1)]
+    recent = [_text(e).split("|")[1] for e in await redis.lrange(keys.user_recent("u1"), 0, -1)]
     assert recent == ["C", "B", "A"]
     assert await redis.lrange(keys.user_recent("u3"), 0, -1) == []  # dismiss is no anchor
     assert _scores(await redis.zrange(keys.user_seen("u3"), 0, -1, withscores=True)) == {
@@ -133,7 +138,7 @@ async def test_hand_computed_state(settings: Settings, redis: Redis, tmp_path: P
     assert await redis.smembers(keys.unavailable_items) == {b"Z"}
     assert await redis.hget(keys.item_categories, "A") == b"shoes"
     # exposure join: the early click joined when its exposure arrived, the late one at once
-    sv = {k.decode(): int(v) for k, v in (await redis.hgetall(keys.surface_variant_ctr)).items()}
+    sv = {_text(k): int(v) for k, v in (await redis.hgetall(keys.surface_variant_ctr)).items()}
     assert sv["home|treatment|req"] == 2
     assert sv["home|treatment|imp"] == 4
     assert sv["home|treatment|clk"] == 2

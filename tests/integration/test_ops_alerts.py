@@ -1,0 +1,277 @@
+"""Monitoring wired into the running system: a stuck worker, silent producers, status --json.
+
+Real broker and Redis; the worker and ``streamrec monitor`` run as subprocesses with small
+thresholds (``STREAMREC_*`` overrides) and a 0.5 s monitor interval, so each test takes
+seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from schemas.events import Alert
+from schemas.topics import Topic
+from streamrec.settings import Settings
+from tests.support import REPO, STREAMREC
+from tests.worker_support import (
+    consume_all,
+    outcome,
+    produce,
+    start_worker,
+    stop_worker,
+    wait_applied,
+    worker_env,
+)
+
+FAST = {
+    "monitor_interval_s": "0.5",
+    "alert_min_duration_s": "1",
+    "lag_warn": "200",
+    "lag_crit": "1000",
+}
+
+
+def start_monitor(settings: Settings, log: Path, **overrides: str) -> subprocess.Popen[bytes]:
+    env = worker_env(settings, None, monitor_metrics_port="0", **overrides)
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [str(STREAMREC), "monitor", "--loglevel", "warning"],
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+        start_new_session=True,
+    )
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Subprocesses of a test, stopped (resumed first if paused) however the test ends."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        yield started
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGCONT)
+            stop_worker(proc)
+
+
+def status(settings: Settings, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
+    env = worker_env(settings, None, **overrides)
+    return subprocess.run(
+        [str(STREAMREC), "status", *args],
+        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+    )
+
+
+def outcomes(n: int, ts: float | None = None, seed: int = 1) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        user = f"u{rng.randrange(5000)}"
+        out.append((user.encode(), outcome(user, f"i{rng.randrange(300)}", ts or time.time())))
+    return out
+
+
+def exposures(n: int, ts: float | None = None) -> list[tuple[bytes, bytes]]:
+    return [
+        (
+            f"u{i}".encode(),
+            orjson.dumps({
+                "request_id": f"r{i}-{time.time_ns()}",
+                "user_id": f"u{i}",
+                "ts": ts or time.time(),
+                "items": [{"item_id": "i1", "rank": 1}, {"item_id": "i2", "rank": 2}],
+                "context": {"surface": "home"},
+                "variant": "control",
+            }),
+        )
+        for i in range(n)
+    ]
+
+
+async def alerts_on_topic(settings: Settings) -> list[Alert]:
+    return [Alert.model_validate_json(raw) for raw in await consume_all(settings, Topic.ALERTS)]
+
+
+async def wait_for(
+    what: str, check: Callable[[], object], within_s: float, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        for proc in procs:
+            if proc.poll() is not None:
+                raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.3)
+
+
+async def test_stuck_worker_lag_goes_warn_then_crit_and_clears(
+    settings: Settings, redis: Redis, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    worker = start_worker(settings, tmp_path / "worker.log", **FAST)
+    monitor = start_monitor(settings, tmp_path / "monitor.log", **FAST)
+    procs += [worker, monitor]
+    await produce(settings, Topic.EXPOSURES, exposures(20))
+    await produce(settings, Topic.OUTCOMES, outcomes(100))
+    await wait_applied(settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES), within_s=60,
+                       procs=procs)
+    codes: list[int] = []
+
+    def healthy() -> bool:
+        codes.append(status(settings, "--sample", "0", **FAST).returncode)
+        return codes[-1] == 0
+
+    await wait_for("status OK with a running worker", healthy, 30, procs)
+
+    os.kill(worker.pid, signal.SIGSTOP)  # a stuck worker: alive, consuming nothing
+    paused_at = time.time()
+    # ~300 per partition (4 partitions): past lag_warn 200, below lag_crit 1000
+    await produce(settings, Topic.OUTCOMES, outcomes(1200, seed=2))
+    warn = status(settings, "--sample", "0", **FAST)
+    assert warn.returncode == 1, warn.stdout + warn.stderr
+    assert any(
+        line.startswith("WARN") and "consumer_lag" in line and "outcomes" in line
+        for line in warn.stdout.splitlines()
+    ), warn.stdout
+    await produce(settings, Topic.OUTCOMES, outcomes(5000, seed=3))
+    crit = status(settings, "--sample", "0", **FAST)
+    assert crit.returncode == 2, crit.stdout + crit.stderr
+    assert any(
+        line.startswith("CRIT") and "consumer_lag" in line and "outcomes" in line
+        for line in crit.stdout.splitlines()
+    ), crit.stdout
+
+    async def lag_firing() -> bool:
+        return any(
+            a.kind == "consumer_lag" and a.state == "firing" and a.labels == {"topic": "outcomes"}
+            for a in await alerts_on_topic(settings)
+        )
+
+    await wait_for("a firing consumer_lag alert.v1", lag_firing, 15, [monitor])
+    firing = [a for a in await alerts_on_topic(settings) if a.kind == "consumer_lag"]
+    assert firing[0].alert_id == "consumer_lag:topic=outcomes"
+    assert firing[0].value >= 200 and firing[0].ts.timestamp() >= paused_at
+    # keyed by alert_id, so one condition's events stay in order on one partition
+    assert all(a.state == "firing" for a in firing)
+
+    os.kill(worker.pid, signal.SIGCONT)
+    await wait_applied(settings, redis, (Topic.OUTCOMES,), within_s=60, procs=procs)
+
+    async def lag_resolved() -> bool:
+        return any(
+            a.kind == "consumer_lag" and a.state == "resolved"
+            for a in await alerts_on_topic(settings)
+        )
+
+    await wait_for("a resolved consumer_lag alert.v1", lag_resolved, 30, procs)
+    codes.clear()
+    await wait_for("status OK again", healthy, 30, procs)
+    # the worker was never blamed for lag: the independent monitor is the only emitter
+    assert {a.kind for a in await alerts_on_topic(settings)} == {"consumer_lag"}
+
+
+async def test_silent_producers_fire_freshness_alerts(
+    settings: Settings, redis: Redis, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    quick = {**FAST, "freshness_warn_s": "3", "freshness_crit_s": "6"}
+    worker = start_worker(settings, tmp_path / "worker.log", **quick)
+    procs.append(worker)
+    last_ts = time.time()
+    await produce(settings, Topic.EXPOSURES, exposures(10, last_ts))
+    await produce(settings, Topic.OUTCOMES, outcomes(50, last_ts))
+    await wait_applied(settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES), within_s=60,
+                       procs=procs)
+    stopped_at = time.time()  # producers stop here
+    procs.append(start_monitor(settings, tmp_path / "monitor.log", **quick))
+
+    wanted = {
+        "freshness:topic=outcomes",
+        "freshness:topic=exposures",
+        "topic_silence:topic=outcomes",
+        "state_freshness",
+    }
+
+    async def fired() -> bool:
+        ids = {a.alert_id for a in await alerts_on_topic(settings) if a.state == "firing"}
+        return wanted <= ids
+
+    await wait_for("freshness and silence alerts", fired, 30, procs)
+    events = [a for a in await alerts_on_topic(settings) if a.alert_id in wanted]
+    for alert in events:
+        assert alert.state == "firing"
+        assert alert.value >= 3.0, alert  # never before the configured silence
+        assert alert.ts.timestamp() >= stopped_at
+    by_id = {a.alert_id: a for a in events}
+    assert "outcomes" in by_id["freshness:topic=outcomes"].cause
+    assert "end offsets unchanged" in by_id["topic_silence:topic=outcomes"].cause
+    # the worker (alive, idle) owns no freshness alert: each id was emitted once per episode
+    assert len([a for a in events if a.severity.value == "warn"]) <= len(wanted)
+
+    result = status(settings, "--sample", "0", **quick)
+    assert result.returncode == 2, result.stdout
+    assert "freshness:topic=outcomes" in result.stdout
+
+
+async def test_status_json_shape_without_any_worker(
+    settings: Settings, tmp_path: Path
+) -> None:
+    await produce(settings, Topic.OUTCOMES, outcomes(7))
+    result = status(settings, "--json", "--sample", "0.3")
+    assert result.returncode == 2, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) >= {
+        "overall", "exit_code", "generated_at", "group", "topics", "missing_topics", "state",
+        "workers", "monitor", "drift", "alerts", "lines",
+    }
+    assert doc["overall"] == "CRIT" and doc["exit_code"] == 2
+    assert doc["group"] == f"{settings.topic_prefix}-workers"
+    assert set(doc["topics"]) == {"outcomes", "exposures", "items"}
+    out = doc["topics"]["outcomes"]
+    # no committed offset yet: the whole topic is lag
+    assert out["lag"] == 7 and sum(out["partitions"].values()) == 7
+    assert out["lag_max"] == max(out["partitions"].values())
+    assert len(out["partitions"]) == settings.partitions
+    assert out["events_per_s"] == 0.0
+    assert out["newest_event_age_s"] is None  # never processed
+    assert doc["state"] == {"write_age_s": None}
+    assert doc["workers"] == [] and doc["monitor"] == [] and doc["alerts"] == []
+    assert doc["missing_topics"] == []
+    for line in doc["lines"]:
+        assert set(line) == {"level", "subject", "metric", "value", "detail"}
+        assert line["level"] in {"OK", "WARN", "CRIT"}
+    by = {(line["subject"], line["metric"]): line for line in doc["lines"]}
+    assert by[("workers", "alive")]["level"] == "WARN"
+    assert by[("state", "never_written")]["level"] == "WARN"
+    assert by[("outcomes", "newest_event_age_s")]["level"] == "CRIT"
+    assert by[("outcomes", "consumer_lag")]["value"] == max(out["partitions"].values())
+
+    text = status(settings, "--sample", "0")
+    assert text.returncode == 2
+    assert text.stdout.strip().splitlines()[-1] == "overall: CRIT"
+
+
+async def test_status_unreachable_is_one_line(settings: Settings) -> None:
+    result = status(settings, kafka_bootstrap="127.0.0.1:1", network_timeout_s="1")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("streamrec: error: Kafka at 127.0.0.1:1")

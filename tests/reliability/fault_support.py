@@ -1,0 +1,187 @@
+"""Helpers of the fault tests: a private stack to break, streams with a known answer, servers.
+
+The fault tests stop, kill and restart Kafka and Redis. Doing that to the session's shared
+test stack would break concurrent test runs on the machine, so they run on a stack of their
+own (:func:`private_stack_for`), started once per module on free ports and thrown away after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from redis.asyncio import Redis
+
+from schemas.keyspace import Keyspace
+from streamrec import kafka_admin
+from streamrec.settings import Settings, load_settings
+from streamrec.stack import LocalStack
+from tests.integration.serving_support import env_for, free_port
+from tests.support import REPO, STREAMREC, delete_prefix_keys, free_ports
+from tests.worker_support import outcome
+
+#: Top-K trimming off (K above the number of items), as in test_worker_exactly_once: which
+#: members survive a trim depends on batch boundaries, so only untrimmed state is exact.
+UNTRIMMED = {"covis_top_k": "10000", "popularity_top_n": "10000", "batch_size": "200"}
+
+
+@contextlib.contextmanager
+def private_stack_for(home: Path, kafka_libs_dir: Path) -> Iterator[LocalStack]:
+    """A Kafka + Redis on free ports under ``home`` (shared jar cache), started, then killed."""
+    kafka_port, redis_port = free_ports()
+    stack = LocalStack(
+        load_settings(
+            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            home=home,
+            kafka_libs_dir=kafka_libs_dir,
+        ),
+        timeout_s=120.0,
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop_kafka(graceful=False)
+        stack.stop_redis(graceful=False)
+
+
+@contextlib.asynccontextmanager
+async def settings_on(stack: LocalStack, **overrides: object) -> AsyncIterator[Settings]:
+    """Settings with a unique topic and key prefix on ``stack``; topics created, removed after."""
+    tag = f"f{uuid.uuid4().hex[:8]}"
+    own = load_settings(
+        kafka_bootstrap=stack.settings.kafka_bootstrap,
+        redis_url=stack.settings.redis_url,
+        topic_prefix=tag,
+        key_prefix=tag,
+        home=stack.settings.home,
+        kafka_libs_dir=stack.settings.kafka_libs_dir,
+        worker_metrics_port=0,
+        server_metrics_port=0,
+        **overrides,
+    )
+    await kafka_admin.create_topics(own)
+    try:
+        yield own
+    finally:
+        # best effort: the stack itself is thrown away at the end of the module
+        with contextlib.suppress(Exception):
+            await kafka_admin.delete_topics(own)
+        with contextlib.suppress(Exception):
+            await delete_prefix_keys(own.redis_url, own.key_prefix)
+
+
+def stream(n: int, *, seed: int, users: int = 2000, items: int = 3000) -> list[tuple[bytes, bytes]]:
+    """Zipf-ish items, ``users`` users in sessions, event times half a second apart."""
+    rng = random.Random(seed)
+    base = time.time() - 10 * 86400
+    kinds = ["view"] * 8 + ["click", "add_to_cart"]
+    out = []
+    for i in range(n):
+        user = f"u{rng.randrange(users)}"
+        item = f"i{int(rng.paretovariate(1.2)) % items}"
+        out.append((user.encode(), outcome(user, item, base + i * 0.5, rng.choice(kinds))))
+    return out
+
+
+async def applied_count(redis: Redis, keys: Keyspace) -> int:
+    """Messages covered by the stored offsets (assumes every partition started at 0)."""
+    stored = await redis.hgetall(keys.offsets)
+    return sum(int(v) + 1 for v in stored.values())
+
+
+async def wait_progress(
+    redis: Redis,
+    keys: Keyspace,
+    at_least: int,
+    proc: subprocess.Popen[bytes],
+    within_s: float = 60.0,
+) -> int:
+    """Wait until ``at_least`` messages are applied; fail if the worker dies or stalls."""
+    deadline = time.monotonic() + within_s
+    while (count := await applied_count(redis, keys)) < at_least:
+        assert proc.poll() is None, "worker died on its own"
+        assert time.monotonic() < deadline, f"worker made no progress ({count} applied)"
+        await asyncio.sleep(0.02)
+    return count
+
+
+async def recent_items(redis: Redis, keys: Keyspace, users: Sequence[str]) -> dict[str, list[str]]:
+    """Each user's recent items (newest first), as the worker stored them."""
+    pipe = redis.pipeline(transaction=False)
+    for user in users:
+        pipe.lrange(keys.user_recent(user), 0, -1)
+    replies = await pipe.execute()
+    return {
+        user: [entry.decode().partition("|")[2] for entry in entries]
+        for user, entries in zip(users, replies, strict=True)
+    }
+
+
+def log_text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+class ServeProcess:
+    """``streamrec serve`` in a subprocess on a free loopback port (own cores, own loop)."""
+
+    def __init__(self, settings: Settings, workdir: Path, **env: str) -> None:
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.log = workdir / "serve.log"
+        self._env = {
+            **os.environ,
+            **env_for(settings, {"STREAMREC_HOME": str(workdir), **env}),
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self, within_s: float = 60.0) -> None:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [str(STREAMREC), "serve", "--addr", self.addr, "--metrics-port", "0"],
+            env=self._env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        handle.close()
+        deadline = time.monotonic() + within_s
+        while not await self.healthy():
+            assert self.proc.poll() is None, f"server exited: {log_text(self.log)[-2000:]}"
+            assert time.monotonic() < deadline, "server did not become healthy"
+            await asyncio.sleep(0.2)
+
+    async def healthy(self) -> bool:
+        async with grpc.aio.insecure_channel(self.addr) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0
+                )
+            except grpc.aio.AioRpcError:
+                return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
