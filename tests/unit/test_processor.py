@@ -78,7 +78,8 @@ def test_session_gap_window_and_event_weights() -> None:
     )
     assert KEYS.covis("A") not in plan.zincr  # B came after the session gap
     assert plan.zincr[KEYS.covis("B")] == pytest.approx({"C": 1.0})  # window 1: only B→C
-    assert plan.zincr[KEYS.popularity()] == pytest.approx({"A": 1.0, "B": 3.0, "C": 1.0})  # dismiss: 0
+    # purchase weighs 3, dismiss 0
+    assert plan.zincr[KEYS.popularity()] == pytest.approx({"A": 1.0, "B": 3.0, "C": 1.0})
     assert "D" in plan.zset[KEYS.user_seen("u")]  # a dismissed item is still seen
 
 
