@@ -497,7 +497,7 @@ def render(summary: Summary, load: Load | None, remaining_s: float) -> Group:
     users = Table(title="three shoppers (favourite category in brackets)", expand=False)
     users.add_column("user")
     users.add_column("last viewed (newest first)")
-    users.add_column("current top 5 recommendations")
+    users.add_column("top 5 of their latest answer")
     if load is not None:
         shop = load.shop
         for view in load.views.values():

@@ -328,12 +328,12 @@ class LocalStack:
         """Launch what is down among ``names`` (one starter at a time) and wait for all."""
         _, starting, _ = self._lease_paths()
         with file_lock(starting):
-            deadline = time.monotonic() + self.timeout_s
             launched = []
             for name in names:
                 if self._launch(name):
                     launched.append(name)
                     on_launch(name)
+            deadline = time.monotonic() + self.timeout_s  # after a first-time jar fetch
             for name in sorted(names, key=(REDIS, KAFKA).index):
                 self._wait_ready(name, deadline, launched=name in launched)
 
@@ -364,6 +364,10 @@ class LocalStack:
                 yield self.status()
             finally:
                 self._stop_if_last(handle)
+
+    def claim(self) -> None:
+        """Treat the running services as started by hand: leases will no longer stop them."""
+        self._lease_paths()[2].unlink(missing_ok=True)
 
     def stop_if_unused(self) -> bool:
         """Stop what leases started, unless a lease holder is still running; True if stopped."""
@@ -510,6 +514,7 @@ def up(settings: Settings, timeout_s: float = 90.0, echo: Echo = print) -> list[
     started = time.monotonic()
     stack = LocalStack(settings, timeout_s=timeout_s, echo=echo)
     states = stack.start()
+    stack.claim()
     for state in states:
         echo(state.line())
     echo(f"stack ready in {time.monotonic() - started:.1f}s")
@@ -520,6 +525,7 @@ def down(settings: Settings, echo: Echo = print) -> list[ServiceState]:
     """Stop the processes `up` started; never anything else."""
     stack = LocalStack(settings, echo=echo)
     states = stack.stop()
+    stack.claim()
     for state in states:
         if state.running and state.managed:
             echo(f"{state.name}: {state.address} answers but was not started here; left alone")

@@ -246,6 +246,9 @@ class LagMonitor:
                     cause=f"no new {topic} message for {quiet:.0f} s (end offsets unchanged)",
                 ))
 
+        waiting: dict[str, int] = {}
+        for (topic, _), lag in (lags or {}).items():
+            waiting[topic] = waiting.get(topic, 0) + lag
         event_ages: dict[str, float] = {}
         state_age: float | None = None
         if freshness is not None:
@@ -258,8 +261,8 @@ class LagMonitor:
                 )
                 if math.isinf(age):
                     obs = replace(obs, cause=f"no {topic} event processed yet")
-                elif topic in silence and silence[topic] < age:
-                    obs = replace(obs, cause=obs.cause + " while messages keep arriving "
+                elif waiting.get(topic, 0) > 0:
+                    obs = replace(obs, cause=obs.cause + f"; {waiting[topic]} messages wait "
                                   "(worker stuck or behind)")
                 observations.append(obs)
             state_age = freshness.state_write_age(now)

@@ -73,6 +73,12 @@ async def fault_redis(fault_stack: LocalStack) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
+async def _start_redis(stack: LocalStack, redis: Redis) -> None:
+    """Start Redis again; drop the test client's pooled connections to the old process."""
+    await asyncio.to_thread(stack.start_redis)
+    await redis.connection_pool.disconnect()
+
+
 def _fresh_users(tag: str, n: int, ts: float) -> tuple[list[tuple[bytes, bytes]], dict[str, list[str]]]:
     """``n`` new users, one view each: the messages and each user's expected recent items."""
     messages, expected = [], {}
@@ -131,7 +137,7 @@ async def test_redis_restart_without_persistence_worker_resumes_and_replay_rebui
                 assert reply.fallback_stage != pb.FALLBACK_STAGE_NONE
                 await asyncio.sleep(0.2)
             assert worker.poll() is None, "worker died while Redis was away"
-            await asyncio.to_thread(fault_stack.start_redis)
+            await _start_redis(fault_stack, redis)
 
             after, more = _fresh_users("post", 200, now + 1)
             expected.update(more)
@@ -185,7 +191,7 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
     keys = Keyspace(settings.key_prefix)
     await asyncio.to_thread(fault_stack.stop_redis)
     fault_stack.redis_persistence = True  # appendonly yes, appendfsync always
-    await asyncio.to_thread(fault_stack.start_redis)
+    await _start_redis(fault_stack, redis)
     try:
         await produce(settings, Topic.OUTCOMES, stream(N_EVENTS, seed=22))
         worker = start_worker(settings, tmp_path / "w.log", **UNTRIMMED)
@@ -196,7 +202,7 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
             await asyncio.to_thread(fault_stack.stop_redis, graceful=False)
             await asyncio.sleep(1.0)
             assert worker.poll() is None, "worker died while Redis was away"
-            await asyncio.to_thread(fault_stack.start_redis)
+            await _start_redis(fault_stack, redis)
             assert await redis.hlen(keys.offsets) > 0, "the AOF did not bring the state back"
             await wait_applied(settings, redis, within_s=60, procs=[worker])
         finally:
@@ -207,4 +213,4 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
     finally:
         await asyncio.to_thread(fault_stack.stop_redis)
         fault_stack.redis_persistence = False
-        await asyncio.to_thread(fault_stack.start_redis)
+        await _start_redis(fault_stack, redis)

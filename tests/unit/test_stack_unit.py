@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -197,3 +198,27 @@ def test_kafka_probe_is_false_for_a_server_that_is_not_kafka() -> None:
         thread.join(5.0)
         server.close()
     assert not thread.is_alive()
+
+
+def test_only_the_last_lease_holder_stops_what_leases_started(tmp_path: Path) -> None:
+    stack = LocalStack(load_settings(home=tmp_path, kafka_bootstrap="127.0.0.1:29092"))
+    users, _, auto = stack._lease_paths()
+    users.parent.mkdir(parents=True)
+    auto.write_text("kafka\nredis\n")
+    with users.open("a") as other_user:
+        fcntl.flock(other_user, fcntl.LOCK_SH)  # a concurrent test session
+        assert not stack.stop_if_unused()
+        assert auto.exists()
+    assert stack.stop_if_unused()  # nothing of ours runs here, so nothing is signalled
+    assert not auto.exists()
+    assert not stack.stop_if_unused()  # nothing was started by a lease any more
+
+
+def test_claim_makes_a_lease_started_stack_hand_owned(tmp_path: Path) -> None:
+    stack = LocalStack(load_settings(home=tmp_path))
+    auto = stack._lease_paths()[2]
+    auto.parent.mkdir(parents=True)
+    auto.write_text("kafka\n")
+    stack.claim()
+    assert not auto.exists()
+    assert not stack.stop_if_unused()
