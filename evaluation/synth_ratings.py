@@ -7,13 +7,16 @@ MovieLens 100k by default (943 users, 1,682 items, ~100k ratings over seven mont
   and a few blockbusters are popular with everyone;
 * each user has one or two favourite genres (a Dirichlet taste vector, concentrated) and an
   activity drawn from a heavy-tailed law (20 to several hundred ratings, as in MovieLens);
+* items of a genre come in small series (``series_size``: sequels, one director's films);
 * a user rates in a few sittings spread over the period, seconds to minutes apart within a
-  sitting; each rating picks a genre from the user's taste (``explore`` of the time: any genre,
-  by global appeal), then an unseen item of that genre by appeal; the rating (1–5) is higher
-  for favourite genres.
+  sitting; with probability ``binge`` the next rating stays in the series of the previous one
+  (an unseen item of it, by appeal), else it picks a genre from the user's taste
+  (``explore`` of the time: any item by global appeal), then an unseen item of that genre by
+  appeal; the rating (1–5) is higher for favourite genres.
 
-So co-visitation has something real to find (items of a genre are rated by the same users,
-close in time) and global popularity only knows the blockbusters. Same seed, same file.
+So co-visitation has something real to find (items of a genre, and above all of a series, are
+rated by the same users, close in time) and global popularity only knows the blockbusters.
+Same seed, same file.
 """
 
 from __future__ import annotations
@@ -39,27 +42,37 @@ class RatingsSpec:
     min_ratings: int = 20
     explore: float = 0.15
     blockbusters: int = 30
+    series_size: int = 8
+    binge: float = 0.5
     seed: int = 7
 
 
-def _appeal(rng: np.random.Generator, spec: RatingsSpec) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+def _catalog(
+    rng: np.random.Generator, spec: RatingsSpec
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]:
+    """Genre, series and appeal of every item."""
     genre = rng.integers(0, spec.genres, size=spec.items)
+    series = np.empty(spec.items, dtype=np.int64)
     appeal = np.empty(spec.items)
+    next_series = 0
     for g in range(spec.genres):
-        members = np.flatnonzero(genre == g)
-        ranks = rng.permutation(len(members)) + 1
-        appeal[members] = 1.0 / ranks**1.0
+        members = rng.permutation(np.flatnonzero(genre == g))
+        appeal[members] = 1.0 / (np.arange(len(members)) + 1.0)
+        for start in range(0, len(members), spec.series_size):
+            series[members[start : start + spec.series_size]] = next_series
+            next_series += 1
     stars = rng.choice(spec.items, size=min(spec.blockbusters, spec.items), replace=False)
     appeal[stars] *= 8.0
-    return genre, appeal
+    return genre, series, appeal
 
 
 def synthetic_ratings(spec: RatingsSpec | None = None) -> list[tuple[int, int, int, int]]:
     """``(user, item, rating, timestamp)`` rows (1-based ids), in time order."""
     spec = spec or RatingsSpec()
     rng = np.random.default_rng(spec.seed)
-    genre, appeal = _appeal(rng, spec)
+    genre, series, appeal = _catalog(rng, spec)
     by_genre = [np.flatnonzero(genre == g) for g in range(spec.genres)]
+    by_series = [np.flatnonzero(series == s) for s in range(int(series.max()) + 1)]
     genre_cum = [np.cumsum(appeal[m]) / appeal[m].sum() for m in by_genre]
     global_cum = np.cumsum(appeal) / appeal.sum()
     rows: list[tuple[int, int, int, int]] = []
@@ -74,9 +87,18 @@ def synthetic_ratings(spec: RatingsSpec | None = None) -> list[tuple[int, int, i
         sitting_left = int(rng.integers(5, 60))
         taste_cum = np.cumsum(taste)
         attempts = 0
+        previous = -1
         while len(seen) < count and attempts < 20 * count:
             attempts += 1
-            if rng.random() < spec.explore:
+            fresh = (
+                [int(i) for i in by_series[series[previous]] if int(i) not in seen]
+                if previous >= 0 and rng.random() < spec.binge
+                else []
+            )
+            if fresh:
+                weights = appeal[fresh]
+                item = fresh[int(np.searchsorted(np.cumsum(weights), rng.random() * weights.sum()))]
+            elif rng.random() < spec.explore:
                 item = int(min(np.searchsorted(global_cum, rng.random()), spec.items - 1))
             else:
                 g = int(min(np.searchsorted(taste_cum, rng.random()), spec.genres - 1))
@@ -88,6 +110,7 @@ def synthetic_ratings(spec: RatingsSpec | None = None) -> list[tuple[int, int, i
             if item in seen:
                 continue
             seen.add(item)
+            previous = item
             liked = int(genre[item]) in favourites
             rating = int(np.clip(round(rng.normal(4.0 if liked else 2.8, 0.9)), 1, 5))
             rows.append((user, item + 1, rating, ts))

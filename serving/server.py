@@ -29,6 +29,7 @@ from serving.admin_store import AdminStore
 from serving.exposure_log import ExposureLog
 from serving.metrics import serve_metrics
 from serving.recommender import Recommender
+from serving.request_guard import MalformedRequestInterceptor
 from serving.servicer import RecommenderServicer
 from streamrec.errors import ConfigError
 from streamrec.settings import Settings
@@ -69,7 +70,10 @@ class Server:
         recommender = await Recommender.create(settings)
         try:
             exposures = ExposureLog.from_settings(settings) if self.log_exposures else None
-            server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+            server = grpc.aio.server(
+                options=[("grpc.so_reuseport", 0)],
+                interceptors=[MalformedRequestInterceptor()],
+            )
             pb_grpc.add_RecommenderServicer_to_server(
                 RecommenderServicer(recommender, exposures), server
             )

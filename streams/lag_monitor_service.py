@@ -118,7 +118,10 @@ class LagMonitorService:
                     if await _wait(stop, interval):
                         return
             while True:
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception:  # keep watching: log the fault, try again next round
+                    log.exception("monitor evaluation failed")
                 if await _wait(stop, interval):
                     return
         finally:

@@ -150,7 +150,10 @@ class WorkerMonitor:
                     await asyncio.sleep(self.settings.monitor_interval_s)
             while True:
                 await asyncio.sleep(self.settings.monitor_interval_s)
-                await self.tick()
+                try:
+                    await self.tick()
+                except Exception:  # a monitoring fault must never stop the processing
+                    log.exception("worker monitor evaluation failed")
         finally:
             # shielded: the final save must not be cut short by the cancellation
             await asyncio.shield(self.close())

@@ -1,6 +1,7 @@
 """``streamrec bench``: benchmarks measured as ratios side by side in one run.
 
-``ingest`` (full processor vs a bare faust agent), ``serve`` (server vs a bare echo server).
+``ingest`` (full processor vs a bare faust agent), ``serve`` (server vs a bare echo server),
+``freshness`` (event-to-answer latency under load).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from typing import Annotated, Any
 
 import typer
 
-from streamrec.commands import bench_serve
+from streamrec.commands import bench_freshness, bench_serve
 from streamrec.errors import ConfigError
 from streamrec.settings import settings
 
 app = typer.Typer(help="Benchmarks (ratios against a bare baseline, measured in one run).")
 app.command("serve")(bench_serve.command)
+app.command("freshness")(bench_freshness.command)
 
 
 def _ingest_table(r: dict[str, Any]) -> str:

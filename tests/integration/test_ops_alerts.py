@@ -19,9 +19,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
 from schemas.events import Alert
+from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec.settings import Settings
 from tests.support import REPO, STREAMREC
@@ -119,7 +121,7 @@ async def wait_for(
             return
         for proc in procs:
             if proc.poll() is not None:
-                raise AssertionError(f"{proc.args} exited with {proc.returncode}")
+                raise AssertionError(f"{proc.args!r} exited with {proc.returncode}")
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within_s}s waiting for {what}")
         await asyncio.sleep(0.3)
@@ -275,3 +277,61 @@ async def test_status_unreachable_is_one_line(settings: Settings) -> None:
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("streamrec: error: Kafka at 127.0.0.1:1")
+
+
+async def _steady(settings: Settings, per_s: float, seconds: float, start: int) -> int:
+    """Produce outcomes at ``per_s`` for ``seconds`` (event time = now); return the next id."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    n = start
+    try:
+        end = time.monotonic() + seconds
+        tick = 0.25
+        while time.monotonic() < end:
+            for _ in range(round(per_s * tick)):
+                user = f"v{n}"
+                await producer.send(
+                    settings.topic(Topic.OUTCOMES.value),
+                    outcome(user, f"i{n % 5}", time.time()),
+                    key=user.encode(),
+                )
+                n += 1
+            await producer.flush()
+            await asyncio.sleep(tick)
+    finally:
+        await producer.stop()
+    return n
+
+
+async def test_volume_triple_through_a_real_worker_emits_a_drift_alert(
+    settings: Settings, redis: Redis, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    # 1-s buckets, a 3-s current window against the 9 s before it
+    drift = {
+        **FAST,
+        "drift_bucket_s": "1",
+        "drift_window_s": "3",
+        "drift_reference_windows": "3",
+        "drift_min_events": "20",
+    }
+    worker = start_worker(settings, tmp_path / "worker.log", **drift)
+    procs.append(worker)
+    hb = Keyspace(settings.key_prefix).heartbeat("worker", "*")
+
+    async def monitoring() -> bool:
+        return bool([k async for k in redis.scan_iter(match=hb)])
+
+    await wait_for("the worker monitor's heartbeat", monitoring, 60, procs)
+    n = await _steady(settings, 20, 13, 0)
+
+    async def volume_alert() -> bool:
+        return any(a.kind == "drift_volume" for a in await alerts_on_topic(settings))
+
+    assert not await volume_alert()  # steady traffic: no false alarm
+    n = await _steady(settings, 60, 6, n)
+    await wait_for("a drift_volume alert.v1 from the worker", volume_alert, 15, procs)
+    (alert,) = [a for a in await alerts_on_topic(settings) if a.kind == "drift_volume"]
+    assert alert.alert_id == "drift_volume:topic=outcomes" and alert.state == "firing"
+    assert alert.value >= 2.0 and "volume" in alert.cause
+    others = {a.kind for a in await alerts_on_topic(settings)} - {"drift_volume"}
+    assert not others, others

@@ -146,21 +146,23 @@ class ServeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     async def start(self, within_s: float = 60.0) -> None:
-        handle = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [str(STREAMREC), "serve", "--addr", self.addr, "--metrics-port", "0"],
-            env=self._env,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-            start_new_session=True,
-        )
-        handle.close()
+        self.proc = await asyncio.to_thread(self._launch)
         deadline = time.monotonic() + within_s
         while not await self.healthy():
             assert self.proc.poll() is None, f"server exited: {log_text(self.log)[-2000:]}"
             assert time.monotonic() < deadline, "server did not become healthy"
             await asyncio.sleep(0.2)
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as handle:
+            return subprocess.Popen(
+                [str(STREAMREC), "serve", "--addr", self.addr, "--metrics-port", "0"],
+                env=self._env,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
 
     async def healthy(self) -> bool:
         async with grpc.aio.insecure_channel(self.addr) as channel:

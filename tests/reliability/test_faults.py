@@ -12,22 +12,38 @@ the session's shared test stack would break concurrent test runs on the machine.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import grpc
+import orjson
 import pytest
 from redis.asyncio import Redis
 
 from schemas import recommender_pb2 as pb
+from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
+from serving.bench import BenchConfig, populate
+from streamrec.producer import EventProducer, ProducerConfig, RateLimiter
 from streamrec.settings import Settings
 from streamrec.stack import LocalStack
 from tests.conftest import Services
-from tests.integration.serving_support import recommender, running, serving_settings
+from tests.integration.serving_support import (
+    ctx,
+    recommender,
+    running,
+    seed,
+    serving_settings,
+)
 from tests.reliability.fault_support import (
     UNTRIMMED,
+    ServeProcess,
+    applied_count,
     log_text,
     private_stack_for,
     recent_items,
@@ -38,6 +54,7 @@ from tests.reliability.fault_support import (
 from tests.support import delete_prefix_keys
 from tests.worker_support import (
     assert_same_state,
+    consume_all,
     dump_state,
     outcome,
     produce,
@@ -50,7 +67,9 @@ N_EVENTS = 12_000
 
 
 @pytest.fixture(scope="module")
-def fault_stack(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def fault_stack(
+    services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStack]:
     """A Kafka + Redis of this module alone, free to be stopped and restarted."""
     with private_stack_for(tmp_path_factory.mktemp("faults"), services.kafka_libs_dir) as stack:
         yield stack
@@ -79,7 +98,9 @@ async def _start_redis(stack: LocalStack, redis: Redis) -> None:
     await redis.connection_pool.disconnect()
 
 
-def _fresh_users(tag: str, n: int, ts: float) -> tuple[list[tuple[bytes, bytes]], dict[str, list[str]]]:
+def _fresh_users(
+    tag: str, n: int, ts: float
+) -> tuple[list[tuple[bytes, bytes]], dict[str, list[str]]]:
     """``n`` new users, one view each: the messages and each user's expected recent items."""
     messages, expected = [], {}
     for i in range(n):
@@ -89,20 +110,26 @@ def _fresh_users(tag: str, n: int, ts: float) -> tuple[list[tuple[bytes, bytes]]
     return messages, expected
 
 
-async def _reference(
-    settings: Settings, redis: Redis, tmp_path: Path, name: str
+async def _processed_state(
+    settings: Settings, redis: Redis, tmp_path: Path, name: str, *, key_prefix: str | None = None
 ) -> dict[str, object]:
-    """The same topics processed from the start without a fault (own group and key prefix)."""
-    ref = settings.model_copy(update={"key_prefix": f"{settings.key_prefix}{name}"})
+    """Process the topics from the start with a new consumer group; return the final state.
+
+    Under ``key_prefix`` (kept), or by default under a throwaway prefix of its own: the
+    same topics processed without a fault, the reference the faulted state must equal.
+    """
+    prefix = key_prefix or f"{settings.key_prefix}{name}"
+    own = settings.model_copy(update={"key_prefix": prefix})
     worker = start_worker(
-        ref, tmp_path / f"{name}.log", group=f"{settings.topic_prefix}-{name}", **UNTRIMMED
+        own, tmp_path / f"{name}.log", group=f"{settings.topic_prefix}-{name}", **UNTRIMMED
     )
     try:
-        await wait_applied(ref, redis, within_s=60, procs=[worker])
+        await wait_applied(own, redis, within_s=60, procs=[worker])
     finally:
-        stop_worker(worker)
-    state = await dump_state(redis, ref.key_prefix)
-    await delete_prefix_keys(ref.redis_url, ref.key_prefix)
+        await asyncio.to_thread(stop_worker, worker)
+    state = await dump_state(redis, prefix)
+    if key_prefix is None:
+        await delete_prefix_keys(own.redis_url, prefix)
     return state
 
 
@@ -172,15 +199,12 @@ async def test_redis_restart_without_persistence_worker_resumes_and_replay_rebui
     # Persistence off: what was written before the restart is gone. The contract is that a
     # replay of the retained topics from the start rebuilds it: flush the prefix, new group.
     await delete_prefix_keys(settings.redis_url, settings.key_prefix)
-    replay = start_worker(
-        settings, tmp_path / "replay.log", group=f"{settings.topic_prefix}-replay", **UNTRIMMED
-    )
-    try:
-        await wait_applied(settings, redis, within_s=60, procs=[replay])
-    finally:
-        stop_worker(replay)
-    rebuilt = await dump_state(redis, settings.key_prefix)
-    assert_same_state(rebuilt, await _reference(settings, redis, tmp_path, "ref"))
+    async with asyncio.TaskGroup() as both:
+        rebuilt = both.create_task(
+            _processed_state(settings, redis, tmp_path, "replay", key_prefix=settings.key_prefix)
+        )
+        reference = both.create_task(_processed_state(settings, redis, tmp_path, "ref"))
+    assert_same_state(rebuilt.result(), reference.result())
 
 
 @pytest.mark.slow
@@ -209,8 +233,325 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
             stop_worker(worker)
         assert "retrying" in log_text(tmp_path / "w.log")
         faulted = await dump_state(redis, settings.key_prefix)
-        assert_same_state(faulted, await _reference(settings, redis, tmp_path, "ref"))
+        assert_same_state(faulted, await _processed_state(settings, redis, tmp_path, "ref"))
     finally:
         await asyncio.to_thread(fault_stack.stop_redis)
         fault_stack.redis_persistence = False
         await _start_redis(fault_stack, redis)
+
+
+# --- b. Kafka broker restart under load ---------------------------------------------------
+
+KAFKA_EVENTS = 8000
+KAFKA_RATE = 500.0
+
+
+async def _produce_paced(
+    settings: Settings, n: int, rate: float, ts: float, sent: list[int]
+) -> int:
+    """One new user per event, paced at ``rate``/s; ``sent[0]`` counts queued events."""
+    limiter = RateLimiter(rate)
+    async with EventProducer(settings, ProducerConfig(linger_ms=5)) as producer:
+        for i in range(n):
+            await limiter.acquire()
+            user = f"k{i}"
+            await producer.send_raw(
+                Topic.OUTCOMES, outcome(user, f"i{i % 100}", ts + i * 1e-3), user.encode()
+            )
+            sent[0] = i + 1
+        await producer.flush()
+        return producer.delivered
+
+
+@pytest.mark.slow
+async def test_kafka_restart_under_load_every_event_applied_once(
+    fault_stack: LocalStack, fault_redis: Redis, tmp_path: Path
+) -> None:
+    redis = fault_redis
+    # the producer's timeouts (3 × network_timeout_s) must outlast the broker's absence
+    async with settings_on(fault_stack, network_timeout_s=10.0) as settings:
+        keys = Keyspace(settings.key_prefix)
+        ts = time.time() - 60
+        worker = start_worker(settings, tmp_path / "w.log")
+        producing: asyncio.Task[int] | None = None
+        try:
+            await produce(settings, Topic.OUTCOMES, [(b"warm", outcome("warm", "i0", ts))])
+            await wait_applied(settings, redis, within_s=60, procs=[worker])  # worker is up
+            sent = [0]
+            producing = asyncio.create_task(
+                _produce_paced(settings, KAFKA_EVENTS, KAFKA_RATE, ts, sent)
+            )
+            await wait_progress(redis, keys, KAFKA_EVENTS // 8, worker)
+            await asyncio.to_thread(fault_stack.stop_kafka)
+            stopped_at = sent[0]
+            await asyncio.sleep(1.0)
+            assert worker.poll() is None, "worker died while Kafka was away"
+            await asyncio.to_thread(fault_stack.start_kafka)
+            restarted_at = sent[0]
+            delivered = await asyncio.wait_for(producing, 90)
+            # the stream ran before, during and after the broker's absence
+            assert 0 < stopped_at < restarted_at < KAFKA_EVENTS == delivered
+            await wait_applied(settings, redis, within_s=60, procs=[worker])
+        finally:
+            if producing is not None and not producing.done():
+                producing.cancel()
+                with contextlib.suppress(BaseException):
+                    await producing
+            await asyncio.to_thread(stop_worker, worker)
+        users = ["warm", *(f"k{i}" for i in range(KAFKA_EVENTS))]
+        expected = {"warm": ["i0"], **{f"k{i}": [f"i{i % 100}"] for i in range(KAFKA_EVENTS)}}
+        # each produced event is applied, and applied once (a second copy would be a 2nd entry)
+        assert await recent_items(redis, keys, users) == expected
+        assert await applied_count(redis, keys) == KAFKA_EVENTS + 1
+
+
+# --- c. Request burst on a real server ----------------------------------------------------
+
+BURST_FACTOR = 10
+BASE_CONCURRENCY = 4
+BURST_MAX_CALLS = 6000
+
+
+async def _drive(
+    stub: pb_grpc.RecommenderAsyncStub, concurrency: int, seconds: float, max_calls: int
+) -> tuple[list[float], list[str]]:
+    """``concurrency`` closed-loop callers for ``seconds`` (at most ``max_calls`` in all).
+
+    Returns each call's latency (s) and the failures (status name, or "empty").
+    """
+    latencies: list[float] = []
+    failures: list[str] = []
+    stop_at = time.monotonic() + seconds
+    issued = 0
+
+    async def caller(index: int) -> None:
+        nonlocal issued
+        while time.monotonic() < stop_at and issued < max_calls:
+            issued += 1
+            user = f"u{(index * 7919 + issued) % BURST_USERS}"
+            request = pb.RecommendRequest(
+                user_id=user, k=10, context=pb.Context(tenant="t0", surface="home")
+            )
+            started = time.perf_counter()
+            try:
+                reply = await stub.Recommend(request, timeout=10.0)
+            except grpc.aio.AioRpcError as exc:
+                failures.append(exc.code().name)
+                continue
+            finally:
+                latencies.append(time.perf_counter() - started)
+            if not reply.items:
+                failures.append("empty")
+
+    await asyncio.gather(*(caller(i) for i in range(concurrency)))
+    return latencies, failures
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+BURST_USERS = 500
+
+
+async def test_request_burst_all_answered_and_server_healthy_after(
+    settings: Settings, redis: Redis, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    await populate(
+        redis,
+        Keyspace(settings.key_prefix),
+        BenchConfig(items=2000, users=BURST_USERS),
+        time.time(),
+    )
+    server = ServeProcess(settings, tmp_path)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.addr) as channel:
+            stub = recommender(channel)
+            await _drive(stub, BASE_CONCURRENCY, 0.5, 200)  # warm-up
+            normal, normal_failures = await _drive(stub, BASE_CONCURRENCY, 2.0, 2000)
+            burst, burst_failures = await _drive(
+                stub, BASE_CONCURRENCY * BURST_FACTOR, 4.0, BURST_MAX_CALLS
+            )
+            figures = {
+                "normal_calls": len(normal),
+                "normal_p50_ms": _pct(normal, 0.50) * 1000,
+                "normal_p99_ms": _pct(normal, 0.99) * 1000,
+                "burst_calls": len(burst),
+                "burst_p50_ms": _pct(burst, 0.50) * 1000,
+                "burst_p99_ms": _pct(burst, 0.99) * 1000,
+            }
+            for name, value in figures.items():
+                record_property(name, value)
+            print(" ".join(f"{k}={v:.1f}" for k, v in figures.items()))
+            assert normal_failures == [] and burst_failures == []
+            assert len(burst) > len(normal), "the burst did not reach the server"
+            assert figures["burst_p99_ms"] < 2000.0
+            # still healthy, and back to normal latency
+            assert server.alive() and await server.healthy()
+            after, after_failures = await _drive(stub, 1, 0.3, 20)
+            assert after_failures == [] and max(after) < 0.5
+    finally:
+        server.stop()
+
+
+# --- d. Garbage on every input ------------------------------------------------------------
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes, length: int | None = None) -> bytes:
+    size = len(payload) if length is None else length
+    return size.to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _wire_garbage(rng: random.Random) -> list[bytes]:
+    """Byte streams a broken or hostile client might send to the gRPC port."""
+    noise = rng.randbytes
+    return [
+        b"",  # connect and close
+        noise(65536),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        H2_PREFACE + noise(4096),
+        H2_PREFACE + _frame(4, 0, 0, noise(5)),  # SETTINGS with a length not a multiple of 6
+        H2_PREFACE + _frame(4, 0, 0, b"") + _frame(1, 4, 1, noise(200)),  # HEADERS, bad HPACK
+        H2_PREFACE + _frame(4, 0, 0, b"") + _frame(0, 0, 1, noise(64)),  # DATA on idle stream
+        H2_PREFACE + _frame(0, 0, 1, b"", length=0xFFFFFF),  # 16 MB frame announced, none sent
+        H2_PREFACE + _frame(4, 0, 0, b"") + _frame(8, 0, 0, b"\x7f\xff\xff\xff"),  # window ovf
+        H2_PREFACE + b"".join(_frame(6, 0, 0, noise(8)) for _ in range(200)),  # PING flood
+    ]
+
+
+async def _send_raw(addr: str, data: bytes) -> None:
+    host, _, port = addr.rpartition(":")
+    async with asyncio.timeout(5.0):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(data)
+            await writer.drain()
+            with contextlib.suppress(TimeoutError, OSError):
+                await asyncio.wait_for(reader.read(65536), 0.2)  # whatever the server says
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+async def test_garbage_to_the_grpc_port_leaves_the_server_answering(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    world = await seed(redis, Keyspace(settings.key_prefix))
+    valid = pb.RecommendRequest(user_id="u1", k=3, context=ctx(world))
+    server = ServeProcess(settings, tmp_path)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.addr) as channel:
+            before = await recommender(channel).Recommend(valid, timeout=5.0)
+        assert not before.degraded and before.items[0].item_id == "b"
+        rng = random.Random(5)
+        for data in _wire_garbage(rng):
+            await _send_raw(server.addr, data)
+        async with grpc.aio.insecure_channel(server.addr) as channel:
+            raw_call = channel.unary_unary(
+                "/streamrec.v1.Recommender/Recommend",
+                request_serializer=lambda raw: raw,
+                response_deserializer=lambda raw: raw,
+            )
+            undecodable = [
+                b"\xff\xff\xff\xff\xff",  # not a protobuf
+                b"\x0a\xff\xff\xff\xff\x0f",  # a string field longer than the message
+                b"\x0a\x02\xff\xfe",  # user_id that is not UTF-8
+            ]
+            for payload in undecodable:
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await raw_call(payload, timeout=5.0)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, payload
+                assert "malformed request" in str(info.value.details())
+            for _ in range(20):  # random bytes: undecodable, or decodable into nonsense
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await raw_call(rng.randbytes(rng.randrange(1, 2000)), timeout=5.0)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await raw_call(rng.randbytes(5 * 1024 * 1024), timeout=5.0)  # over 4 MB
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            unknown = channel.unary_unary(
+                "/streamrec.v1.Recommender/NoSuchMethod",
+                request_serializer=lambda raw: raw,
+                response_deserializer=lambda raw: raw,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await unknown(b"", timeout=5.0)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+            reply = await recommender(channel).Recommend(valid, timeout=5.0)
+            assert not reply.degraded
+            assert [i.item_id for i in reply.items] == [i.item_id for i in before.items]
+        assert server.alive() and await server.healthy()
+    finally:
+        server.stop()
+    assert "Traceback" not in log_text(server.log)
+
+
+def _bad_messages(rng: random.Random) -> dict[Topic, list[tuple[bytes | None, bytes]]]:
+    """Garbage per topic: random bytes, huge, empty, null key, JSON that is no event.
+
+    No null key on the items topic: it is compacted, and the broker itself refuses keyless
+    messages there.
+    """
+    noise = rng.randbytes
+    common: list[tuple[bytes | None, bytes]] = [
+        *((f"g{i}".encode(), noise(rng.randrange(16, 400))) for i in range(5)),
+        *((None, noise(rng.randrange(16, 400))) for _ in range(3)),
+        (b"g-huge", noise(1024 * 1024)),
+        (b"g-empty", b""),
+        (b"g-json", b"[1, 2, 3]"),
+        (b"g-null", b'{"user_id": null, "item_id": null, "ts": null}'),
+        (b"g-nul-bytes", b"\x00" * 100),
+    ]
+    keyless: list[tuple[bytes | None, bytes]] = [(None, b""), (None, b"{}")]
+    return {
+        Topic.OUTCOMES: common + keyless,
+        Topic.EXPOSURES: common + keyless,
+        Topic.ITEMS: [(k or b"g-keyed", v) for k, v in common],
+    }
+
+
+async def test_garbage_messages_go_to_the_dead_letter_topic_and_valid_ones_are_applied(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    keys = Keyspace(settings.key_prefix)
+    bad = _bad_messages(random.Random(9))
+    now = time.time()
+    worker = start_worker(settings, tmp_path / "w.log")
+    try:
+        for topic, messages in bad.items():
+            await produce(settings, topic, messages, max_request_size=4 * 1024 * 1024)
+        good = [(f"ok{i}".encode(), outcome(f"ok{i}", f"i{i}", now - 30 + i)) for i in range(50)]
+        await produce(settings, Topic.OUTCOMES, good)
+        item = orjson.dumps({"item_id": "i1", "categories": ["shoes"], "ts": now - 30})
+        await produce(settings, Topic.ITEMS, [(b"i1", item)])
+        await wait_applied(
+            settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES, Topic.ITEMS), procs=[worker]
+        )
+        assert worker.poll() is None
+    finally:
+        await asyncio.to_thread(stop_worker, worker)
+
+    assert await recent_items(redis, keys, [f"ok{i}" for i in range(50)]) == {
+        f"ok{i}": [f"i{i}"] for i in range(50)
+    }
+    assert await redis.hget(keys.item_categories, "i1") == b"shoes"
+    letters = [orjson.loads(raw) for raw in await consume_all(settings, Topic.DEADLETTER)]
+    limit = settings.max_event_bytes
+    got = sorted((d["source_topic"], base64.b64decode(d["raw_b64"])) for d in letters)
+    expected = sorted(
+        (settings.topic(topic.value), value[:limit])
+        for topic, messages in bad.items()
+        for _, value in messages
+    )
+    assert got == expected  # every bad message once, with its bytes (huge ones cut)
+    assert {d["truncated"] for d in letters if len(base64.b64decode(d["raw_b64"])) == limit} == {
+        True
+    }
+    assert all(d["partition"] >= 0 and d["offset"] >= 0 for d in letters)

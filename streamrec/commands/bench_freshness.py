@@ -1,0 +1,74 @@
+"""``streamrec bench freshness``: event-to-answer latency under a background load.
+
+Runs a worker and a server as subprocesses on throwaway topic and key prefixes (Kafka and
+Redis from the usual ``STREAMREC_*`` settings), produces ``--rate`` outcome events per second,
+and times probe events from the produce call to the first Recommend answer that reflects
+them. See :mod:`serving.bench_freshness`. Mounted by the ``bench`` group as ``freshness``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+
+from serving.bench_freshness import FreshnessConfig, run_freshness_bench
+from streamrec.settings import settings
+
+__all__ = ["command"]
+
+
+def _table(r: dict[str, Any]) -> str:
+    return "\n".join(
+        [
+            f"event → answer   p50 {r['p50_ms']:.1f} ms   p95 {r['p95_ms']:.1f} ms   "
+            f"p99 {r['p99_ms']:.1f} ms   (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})",
+            f"probes           {r['reflected']}/{r['probes']} reflected, {r['missed']} missed "
+            f"(polled every {r['poll_interval_ms']:g} ms)",
+            f"background load  {r['rate']:,.0f} events/s achieved (target {r['target_rate']:,.0f}),"
+            f" {r['background_events']:,} events in {r['measured_s']:.1f} s",
+            f"worker           batch {r['batch_size']} within {r['batch_within_ms']:g} ms, "
+            f"{r['partitions']} partitions, backlog at end {r['backlog_end']:,}",
+        ]
+    )
+
+
+def command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    rate: Annotated[
+        float,
+        typer.Option("--rate", min=1.0, max=100_000.0, help="Background outcome events/s."),
+    ] = 2000.0,
+    probes: Annotated[
+        int, typer.Option("--probes", min=1, max=10_000, help="Probe events to time.")
+    ] = 50,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            "--duration",
+            min=0.1,
+            max=3600.0,
+            help="Spread the probes evenly over this many seconds (default: back to back).",
+        ),
+    ] = None,
+    poll_ms: Annotated[
+        float,
+        typer.Option("--poll-ms", min=1.0, max=1000.0, help="Poll interval of a probe (ms)."),
+    ] = 5.0,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.5, max=300.0, help="A probe not reflected by then misses."),
+    ] = 10.0,
+) -> None:
+    """Event-to-answer latency (p50/p95/p99) with a worker and a server under load."""
+    cfg = FreshnessConfig(
+        rate=rate,
+        probes=probes,
+        duration_s=duration,
+        poll_interval_s=poll_ms / 1000.0,
+        probe_timeout_s=timeout,
+    )
+    report = asyncio.run(run_freshness_bench(settings(), cfg))
+    typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))
