@@ -334,16 +334,18 @@ class _Replay:
     async def score(self, event: Outcome) -> None:
         context = event.context or Context()
         now = event.ts.timestamp()
-        answer = await self.recommender.recommend(
-            user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+        answer, baseline = await asyncio.gather(
+            self.recommender.recommend(
+                user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+            ),
+            self.baseline.recommend(
+                user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+            ),
         )
         if answer.degraded:
             raise UnavailableError(
                 "Redis did not answer a recommendation in time during the evaluation"
             )
-        baseline = await self.baseline.recommend(
-            user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
-        )
         self.tally.streamrec.add([item.item_id for item in answer.items], event.item_id)
         self.tally.popularity.add(baseline, event.item_id)
         self.scored_events += 1

@@ -43,7 +43,7 @@ class RatingsSpec:
     explore: float = 0.15
     blockbusters: int = 30
     series_size: int = 8
-    binge: float = 0.5
+    binge: float = 0.25
     seed: int = 7
 
 
@@ -64,6 +64,12 @@ def _catalog(
     stars = rng.choice(spec.items, size=min(spec.blockbusters, spec.items), replace=False)
     appeal[stars] *= 8.0
     return genre, series, appeal
+
+
+def _draw(cumulative: NDArray[np.float64], rng: np.random.Generator) -> int:
+    """Index drawn from a normalised cumulative distribution."""
+    index = int(np.searchsorted(cumulative, rng.random()))
+    return min(index, len(cumulative) - 1)
 
 
 def synthetic_ratings(spec: RatingsSpec | None = None) -> list[tuple[int, int, int, int]]:
@@ -97,16 +103,15 @@ def synthetic_ratings(spec: RatingsSpec | None = None) -> list[tuple[int, int, i
             )
             if fresh:
                 weights = appeal[fresh]
-                item = fresh[int(np.searchsorted(np.cumsum(weights), rng.random() * weights.sum()))]
+                item = fresh[_draw(np.cumsum(weights) / weights.sum(), rng)]
             elif rng.random() < spec.explore:
-                item = int(min(np.searchsorted(global_cum, rng.random()), spec.items - 1))
+                item = _draw(global_cum, rng)
             else:
-                g = int(min(np.searchsorted(taste_cum, rng.random()), spec.genres - 1))
+                g = _draw(taste_cum, rng)
                 members = by_genre[g]
                 if len(members) == 0:
                     continue
-                pick = int(np.searchsorted(genre_cum[g], rng.random()))
-                item = int(members[min(pick, len(members) - 1)])
+                item = int(members[_draw(genre_cum[g], rng)])
             if item in seen:
                 continue
             seen.add(item)

@@ -18,15 +18,21 @@ No I/O here: the recommender reads state, this module decides. Pipeline of :func
 6. Pin rules insert their item at the pinned position (block / exclude / unavailable win).
 
 ``Ranking.stage`` is the deepest backfill stage any returned item came from.
+
+Step 1 without the popularity term (the sum over anchors and the "co-viewed with" anchors) is
+:func:`aggregate`; the server has Redis compute it next to the data (``serving/candidates.lua``,
+equal to :func:`aggregate` to the last bit) and passes the result as ``RankInput.candidates``,
+so only the aggregated candidates cross the wire. Either way the ranking is the same.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 
 from schemas.rules import Rule
 from serving.config import RankerConfig
@@ -81,6 +87,19 @@ EMPTY_POPULARITY = Popularity()
 
 
 @dataclass(frozen=True, slots=True)
+class Candidates:
+    """Personal candidates aggregated over the anchors, before filters and popularity.
+
+    ``scores[b] = Σ_a w_a · covis(a,b) / N_a``; ``anchors[b]`` holds the (at most two)
+    anchors that contributed most to ``b``, best first (never ``b`` itself; ties: the earlier
+    anchor), missing or empty when none did. Built by :func:`aggregate` or by Redis.
+    """
+
+    scores: Mapping[str, float]
+    anchors: Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True, slots=True)
 class RankInput:
     """Everything one ranking needs; built by the recommender from cached and read state."""
 
@@ -88,6 +107,8 @@ class RankInput:
     now: float
     anchors: Sequence[Anchor] = ()
     neighbours: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
+    #: when set, the personal scores come from here and anchors / neighbours are not read
+    candidates: Candidates | None = None
     segment_popularity: Popularity = EMPTY_POPULARITY
     global_popularity: Popularity = EMPTY_POPULARITY
     last_known: Popularity = EMPTY_POPULARITY
@@ -142,6 +163,54 @@ def anchor_weights(
 _INF = math.inf
 #: (anchor id, factor = w_a / N_a, neighbours) of every anchor that scored something
 _Scored = list[tuple[str, float, Sequence[tuple[str, float]]]]
+#: items -> their (at most two) "co-viewed with" anchors
+_Namer = Callable[[Set[str]], Mapping[str, Sequence[str]]]
+
+
+def _scored_anchors(
+    anchors: Sequence[Anchor],
+    neighbours: Mapping[str, Sequence[tuple[str, float]]],
+    config: RankerConfig,
+) -> _Scored:
+    """The anchors that have neighbours and a positive norm, with their factor w_a / N_a."""
+    scored: _Scored = []
+    row = config.normalisation == "row"
+    allow_self = config.self_neighbours  # an anchor's self edge (repeat clicks) may score it
+    for anchor in anchors:
+        aid = anchor.item_id
+        pairs = neighbours.get(aid)
+        if not pairs:
+            continue
+        norm = (
+            math.fsum(c for b, c in pairs if 0.0 < c < _INF and (allow_self or b != aid))
+            if row
+            else 1.0
+        )
+        if norm > 0.0:
+            scored.append((aid, anchor.weight / norm, pairs))
+    return scored
+
+
+def _sum_scores(scored: _Scored, allow_self: bool) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    get = scores.get
+    for aid, factor, pairs in scored:
+        for item, weight in pairs:
+            if 0.0 < weight < _INF and (allow_self or item != aid):
+                scores[item] = get(item, 0.0) + weight * factor
+    return scores
+
+
+def aggregate(
+    anchors: Sequence[Anchor],
+    neighbours: Mapping[str, Sequence[tuple[str, float]]],
+    config: RankerConfig,
+) -> Candidates:
+    """Step 1 of :func:`rank` without popularity: what ``serving/candidates.lua`` computes."""
+    scored = _scored_anchors(anchors, neighbours, config)
+    scores = _sum_scores(scored, config.self_neighbours)
+    names = _anchor_names(scores.keys(), scored)
+    return Candidates(scores, {item: tuple(names.get(item, ())) for item in scores})
 
 
 @dataclass(slots=True)
@@ -174,7 +243,7 @@ class _Filter:
     def ok(self, item: str) -> bool:
         return not (self._respect_seen and item in self._inp.seen) and self.hard_ok(item)
 
-    def keep(self, scores: dict[str, float]) -> dict[str, float]:
+    def keep(self, scores: Mapping[str, float]) -> dict[str, float]:
         """The entries of ``scores`` that pass :meth:`ok` (inlined: this is the hot loop)."""
         inp = self._inp
         exclude, unavailable, blocked = inp.exclude, inp.unavailable, self._blocked_items
@@ -192,39 +261,30 @@ class _Filter:
         return out
 
 
-def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Scored]:
-    scores: dict[str, float] = {}
-    get = scores.get
-    scored: _Scored = []
-    row = config.normalisation == "row"
-    allow_self = config.self_neighbours  # an anchor's self edge (repeat clicks) may score it
-    for anchor in inp.anchors:
-        aid = anchor.item_id
-        neighbours = inp.neighbours.get(aid)
-        if not neighbours:
-            continue
-        norm = (
-            math.fsum(c for b, c in neighbours if 0.0 < c < _INF and (allow_self or b != aid))
-            if row
-            else 1.0
-        )
-        if norm <= 0.0:
-            continue
-        factor = anchor.weight / norm
-        scored.append((aid, factor, neighbours))
-        for item, weight in neighbours:
-            if 0.0 < weight < _INF and (allow_self or item != aid):
-                scores[item] = get(item, 0.0) + weight * factor
+def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Namer]:
+    names: _Namer
+    candidates = inp.candidates
+    if candidates is None:
+        scored = _scored_anchors(inp.anchors, inp.neighbours, config)
+        scores: Mapping[str, float] = _sum_scores(scored, config.self_neighbours)
+        names = partial(_anchor_names, scored=scored)
+    else:
+        scores = candidates.scores
+        names = partial(_named, table=candidates.anchors)
     kept = keep.keep(scores)
     pop = inp.global_popularity
     beta = config.popularity_exponent if pop else 0.0
     if beta > 0.0:
         top, floor, pop_of = pop.top, pop.floor, pop.scores.get
         kept = {item: score / (pop_of(item, floor) / top) ** beta for item, score in kept.items()}
-    return _Pool(kept), scored
+    return _Pool(kept), names
 
 
-def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, list[str]]:
+def _named(items: Set[str], table: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
+    return {item: table[item] for item in items if item in table}
+
+
+def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, Sequence[str]]:
     """The (at most two) anchors that contributed most to each of ``items``."""
     contributions: dict[str, list[tuple[float, str]]] = {}
     for aid, factor, neighbours in scored:
@@ -359,7 +419,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
     respect_seen = config.exclude_seen
     while True:
         keep = _Filter(inp, blocks, respect_seen)
-        pool, scored = _personal(inp, config, keep)
+        pool, names = _personal(inp, config, keep)
         _backfill(inp, config, keep, pool)
         if pool.scores or not respect_seen or not inp.seen:
             break
@@ -367,7 +427,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
     _apply_boosts(inp, config, pool, boosts)
     order, pinned = _apply_pins(inp, _diversify(inp, config, _ordered(pool.scores)), pins, keep)
     personal = {i for i in order if i in pool.scores and i not in pool.stages}
-    anchors = _anchor_names(personal, scored) if personal else {}
+    anchors = names(personal) if personal else {}
     scores = _pinned_scores(order, pool.scores, pinned)
     items = []
     for item, score in zip(order, scores, strict=True):

@@ -1,10 +1,22 @@
 """Redis gateway of the server: domain reads, at most two round trips per request, counted.
 
-Request path (``read_user`` then ``read_neighbours``, or ``read_similar`` alone):
+Request path (``read_user`` then ``read_candidates`` — or ``read_neighbours`` —, or
+``read_similar`` alone):
 
 * RT1 — pipeline: LRANGE recent (user or session), ZRANGE seen (users), and the segment's
   popularity top-N when the in-process cache does not hold that segment yet.
-* RT2 — pipeline: ZREVRANGE covis(anchor) WITHSCORES for each anchor.
+* RT2 — ``read_candidates``: one EVALSHA of ``candidates.lua``, which reads the anchors'
+  co-visitation lists inside Redis and returns the aggregated candidates (score, best two
+  anchors) — what :func:`serving.ranker.aggregate` computes from ``read_neighbours``' pipeline
+  of ZREVRANGE covis(anchor) WITHSCORES, to the last bit, without shipping every pair.
+
+Readers made by :meth:`StateReader.connect` send the request path over a
+:class:`~serving.wire.WireClient` (one multiplexed socket, hiredis parsing: a fraction of
+redis-py's CPU per round trip); a reader built around a bare redis-py client (tests,
+fakeredis) sends the same commands through a redis-py pipeline. Background reads always use
+redis-py. :attr:`StateReader.aggregates` tells the recommender whether to use
+``read_candidates``: a subclass that overrides ``read_neighbours`` (the evaluator's caching
+reader) keeps the neighbour path.
 
 Shared state (popularity, rules, catalog, experiments, state age) is read by the background
 refresher of :mod:`serving.shared_state` through ``read_shared`` and friends.
@@ -19,18 +31,23 @@ beyond the client's socket timeout.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from schemas.keyspace import Keyspace
 from serving import metrics
+from serving.config import RankerConfig
+from serving.ranker import Anchor, Candidates
+from serving.wire import Command, WireClient
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
 from streams.processor import parse_recent
@@ -38,6 +55,10 @@ from streams.processor import parse_recent
 T = TypeVar("T")
 Pairs = list[tuple[str, float]]
 SESSION_SEEN_MAX = 200
+CANDIDATES_SCRIPT = resources.files("serving").joinpath("candidates.lua").read_text("utf-8")
+CANDIDATES_SHA = hashlib.sha1(CANDIDATES_SCRIPT.encode()).hexdigest()
+_REQUEST_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_REQUEST)
+_BACKGROUND_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_BACKGROUND)
 
 
 def _text(value: object) -> str:
@@ -45,7 +66,47 @@ def _text(value: object) -> str:
 
 
 def _pairs(raw: Sequence[Any]) -> Pairs:
-    return [(_text(member), float(score)) for member, score in raw]
+    """``(member, score)`` from a WITHSCORES reply, as pairs or flat (raw RESP2)."""
+    if not raw:
+        return []
+    if isinstance(raw[0], list | tuple):
+        return [(_text(member), float(score)) for member, score in raw]
+    flat = iter(raw)
+    return [(_text(member), float(score)) for member, score in zip(flat, flat, strict=True)]
+
+
+def _no_script(reply: object) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+class _AnchorTable(Mapping[str, Sequence[str]]):
+    """``Candidates.anchors`` over the script's parallel arrays, resolved on lookup."""
+
+    __slots__ = ("_first", "_index", "_items", "_names", "_second")
+
+    def __init__(
+        self, items: list[str], first: list[int], second: list[int], names: list[str]
+    ) -> None:
+        self._items, self._first, self._second, self._names = items, first, second, names
+        self._index: dict[str, int] | None = None
+
+    def __getitem__(self, item: str) -> Sequence[str]:
+        index = self._index
+        if index is None:
+            index = self._index = dict(zip(self._items, range(len(self._items)), strict=True))
+        i = index[item]
+        first, second, names = self._first[i], self._second[i], self._names
+        if not first:
+            return ()
+        return (names[first - 1],) if not second else (names[first - 1], names[second - 1])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def _float_or_none(value: object) -> float | None:
@@ -91,6 +152,8 @@ class StateReader:
         self.background_round_trips = 0
         self.errors = 0
         self._down_until = 0.0
+        #: request-path connection (set by :meth:`connect`); None = through ``redis``
+        self.wire: WireClient | None = None
 
     @classmethod
     async def connect(cls, settings: Settings, *, attempts: int = 1) -> StateReader:
@@ -110,6 +173,11 @@ class StateReader:
         reader = cls(
             client, Keyspace(settings.key_prefix), retry_after_s=settings.redis_retry_after_s
         )
+        reader.wire = WireClient.from_url(
+            settings.redis_url,
+            connect_timeout_s=min(settings.network_timeout_s, 1.0),
+            socket_timeout_s=settings.network_timeout_s,
+        )
         for attempt in range(max(1, attempts)):
             try:
                 deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
@@ -121,7 +189,20 @@ class StateReader:
         return reader
 
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        try:
+            if self.wire is not None:
+                await self.wire.aclose()
+        finally:
+            await self.redis.aclose()
+
+    @property
+    def aggregates(self) -> bool:
+        """Whether the recommender should call :meth:`read_candidates` (server-side sums).
+
+        True on the lean connection, unless a subclass overrides :meth:`read_neighbours`
+        (then the recommender keeps calling it, so the override is honoured).
+        """
+        return self.wire is not None and type(self).read_neighbours is StateReader.read_neighbours
 
     @property
     def available(self) -> bool:
@@ -133,21 +214,51 @@ class StateReader:
     ) -> T:
         if background:
             self.background_round_trips += 1
-            metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_BACKGROUND).inc()
+            _BACKGROUND_TRIPS.inc()
         else:
             self.round_trips += 1
-            metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_REQUEST).inc()
+            _REQUEST_TRIPS.inc()
         try:
             async with asyncio.timeout_at(deadline):
                 result = await fn()
         except (RedisError, OSError, TimeoutError) as exc:
-            self.errors += 1
-            metrics.REDIS_ERRORS.inc()
-            self._down_until = time.monotonic() + self.retry_after_s
-            raise UnavailableError(f"redis: {type(exc).__name__}: {exc}") from exc
+            raise self._failed(exc) from exc
         if background:
             self._down_until = 0.0  # a good background read closes the circuit early
         return result
+
+    def _failed(self, exc: BaseException) -> UnavailableError:
+        """Count an error, open the circuit; the error to raise."""
+        self.errors += 1
+        metrics.REDIS_ERRORS.inc()
+        self._down_until = time.monotonic() + self.retry_after_s
+        return UnavailableError(f"redis: {type(exc).__name__}: {exc}")
+
+    async def _request(
+        self, commands: Sequence[Command], deadline: float | None, *, check: bool = True
+    ) -> list[Any]:
+        """One request-path round trip: raw replies (RESP2 shapes), counted.
+
+        Error replies raise :class:`UnavailableError` when ``check`` (else they are returned).
+        """
+        self.round_trips += 1
+        _REQUEST_TRIPS.inc()
+        try:
+            if self.wire is not None:
+                replies = await self.wire.execute(commands, deadline)
+            else:
+                async with asyncio.timeout_at(deadline):
+                    pipe = self.redis.pipeline(transaction=False)
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    replies = await pipe.execute(raise_on_error=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._failed(exc) from exc
+        if check:
+            for reply in replies:
+                if isinstance(reply, Exception):
+                    raise self._failed(reply) from reply
+        return replies
 
     # --- request path ----------------------------------------------------------------------
     async def read_user(
@@ -162,16 +273,17 @@ class StateReader:
         deadline: float | None,
     ) -> UserState:
         """RT1: recent items, seen items and (when asked) a segment's popularity."""
-        pipe = self.redis.pipeline(transaction=False)
+        keys = self.keys
+        commands: list[Command] = []
         if user_id:
-            pipe.lrange(self.keys.user_recent(user_id), 0, max_recent - 1)
+            commands.append(("LRANGE", keys.user_recent(user_id), 0, max_recent - 1))
             if with_seen:
-                pipe.zrange(self.keys.user_seen(user_id), 0, -1)
+                commands.append(("ZRANGE", keys.user_seen(user_id), 0, -1))
         elif session_id:
-            pipe.lrange(self.keys.session_recent(session_id), 0, SESSION_SEEN_MAX - 1)
+            commands.append(("LRANGE", keys.session_recent(session_id), 0, SESSION_SEEN_MAX - 1))
         if segment is not None:
-            pipe.zrevrange(self.keys.popularity(segment), 0, top_n - 1, withscores=True)
-        replies = await self._call(pipe.execute, deadline, background=False)
+            commands.append(("ZREVRANGE", keys.popularity(segment), 0, top_n - 1, "WITHSCORES"))
+        replies = await self._request(commands, deadline) if commands else []
         pos = 0
         recent: list[tuple[float, str]] = []
         seen: frozenset[str] = frozenset()
@@ -192,24 +304,58 @@ class StateReader:
     async def read_neighbours(
         self, anchors: Sequence[str], n: int, *, deadline: float | None
     ) -> dict[str, Pairs]:
-        """RT2: the top ``n`` co-visitation neighbours of each anchor."""
+        """RT2 (neighbour path): the top ``n`` co-visitation neighbours of each anchor."""
         if not anchors:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for anchor in anchors:
-            pipe.zrevrange(self.keys.covis(anchor), 0, n - 1, withscores=True)
-        replies = await self._call(pipe.execute, deadline, background=False)
+        covis = self.keys.covis
+        replies = await self._request(
+            [("ZREVRANGE", covis(anchor), 0, n - 1, "WITHSCORES") for anchor in anchors], deadline
+        )
         return {anchor: _pairs(raw) for anchor, raw in zip(anchors, replies, strict=True)}
+
+    async def read_candidates(
+        self, anchors: Sequence[Anchor], config: RankerConfig, *, deadline: float | None
+    ) -> Candidates:
+        """RT2 (aggregated): ``serving.ranker.aggregate`` of the anchors, computed in Redis.
+
+        One EVALSHA of ``candidates.lua`` (a second one, EVAL, only when Redis lost the
+        script, e.g. after a restart).
+        """
+        if not anchors:
+            return Candidates({}, {})
+        covis = self.keys.covis
+        args: list[str | int] = [
+            len(anchors),
+            *[covis(a.item_id) for a in anchors],
+            config.neighbours_per_anchor,
+            "1" if config.normalisation == "row" else "0",
+            "1" if config.self_neighbours else "0",
+        ]
+        for anchor in anchors:
+            args.append(anchor.item_id)
+            args.append(repr(anchor.weight))
+        (reply,) = await self._request([("EVALSHA", CANDIDATES_SHA, *args)], deadline, check=False)
+        if _no_script(reply):
+            (reply,) = await self._request([("EVAL", CANDIDATES_SCRIPT, *args)], deadline)
+        elif isinstance(reply, Exception):
+            raise self._failed(reply) from reply
+        items, scores, first, second = reply
+        items = [_text(item) for item in items] if items and isinstance(items[0], bytes) else items
+        return Candidates(
+            dict(zip(items, map(float, scores), strict=True)),
+            _AnchorTable(items, first, second, [a.item_id for a in anchors]),
+        )
 
     async def read_similar(
         self, item_id: str, n: int, *, segment: str | None, top_n: int, deadline: float | None
     ) -> tuple[Pairs, Pairs | None]:
         """One round trip: neighbours of ``item_id`` (and a segment's popularity if asked)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.zrevrange(self.keys.covis(item_id), 0, n - 1, withscores=True)
+        commands: list[Command] = [("ZREVRANGE", self.keys.covis(item_id), 0, n - 1, "WITHSCORES")]
         if segment is not None:
-            pipe.zrevrange(self.keys.popularity(segment), 0, top_n - 1, withscores=True)
-        replies = await self._call(pipe.execute, deadline, background=False)
+            commands.append(
+                ("ZREVRANGE", self.keys.popularity(segment), 0, top_n - 1, "WITHSCORES")
+            )
+        replies = await self._request(commands, deadline)
         return _pairs(replies[0]), (_pairs(replies[1]) if segment is not None else None)
 
     # --- background refresh ----------------------------------------------------------------

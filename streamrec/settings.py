@@ -107,7 +107,11 @@ class Settings(BaseSettings):
     popularity_half_life_s: float = Field(
         2 * 86400.0, gt=0, description="Half-life of popularity / trending (forward decay)."
     )
-    popularity_top_n: int = Field(5000, ge=10, description="Items kept per popularity list.")
+    popularity_top_n: int = Field(
+        1000,
+        ge=10,
+        description="Items kept per popularity list (≈ 115 B each; ×segments, so keep it modest).",
+    )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
             "view": 1.0,
@@ -120,7 +124,12 @@ class Settings(BaseSettings):
         description="Weight of each event type in co-visitation and popularity (JSON object).",
     )
     user_recent_max: int = Field(50, ge=1, le=1000, description="Recent items kept per user.")
-    user_seen_max: int = Field(500, ge=1, le=100_000, description="Seen items kept per user.")
+    user_seen_max: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description="Seen items kept per user (≤ 128 stays in Redis' compact listpack encoding).",
+    )
     user_affinity_max: int = Field(50, ge=1, description="Categories kept per user affinity.")
     user_ttl_s: int = Field(30 * 86400, ge=60, description="TTL of every per-user key.")
     segments_max: int = Field(1000, ge=1, description="Popularity segments kept (LRU).")

@@ -40,6 +40,7 @@ def _faust_app(settings: Settings, app_id: str) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=str(settings.home / "faust" / app_id),
         web_enabled=False,
         topic_allow_declare=False,
         topic_disable_leader=True,

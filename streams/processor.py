@@ -46,7 +46,7 @@ class ProcessorConfig:
     self_weight: float = 2.0
     top_k: int = 100
     popularity_half_life_s: float = 2 * DAY_S
-    popularity_top_n: int = 5000
+    popularity_top_n: int = 1000
     event_weights: Mapping[str, float] = field(
         default_factory=lambda: {
             "view": 1.0,
@@ -58,7 +58,7 @@ class ProcessorConfig:
         }
     )
     recent_max: int = 50
-    seen_max: int = 500
+    seen_max: int = 128
     affinity_max: int = 50
     user_ttl_s: int = 30 * 86400
     segments_max: int = 1000
