@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import shutil
@@ -52,9 +53,12 @@ from streamrec.errors import ConfigError, UnavailableError
 from streamrec.producer import EventProducer, ProducerConfig, RateLimiter
 from streamrec.settings import Settings
 
-__all__ = ["FreshnessConfig", "run_freshness_bench"]
+__all__ = ["FreshnessConfig", "reflects", "run_freshness_bench"]
+
+log = logging.getLogger("streamrec.bench")
 
 SEED_USERS_PER_ANCHOR = 3
+MAX_CONSECUTIVE_MISSES = 3  # then the worker is not keeping up: stop instead of waiting on
 CHUNK_S = 0.005  # the load is sent in chunks of rate × this
 STOP_GRACE_S = 20.0
 
@@ -378,11 +382,12 @@ async def _measure(
         await producer.flush()
         await _wait_caught_up(settings, redis, worker, within_s=120.0)
         await _wait_serving(settings.grpc_addr, server, within_s=60.0)
+        log.info("worker applied the seed events; server serving; starting the load")
 
         load_task = asyncio.create_task(load.run())
         await asyncio.sleep(cfg.warmup_s)
         latencies: list[float] = []
-        missed = 0
+        missed = streak = 0
         interval = cfg.duration_s / cfg.probes if cfg.duration_s else None
         rng = random.Random(cfg.seed + 1)
         async with grpc.aio.insecure_channel(settings.grpc_addr) as channel:
@@ -398,10 +403,21 @@ async def _measure(
                 worker.check_alive()
                 server.check_alive()
                 latency = await _probe(producer, stub, f"probe-{p}", _anchor(p % cfg.anchors), cfg)
+                log.info(
+                    "probe %d: %s, background %d sent",
+                    p,
+                    "missed" if latency is None else f"{latency * 1000:.1f} ms",
+                    load.sent,
+                )
                 if latency is None:
                     missed += 1
+                    streak += 1
+                    if streak >= MAX_CONSECUTIVE_MISSES:
+                        missed += cfg.probes - p - 1  # not taken: counted as missed
+                        break
                 else:
                     latencies.append(latency)
+                    streak = 0
             if interval is not None and cfg.duration_s is not None:
                 await asyncio.sleep(max(0.0, started + cfg.duration_s - time.monotonic()))
             measured_s = time.monotonic() - started

@@ -69,8 +69,11 @@ def _pairs(raw: Sequence[Any]) -> Pairs:
     """``(member, score)`` from a WITHSCORES reply, as pairs or flat (raw RESP2)."""
     if not raw:
         return []
-    if isinstance(raw[0], list | tuple):
+    first = raw[0]
+    if isinstance(first, list | tuple):
         return [(_text(member), float(score)) for member, score in raw]
+    if isinstance(first, str):  # the wire client's replies: convert at C speed
+        return list(zip(raw[0::2], map(float, raw[1::2]), strict=True))
     flat = iter(raw)
     return [(_text(member), float(score)) for member, score in zip(flat, flat, strict=True)]
 

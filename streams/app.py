@@ -34,13 +34,15 @@ BatchObserver = Callable[[BatchResult, float], None]
 
 
 def _faust_app(settings: Settings, app_id: str) -> faust.App:
+    datadir = settings.home / "faust" / app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
     return faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
-        datadir=str(settings.home / "faust" / app_id),
+        datadir=str(datadir),
         web_enabled=False,
         topic_allow_declare=False,
         topic_disable_leader=True,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import signal
 from typing import Annotated, Any
 
 import typer
@@ -70,5 +72,23 @@ def command(
         poll_interval_s=poll_ms / 1000.0,
         probe_timeout_s=timeout,
     )
-    report = asyncio.run(run_freshness_bench(settings(), cfg))
+    # aiokafka warns while a fresh topic's leaders settle, then retries: not the user's concern
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    try:
+        report = asyncio.run(_run(cfg))
+    except asyncio.CancelledError:
+        typer.echo("bench freshness: stopped by SIGTERM (subprocesses and topics cleaned up)")
+        raise typer.Exit(143) from None
     typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))
+
+
+async def _run(cfg: FreshnessConfig) -> dict[str, Any]:
+    """The bench, cancelled by SIGTERM so its subprocesses and topics are cleaned up."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_freshness_bench(settings(), cfg)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)

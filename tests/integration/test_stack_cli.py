@@ -15,6 +15,19 @@ from tests.conftest import Services
 from tests.support import STREAMREC, RunCli, free_ports
 
 
+def _stack_for(env: dict[str, str]) -> LocalStack:
+    """The in-process view of the stack the CLI manages under ``env``."""
+    return LocalStack(
+        load_settings(
+            home=Path(env["STREAMREC_HOME"]),
+            kafka_libs_dir=Path(env["STREAMREC_KAFKA_LIBS_DIR"]),
+            kafka_bootstrap=env["STREAMREC_KAFKA_BOOTSTRAP"],
+            redis_url=env["STREAMREC_REDIS_URL"],
+        ),
+        timeout_s=120.0,
+    )
+
+
 def _pids(home: Path, kafka_port: int, redis_port: int) -> dict[str, procs.ProcessRecord]:
     found = {}
     for name, path in (
@@ -87,7 +100,7 @@ def test_up_twice_status_down_and_offline_restart(
         print(f"stack up: first {first_s:.1f}s, after down {second_s:.1f}s")
         assert second_s < 30.0
     finally:
-        run_cli("stack", "down", env=env)
+        _stack_for(env).stop()  # not via the CLI: cleanup must not depend on what is tested
     for record in restarted.values():
         assert procs.wait_gone(record, 10.0)
     assert _pids(home, kafka_port, redis_port) == {}
@@ -104,15 +117,7 @@ def test_exec_shares_the_stack_and_only_the_last_user_stops_it(
         "STREAMREC_KAFKA_BOOTSTRAP": f"127.0.0.1:{kafka_port}",
         "STREAMREC_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
     }
-    stack = LocalStack(
-        load_settings(
-            home=home,
-            kafka_libs_dir=services.kafka_libs_dir,
-            kafka_bootstrap=env["STREAMREC_KAFKA_BOOTSTRAP"],
-            redis_url=env["STREAMREC_REDIS_URL"],
-        ),
-        timeout_s=120.0,
-    )
+    stack = _stack_for(env)
     try:
         # Two users at once: the inner `exec` finds the stack up and leaves it to us.
         with stack.lease() as states:
@@ -139,5 +144,5 @@ def test_exec_shares_the_stack_and_only_the_last_user_stops_it(
         assert run_cli("stack", "down", "--if-unused", env=env).returncode == 0
         assert all(procs.is_ours(record) for record in by_hand.values())
     finally:
-        run_cli("stack", "down", env=env)
+        stack.stop()
     assert _pids(home, kafka_port, redis_port) == {}
