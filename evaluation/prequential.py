@@ -38,16 +38,15 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from evaluation.baselines import PopularityBaseline
 from evaluation.metrics import Accumulator, Scores
+from evaluation.protocol import PrequentialSpec, Progress, Protocol
 from evaluation.replay_reader import ReplayStateReader
 from schemas.events import Context, DeadLetter, Outcome
 from schemas.keyspace import Keyspace
@@ -55,7 +54,7 @@ from schemas.topics import Topic
 from serving.config import RankerConfig
 from serving.recommender import Recommender
 from serving.shared_state import SharedState
-from streamrec.datasets import DatasetFormat, ReadOptions, load_dataset
+from streamrec.datasets import ReadOptions, load_dataset
 from streamrec.errors import ConfigError, UnavailableError
 from streamrec.settings import Settings
 from streams.pipeline import BatchProcessor, RawMessage
@@ -83,52 +82,6 @@ _REPORTED_SETTINGS = (
     "event_weights",
 )
 _SESSION_OVERRIDES: dict[str, bool] = {"exclude_seen": False, "self_neighbours": True}
-
-
-class Protocol(StrEnum):
-    PREQUENTIAL = "prequential"
-    STREAMING = "streaming"
-    BATCH = "batch"
-
-
-#: progress(phase, events done, events total)
-Progress = Callable[[str, int, int], None]
-
-
-@dataclass(frozen=True, slots=True)
-class PrequentialSpec:
-    """What to replay and how."""
-
-    fmt: DatasetFormat
-    path: Path
-    test: Path | None = None
-    k: int = 20
-    protocol: Protocol | None = None
-    pipeline: int = 64
-    concurrency: int = 32
-    learn_batch: int = 5000
-    refresh_every: int = 100
-
-    def resolved_protocol(self) -> Protocol:
-        """The protocol to run; raises ConfigError for a combination that makes no sense."""
-        if self.k < 1:
-            raise ConfigError(f"-k must be at least 1, got {self.k}")
-        if min(self.pipeline, self.concurrency, self.learn_batch, self.refresh_every) < 1:
-            raise ConfigError(
-                "--pipeline, --concurrency, --refresh-every and the learn batch must be at least 1"
-            )
-        if self.test is None:
-            if self.protocol not in (None, Protocol.PREQUENTIAL):
-                raise ConfigError(f"--protocol {self.protocol.value} needs --test PATH")
-            return Protocol.PREQUENTIAL
-        if self.protocol == Protocol.PREQUENTIAL:
-            raise ConfigError("--protocol prequential replays one log: drop --test")
-        return self.protocol or Protocol.STREAMING
-
-    @property
-    def session_protocol(self) -> bool:
-        """Session-based next-item targets (every event but a session's first)."""
-        return self.fmt == DatasetFormat.SESSIONS and self.test is not None
 
 
 @dataclass(frozen=True, slots=True)

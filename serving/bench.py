@@ -289,14 +289,18 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             )
         echo, echo_addr = await _echo_server(sample)
         try:
+            cpu_before = time.process_time()
             echo_result = await drive_in_child(echo_addr, cfg)
+            echo_cpu = time.process_time() - cpu_before
         finally:
             await echo.stop(1.0)
         if server.recommender is None:
             raise UnavailableError("server did not start its recommender")
         reader = server.recommender.reader
         trips_before = reader.round_trips
+        cpu_before = time.process_time()
         real = await drive_in_child(server.address, cfg)
+        real_cpu = time.process_time() - cpu_before
         trips = reader.round_trips - trips_before
     finally:
         await server.stop(2.0)
@@ -313,5 +317,9 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "echo_p99_ms": round(echo_result["p99_ms"], 3),
         "ratio": round(real["rps"] / echo_result["rps"], 3) if echo_result["rps"] else 0.0,
         "redis_round_trips_per_request": round(trips / max(1, real["total_requests"]), 3),
+        "cpu_ms_per_request": round(1000.0 * real_cpu / max(1, real["total_requests"]), 3),
+        "echo_cpu_ms_per_request": round(
+            1000.0 * echo_cpu / max(1, echo_result["total_requests"]), 3
+        ),
         "response_bytes": sample.ByteSize(),
     }

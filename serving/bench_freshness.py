@@ -156,6 +156,15 @@ class _Child:
             self.proc.wait(timeout=10)
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _start(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> _Child:
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -270,29 +279,46 @@ async def _wait_serving(addr: str, server: _Child, within_s: float) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _probe(
-    producer: EventProducer,
-    stub: pb_grpc.RecommenderAsyncStub,
-    user: str,
-    anchor: str,
-    cfg: FreshnessConfig,
-) -> float | None:
-    """Seconds from producing ``user`` viewing ``anchor`` to an answer reflecting it."""
-    request = pb.RecommendRequest(user_id=user, k=5)
-    cold = await stub.Recommend(request, timeout=2.0)
-    if reflects(cold, anchor):
-        raise UnavailableError(f"probe user {user} was not fresh: state left from another run?")
-    started = time.perf_counter()
-    await producer.send_raw(Topic.OUTCOMES, _event(user, anchor), user.encode())
-    deadline = started + cfg.probe_timeout_s
-    while True:
-        reply = await stub.Recommend(request, timeout=2.0)
-        now = time.perf_counter()
-        if reflects(reply, anchor):
-            return now - started
-        if now > deadline:
+class _Prober:
+    """Times probe events: produce, then poll Recommend until the answer reflects the event."""
+
+    def __init__(
+        self, producer: EventProducer, stub: pb_grpc.RecommenderAsyncStub, cfg: FreshnessConfig
+    ) -> None:
+        self.producer = producer
+        self.stub = stub
+        self.cfg = cfg
+        self.polls = 0
+        self.rpc_errors: dict[str, int] = {}
+
+    async def _ask(self, request: pb.RecommendRequest) -> pb.RecommendResponse | None:
+        """One Recommend call; None (counted) when it fails, so polling goes on."""
+        self.polls += 1
+        try:
+            return await self.stub.Recommend(request, timeout=2.0)
+        except grpc.aio.AioRpcError as exc:
+            name = exc.code().name
+            self.rpc_errors[name] = self.rpc_errors.get(name, 0) + 1
             return None
-        await asyncio.sleep(cfg.poll_interval_s)
+
+    async def probe(self, user: str, anchor: str) -> float | None:
+        """Seconds from producing ``user`` viewing ``anchor`` to an answer reflecting it."""
+        cfg = self.cfg
+        request = pb.RecommendRequest(user_id=user, k=5)
+        cold = await self._ask(request)
+        if cold is not None and reflects(cold, anchor):
+            raise UnavailableError(f"probe user {user} was not fresh: state left from a run?")
+        started = time.perf_counter()
+        await self.producer.send_raw(Topic.OUTCOMES, _event(user, anchor), user.encode())
+        deadline = started + cfg.probe_timeout_s
+        while True:
+            reply = await self._ask(request)
+            now = time.perf_counter()
+            if reply is not None and reflects(reply, anchor):
+                return now - started
+            if now > deadline:
+                return None
+            await asyncio.sleep(cfg.poll_interval_s)
 
 
 def _bench_settings(base: Settings, tag: str, home: Path) -> Settings:
@@ -305,6 +331,7 @@ def _bench_settings(base: Settings, tag: str, home: Path) -> Settings:
             "worker_metrics_port": 0,
             "server_metrics_port": 0,
             "last_known_file": home / "last_known.json",
+            "home": home,  # the children's working files (faust datadir) go with the run
         }
     )
 
@@ -334,7 +361,9 @@ async def run_freshness_bench(base: Settings, cfg: FreshnessConfig) -> dict[str,
                 home / "s.log",
             )
             children.append(server)
-            return await _measure(settings, cfg, redis, worker, server)
+            report = await _measure(settings, cfg, redis, worker, server)
+            report["prefix"] = tag
+            return report
         finally:
             for child in children:
                 await asyncio.to_thread(child.stop)
@@ -385,6 +414,7 @@ async def _measure(
         log.info("worker applied the seed events; server serving; starting the load")
 
         load_task = asyncio.create_task(load.run())
+        cpu_from, cpu_since = _cpu_seconds(worker.proc.pid), time.monotonic()
         await asyncio.sleep(cfg.warmup_s)
         latencies: list[float] = []
         missed = streak = 0
@@ -392,6 +422,7 @@ async def _measure(
         rng = random.Random(cfg.seed + 1)
         async with grpc.aio.insecure_channel(settings.grpc_addr) as channel:
             stub: pb_grpc.RecommenderAsyncStub = pb_grpc.RecommenderStub(channel)
+            prober = _Prober(producer, stub, cfg)
             started = time.monotonic()
             for p in range(cfg.probes):
                 if interval is not None:
@@ -402,7 +433,7 @@ async def _measure(
                     load_task.result()  # raises what stopped the load
                 worker.check_alive()
                 server.check_alive()
-                latency = await _probe(producer, stub, f"probe-{p}", _anchor(p % cfg.anchors), cfg)
+                latency = await prober.probe(f"probe-{p}", _anchor(p % cfg.anchors))
                 log.info(
                     "probe %d: %s, background %d sent",
                     p,
@@ -421,6 +452,12 @@ async def _measure(
             if interval is not None and cfg.duration_s is not None:
                 await asyncio.sleep(max(0.0, started + cfg.duration_s - time.monotonic()))
             measured_s = time.monotonic() - started
+            cpu_to = _cpu_seconds(worker.proc.pid)
+            worker_cpu = (
+                (cpu_to - cpu_from) / (time.monotonic() - cpu_since)
+                if cpu_from is not None and cpu_to is not None
+                else None
+            )
     finally:
         if load_task is not None:
             load_task.cancel()
@@ -447,9 +484,13 @@ async def _measure(
         "probes": cfg.probes,
         "reflected": len(latencies),
         "missed": missed,
+        "polls": prober.polls,
+        "rpc_errors": prober.rpc_errors,
         "background_events": load.sent,
         "measured_s": measured_s,
         "backlog_end": backlog,
+        "worker_cpu": worker_cpu,  # cores the worker used under the load (1.0 = saturated)
+        "loadavg_1m": os.getloadavg()[0],  # the machine's load: other processes compete
         "poll_interval_ms": cfg.poll_interval_s * 1000.0,
         "batch_within_ms": settings.batch_within_s * 1000.0,
         "batch_size": settings.batch_size,

@@ -23,7 +23,7 @@ class RankerConfig(BaseModel):
         86_400.0, gt=0, description="Anchor weight time constant (exp(-age / this))."
     )
     anchor_position_decay: float = Field(
-        0.85, gt=0, le=1, description="Anchor weight factor per position back in history."
+        0.5, gt=0, le=1, description="Anchor weight factor per position back in history."
     )
     neighbours_per_anchor: int = Field(50, ge=1, le=1000, description="Neighbours per anchor.")
     normalisation: Normalisation = Field(

@@ -18,21 +18,14 @@ No I/O here: the recommender reads state, this module decides. Pipeline of :func
 6. Pin rules insert their item at the pinned position (block / exclude / unavailable win).
 
 ``Ranking.stage`` is the deepest backfill stage any returned item came from.
-
-Step 1 without the popularity term (the sum over anchors and the "co-viewed with" anchors) is
-:func:`aggregate`; the server has Redis compute it next to the data (``serving/candidates.lua``,
-equal to :func:`aggregate` to the last bit) and passes the result as ``RankInput.candidates``,
-so only the aggregated candidates cross the wire. Either way the ranking is the same.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import partial
 
 from schemas.rules import Rule
 from serving.config import RankerConfig
@@ -48,6 +41,7 @@ class Stage(StrEnum):
 
 
 STAGE_DEPTH: Mapping[Stage, int] = {s: i for i, s in enumerate(Stage)}
+_STAGES = tuple(Stage)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +81,6 @@ EMPTY_POPULARITY = Popularity()
 
 
 @dataclass(frozen=True, slots=True)
-class Candidates:
-    """Personal candidates aggregated over the anchors, before filters and popularity.
-
-    ``scores[b] = Σ_a w_a · covis(a,b) / N_a``; ``anchors[b]`` holds the (at most two)
-    anchors that contributed most to ``b``, best first (never ``b`` itself; ties: the earlier
-    anchor), missing or empty when none did. Built by :func:`aggregate` or by Redis.
-    """
-
-    scores: Mapping[str, float]
-    anchors: Mapping[str, Sequence[str]]
-
-
-@dataclass(frozen=True, slots=True)
 class RankInput:
     """Everything one ranking needs; built by the recommender from cached and read state."""
 
@@ -107,8 +88,6 @@ class RankInput:
     now: float
     anchors: Sequence[Anchor] = ()
     neighbours: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
-    #: when set, the personal scores come from here and anchors / neighbours are not read
-    candidates: Candidates | None = None
     segment_popularity: Popularity = EMPTY_POPULARITY
     global_popularity: Popularity = EMPTY_POPULARITY
     last_known: Popularity = EMPTY_POPULARITY
@@ -163,54 +142,6 @@ def anchor_weights(
 _INF = math.inf
 #: (anchor id, factor = w_a / N_a, neighbours) of every anchor that scored something
 _Scored = list[tuple[str, float, Sequence[tuple[str, float]]]]
-#: items -> their (at most two) "co-viewed with" anchors
-_Namer = Callable[[Set[str]], Mapping[str, Sequence[str]]]
-
-
-def _scored_anchors(
-    anchors: Sequence[Anchor],
-    neighbours: Mapping[str, Sequence[tuple[str, float]]],
-    config: RankerConfig,
-) -> _Scored:
-    """The anchors that have neighbours and a positive norm, with their factor w_a / N_a."""
-    scored: _Scored = []
-    row = config.normalisation == "row"
-    allow_self = config.self_neighbours  # an anchor's self edge (repeat clicks) may score it
-    for anchor in anchors:
-        aid = anchor.item_id
-        pairs = neighbours.get(aid)
-        if not pairs:
-            continue
-        norm = (
-            math.fsum(c for b, c in pairs if 0.0 < c < _INF and (allow_self or b != aid))
-            if row
-            else 1.0
-        )
-        if norm > 0.0:
-            scored.append((aid, anchor.weight / norm, pairs))
-    return scored
-
-
-def _sum_scores(scored: _Scored, allow_self: bool) -> dict[str, float]:
-    scores: dict[str, float] = {}
-    get = scores.get
-    for aid, factor, pairs in scored:
-        for item, weight in pairs:
-            if 0.0 < weight < _INF and (allow_self or item != aid):
-                scores[item] = get(item, 0.0) + weight * factor
-    return scores
-
-
-def aggregate(
-    anchors: Sequence[Anchor],
-    neighbours: Mapping[str, Sequence[tuple[str, float]]],
-    config: RankerConfig,
-) -> Candidates:
-    """Step 1 of :func:`rank` without popularity: what ``serving/candidates.lua`` computes."""
-    scored = _scored_anchors(anchors, neighbours, config)
-    scores = _sum_scores(scored, config.self_neighbours)
-    names = _anchor_names(scores.keys(), scored)
-    return Candidates(scores, {item: tuple(names.get(item, ())) for item in scores})
 
 
 @dataclass(slots=True)
@@ -243,57 +174,90 @@ class _Filter:
     def ok(self, item: str) -> bool:
         return not (self._respect_seen and item in self._inp.seen) and self.hard_ok(item)
 
-    def keep(self, scores: Mapping[str, float]) -> dict[str, float]:
-        """The entries of ``scores`` that pass :meth:`ok` (inlined: this is the hot loop)."""
+    def keep(self, scores: dict[str, float]) -> dict[str, float]:
+        """The entries of ``scores`` that pass :meth:`ok` (this is the hot loop).
+
+        Set intersections run in C and visit the smaller side, so a large unavailable or
+        seen set costs no more than the candidates.
+        """
         inp = self._inp
-        exclude, unavailable, blocked = inp.exclude, inp.unavailable, self._blocked_items
-        seen: Set[str] = inp.seen if self._respect_seen else frozenset()
-        out = {
-            item: score
-            for item, score in scores.items()
-            if item not in exclude
-            and item not in unavailable
-            and item not in seen
-            and item not in blocked
-        }
+        out = dict(scores)
+        for dropped in (
+            inp.exclude,
+            inp.unavailable,
+            inp.seen if self._respect_seen else (),
+            self._blocked_items,
+        ):
+            if not dropped:
+                continue
+            if isinstance(dropped, set | frozenset):
+                gone: Iterable[str] = dropped.intersection(out)
+            else:
+                gone = [item for item in out if item in dropped]
+            for item in gone:
+                del out[item]
         if self._blocked_cats:
             out = {item: score for item, score in out.items() if self.hard_ok(item)}
         return out
 
 
-def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Namer]:
-    names: _Namer
-    candidates = inp.candidates
-    if candidates is None:
-        scored = _scored_anchors(inp.anchors, inp.neighbours, config)
-        scores: Mapping[str, float] = _sum_scores(scored, config.self_neighbours)
-        names = partial(_anchor_names, scored=scored)
-    else:
-        scores = candidates.scores
-        names = partial(_named, table=candidates.anchors)
+def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Scored]:
+    scores: dict[str, float] = {}
+    get = scores.get
+    scored: _Scored = []
+    row = config.normalisation == "row"
+    allow_self = config.self_neighbours  # an anchor's self edge (repeat clicks) may score it
+    for anchor in inp.anchors:
+        aid = anchor.item_id
+        neighbours = inp.neighbours.get(aid)
+        if not neighbours:
+            continue
+        if allow_self:
+            valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF]
+        else:
+            valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF and pair[0] != aid]
+        norm = math.fsum([c for _, c in valid]) if row else 1.0
+        if norm <= 0.0:
+            continue
+        factor = anchor.weight / norm
+        scored.append((aid, factor, valid))
+        for item, weight in valid:
+            scores[item] = get(item, 0.0) + weight * factor
     kept = keep.keep(scores)
     pop = inp.global_popularity
     beta = config.popularity_exponent if pop else 0.0
-    if beta > 0.0:
-        top, floor, pop_of = pop.top, pop.floor, pop.scores.get
-        kept = {item: score / (pop_of(item, floor) / top) ** beta for item, score in kept.items()}
-    return _Pool(kept), names
+    if beta > 0.0 and kept:
+        # score / relpop(b)^β; most candidates are outside the popularity list and share
+        # relpop = floor / top, so only the listed ones need their own power
+        top, listed = pop.top, pop.scores
+        unlisted = (pop.floor / top) ** beta
+        penalised = {item: score / unlisted for item, score in kept.items()}
+        for item in kept.keys() & listed.keys():
+            penalised[item] = kept[item] / (listed[item] / top) ** beta
+        kept = penalised
+    return _Pool(kept), scored
 
 
-def _named(items: Set[str], table: Mapping[str, Sequence[str]]) -> dict[str, Sequence[str]]:
-    return {item: table[item] for item in items if item in table}
+def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, list[str]]:
+    """The (at most two) anchors that contributed most to each of ``items``.
 
-
-def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, Sequence[str]]:
-    """The (at most two) anchors that contributed most to each of ``items``."""
-    contributions: dict[str, list[tuple[float, str]]] = {}
+    Best first; on a tie the earlier anchor (the order of a stable sort by contribution).
+    """
+    best: dict[str, tuple[float, str, float, str | None]] = {}
     for aid, factor, neighbours in scored:
         for item, weight in neighbours:
             if item in items and 0.0 < weight < _INF and item != aid:
-                contributions.setdefault(item, []).append((weight * factor, aid))
+                c = weight * factor
+                known = best.get(item)
+                if known is None:
+                    best[item] = (c, aid, -_INF, None)
+                elif c > known[0]:
+                    best[item] = (c, aid, known[0], known[1])
+                elif known[3] is None or c > known[2]:
+                    best[item] = (known[0], known[1], c, aid)
     return {
-        item: [aid for _, aid in sorted(pairs, key=lambda ca: -ca[0])[:2]]
-        for item, pairs in contributions.items()
+        item: [first] if second is None else [first, second]
+        for item, (_, first, _, second) in best.items()
     }
 
 
@@ -345,8 +309,14 @@ def _apply_boosts(
 
 
 def _ordered(scores: dict[str, float]) -> list[str]:
-    """Item ids by score, ties by id (deterministic)."""
-    return [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))]
+    """Item ids by score, ties by id (deterministic).
+
+    Two stable sorts in C: by id, then by score descending (``reverse=True`` keeps equal
+    scores in id order) — the order of ``key=(-score, id)`` without a Python key call.
+    """
+    order = sorted(scores)
+    order.sort(key=scores.__getitem__, reverse=True)
+    return order
 
 
 def _diversify(inp: RankInput, config: RankerConfig, ordered: list[str]) -> list[str]:
@@ -354,18 +324,21 @@ def _diversify(inp: RankInput, config: RankerConfig, ordered: list[str]) -> list
     cap = k if config.max_category_share >= 1.0 else max(1, int(config.max_category_share * k))
     if cap >= k:
         return ordered[:k]
-    counts: Counter[str] = Counter()
+    counts: dict[str, int] = {}
+    count = counts.get
+    categories = inp.categories
     chosen: list[str] = []
     capped: list[str] = []
     for item in ordered:
         if len(chosen) == k:
             break
-        cats = inp.categories.get(item, ())
-        if any(counts[c] >= cap for c in cats):
+        cats = categories.get(item, ())
+        if any(count(c, 0) >= cap for c in cats):
             capped.append(item)
             continue
         chosen.append(item)
-        counts.update(set(cats))
+        for c in set(cats):
+            counts[c] = count(c, 0) + 1
     if len(chosen) < k:
         chosen.extend(capped[: k - len(chosen)])
     return chosen
@@ -419,7 +392,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
     respect_seen = config.exclude_seen
     while True:
         keep = _Filter(inp, blocks, respect_seen)
-        pool, names = _personal(inp, config, keep)
+        pool, scored = _personal(inp, config, keep)
         _backfill(inp, config, keep, pool)
         if pool.scores or not respect_seen or not inp.seen:
             break
@@ -427,7 +400,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
     _apply_boosts(inp, config, pool, boosts)
     order, pinned = _apply_pins(inp, _diversify(inp, config, _ordered(pool.scores)), pins, keep)
     personal = {i for i in order if i in pool.scores and i not in pool.stages}
-    anchors = names(personal) if personal else {}
+    anchors = _anchor_names(personal, scored) if personal else {}
     scores = _pinned_scores(order, pool.scores, pinned)
     items = []
     for item, score in zip(order, scores, strict=True):
@@ -436,5 +409,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
         reasons.extend(pool.notes.get(item, ()))
         stage = Stage.NONE if item in pinned else pool.stages.get(item, Stage.NONE)
         items.append(RankedItem(item, score, tuple(reasons), stage))
-    depth = max((STAGE_DEPTH[i.stage] for i in items), default=len(STAGE_DEPTH) - 1)
-    return Ranking(tuple(items), list(Stage)[depth])
+    if not items:
+        return Ranking((), Stage.LAST_KNOWN)
+    depth = max((STAGE_DEPTH[i.stage] for i in items if i.stage is not Stage.NONE), default=0)
+    return Ranking(tuple(items), _STAGES[depth])

@@ -1,9 +1,7 @@
 """The recommender interface shared by the gRPC server and the offline evaluator.
 
 ``Recommender.recommend(*, user_id | session_id, k, context, …)`` reads per-request state in
-at most two Redis round trips (the second returns candidates already aggregated by Redis when
-the reader :attr:`~serving.state_reader.StateReader.aggregates`, else the anchors' neighbour
-lists; the ranking is the same either way), takes everything else from the in-process caches
+at most two Redis round trips, takes everything else from the in-process caches
 (:class:`~serving.shared_state.SharedState`) and ranks with the pure :func:`serving.ranker.rank`.
 It never raises for Redis trouble: errors, timeouts and a passed deadline give an answer from
 the caches marked ``degraded``. Exposure logging is the caller's business (the server logs,
@@ -30,7 +28,6 @@ from serving.experiments import Assignment
 from serving.ranker import (
     EMPTY_POPULARITY,
     Anchor,
-    Candidates,
     Popularity,
     RankedItem,
     Ranking,
@@ -126,7 +123,6 @@ class Recommender:
         recent: list[tuple[float, str]] = []
         seen: frozenset[str] = frozenset()
         neighbours: dict[str, list[tuple[str, float]]] = {}
-        candidates: Candidates | None = None
         degraded = not self._usable(limit)
         if not degraded:
             try:
@@ -147,12 +143,9 @@ class Recommender:
         weighted = anchor_weights(recent, list(anchors), now=now, config=config)
         if weighted and not degraded:
             try:
-                if self.reader.aggregates:
-                    candidates = await self.reader.read_candidates(weighted, config, deadline=limit)
-                else:
-                    neighbours = await self.reader.read_neighbours(
-                        [a.item_id for a in weighted], config.neighbours_per_anchor, deadline=limit
-                    )
+                neighbours = await self.reader.read_neighbours(
+                    [a.item_id for a in weighted], config.neighbours_per_anchor, deadline=limit
+                )
             except UnavailableError:
                 degraded = True
         if config.exclude_seen:
@@ -164,7 +157,6 @@ class Recommender:
             segment_pop=segment_pop,
             anchors=weighted,
             neighbours=neighbours,
-            candidates=candidates,
             seen=seen,
             exclude=frozenset(exclude) | frozenset(anchors),
             extra_rules=extra_rules,
@@ -225,7 +217,6 @@ class Recommender:
             segment_pop=segment_pop,
             anchors=weighted,
             neighbours=neighbours,
-            candidates=None,
             seen=frozenset(),
             exclude=frozenset(exclude) | {item_id},
             extra_rules=extra_rules,
@@ -243,7 +234,6 @@ class Recommender:
         segment_pop: Popularity | None,
         anchors: list[Anchor],
         neighbours: dict[str, list[tuple[str, float]]],
-        candidates: Candidates | None,
         seen: frozenset[str],
         exclude: frozenset[str],
         extra_rules: Sequence[Rule],
@@ -255,7 +245,6 @@ class Recommender:
             now=now,
             anchors=anchors,
             neighbours=neighbours,
-            candidates=candidates,
             segment_popularity=segment_pop or EMPTY_POPULARITY,
             global_popularity=shared.global_popularity,
             last_known=shared.last_known,

@@ -1,22 +1,17 @@
 """Redis gateway of the server: domain reads, at most two round trips per request, counted.
 
-Request path (``read_user`` then ``read_candidates`` — or ``read_neighbours`` —, or
-``read_similar`` alone):
+Request path (``read_user`` then ``read_neighbours``, or ``read_similar`` alone):
 
 * RT1 — pipeline: LRANGE recent (user or session), ZRANGE seen (users), and the segment's
   popularity top-N when the in-process cache does not hold that segment yet.
-* RT2 — ``read_candidates``: one EVALSHA of ``candidates.lua``, which reads the anchors'
-  co-visitation lists inside Redis and returns the aggregated candidates (score, best two
-  anchors) — what :func:`serving.ranker.aggregate` computes from ``read_neighbours``' pipeline
-  of ZREVRANGE covis(anchor) WITHSCORES, to the last bit, without shipping every pair.
+* RT2 — pipeline: ZREVRANGE covis(anchor) WITHSCORES for each anchor.
 
 Readers made by :meth:`StateReader.connect` send the request path over a
-:class:`~serving.wire.WireClient` (one multiplexed socket, hiredis parsing: a fraction of
+:class:`~serving.wire.WireClient` (one multiplexed socket, hiredis parsing: about a quarter of
 redis-py's CPU per round trip); a reader built around a bare redis-py client (tests,
 fakeredis) sends the same commands through a redis-py pipeline. Background reads always use
-redis-py. :attr:`StateReader.aggregates` tells the recommender whether to use
-``read_candidates``: a subclass that overrides ``read_neighbours`` (the evaluator's caching
-reader) keeps the neighbour path.
+redis-py. (Aggregating the neighbour lists inside Redis with a Lua script was measured and
+dropped: on Redis 7.0 it cost Redis ~4× the CPU of the plain reads, more than the server saves.)
 
 Shared state (popularity, rules, catalog, experiments, state age) is read by the background
 refresher of :mod:`serving.shared_state` through ``read_shared`` and friends.
@@ -31,22 +26,18 @@ beyond the client's socket timeout.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from schemas.keyspace import Keyspace
 from serving import metrics
-from serving.config import RankerConfig
-from serving.ranker import Anchor, Candidates
 from serving.wire import Command, WireClient
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
@@ -55,8 +46,6 @@ from streams.processor import parse_recent
 T = TypeVar("T")
 Pairs = list[tuple[str, float]]
 SESSION_SEEN_MAX = 200
-CANDIDATES_SCRIPT = resources.files("serving").joinpath("candidates.lua").read_text("utf-8")
-CANDIDATES_SHA = hashlib.sha1(CANDIDATES_SCRIPT.encode()).hexdigest()
 _REQUEST_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_REQUEST)
 _BACKGROUND_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_BACKGROUND)
 
@@ -71,45 +60,13 @@ def _pairs(raw: Sequence[Any]) -> Pairs:
         return []
     first = raw[0]
     if isinstance(first, list | tuple):
+        if isinstance(first[0], str) and isinstance(first[1], float):  # RESP3 (wire client)
+            return cast(Pairs, list(map(tuple, raw)))
         return [(_text(member), float(score)) for member, score in raw]
-    if isinstance(first, str):  # the wire client's replies: convert at C speed
+    if isinstance(first, str):  # RESP2, decoded: convert at C speed
         return list(zip(raw[0::2], map(float, raw[1::2]), strict=True))
     flat = iter(raw)
     return [(_text(member), float(score)) for member, score in zip(flat, flat, strict=True)]
-
-
-def _no_script(reply: object) -> bool:
-    return isinstance(reply, NoScriptError) or (
-        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
-    )
-
-
-class _AnchorTable(Mapping[str, Sequence[str]]):
-    """``Candidates.anchors`` over the script's parallel arrays, resolved on lookup."""
-
-    __slots__ = ("_first", "_index", "_items", "_names", "_second")
-
-    def __init__(
-        self, items: list[str], first: list[int], second: list[int], names: list[str]
-    ) -> None:
-        self._items, self._first, self._second, self._names = items, first, second, names
-        self._index: dict[str, int] | None = None
-
-    def __getitem__(self, item: str) -> Sequence[str]:
-        index = self._index
-        if index is None:
-            index = self._index = dict(zip(self._items, range(len(self._items)), strict=True))
-        i = index[item]
-        first, second, names = self._first[i], self._second[i], self._names
-        if not first:
-            return ()
-        return (names[first - 1],) if not second else (names[first - 1], names[second - 1])
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
 
 
 def _float_or_none(value: object) -> float | None:
@@ -199,15 +156,6 @@ class StateReader:
             await self.redis.aclose()
 
     @property
-    def aggregates(self) -> bool:
-        """Whether the recommender should call :meth:`read_candidates` (server-side sums).
-
-        True on the lean connection, unless a subclass overrides :meth:`read_neighbours`
-        (then the recommender keeps calling it, so the override is honoured).
-        """
-        return self.wire is not None and type(self).read_neighbours is StateReader.read_neighbours
-
-    @property
     def available(self) -> bool:
         """False while the circuit is open after a recent error."""
         return time.monotonic() >= self._down_until
@@ -237,13 +185,8 @@ class StateReader:
         self._down_until = time.monotonic() + self.retry_after_s
         return UnavailableError(f"redis: {type(exc).__name__}: {exc}")
 
-    async def _request(
-        self, commands: Sequence[Command], deadline: float | None, *, check: bool = True
-    ) -> list[Any]:
-        """One request-path round trip: raw replies (RESP2 shapes), counted.
-
-        Error replies raise :class:`UnavailableError` when ``check`` (else they are returned).
-        """
+    async def _request(self, commands: Sequence[Command], deadline: float | None) -> list[Any]:
+        """One request-path round trip: raw replies (RESP2 shapes), counted; errors raise."""
         self.round_trips += 1
         _REQUEST_TRIPS.inc()
         try:
@@ -257,10 +200,9 @@ class StateReader:
                     replies = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._failed(exc) from exc
-        if check:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise self._failed(reply) from reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise self._failed(reply) from reply
         return replies
 
     # --- request path ----------------------------------------------------------------------
@@ -307,7 +249,7 @@ class StateReader:
     async def read_neighbours(
         self, anchors: Sequence[str], n: int, *, deadline: float | None
     ) -> dict[str, Pairs]:
-        """RT2 (neighbour path): the top ``n`` co-visitation neighbours of each anchor."""
+        """RT2: the top ``n`` co-visitation neighbours of each anchor."""
         if not anchors:
             return {}
         covis = self.keys.covis
@@ -315,39 +257,6 @@ class StateReader:
             [("ZREVRANGE", covis(anchor), 0, n - 1, "WITHSCORES") for anchor in anchors], deadline
         )
         return {anchor: _pairs(raw) for anchor, raw in zip(anchors, replies, strict=True)}
-
-    async def read_candidates(
-        self, anchors: Sequence[Anchor], config: RankerConfig, *, deadline: float | None
-    ) -> Candidates:
-        """RT2 (aggregated): ``serving.ranker.aggregate`` of the anchors, computed in Redis.
-
-        One EVALSHA of ``candidates.lua`` (a second one, EVAL, only when Redis lost the
-        script, e.g. after a restart).
-        """
-        if not anchors:
-            return Candidates({}, {})
-        covis = self.keys.covis
-        args: list[str | int] = [
-            len(anchors),
-            *[covis(a.item_id) for a in anchors],
-            config.neighbours_per_anchor,
-            "1" if config.normalisation == "row" else "0",
-            "1" if config.self_neighbours else "0",
-        ]
-        for anchor in anchors:
-            args.append(anchor.item_id)
-            args.append(repr(anchor.weight))
-        (reply,) = await self._request([("EVALSHA", CANDIDATES_SHA, *args)], deadline, check=False)
-        if _no_script(reply):
-            (reply,) = await self._request([("EVAL", CANDIDATES_SCRIPT, *args)], deadline)
-        elif isinstance(reply, Exception):
-            raise self._failed(reply) from reply
-        items, scores, first, second = reply
-        items = [_text(item) for item in items] if items and isinstance(items[0], bytes) else items
-        return Candidates(
-            dict(zip(items, map(float, scores), strict=True)),
-            _AnchorTable(items, first, second, [a.item_id for a in anchors]),
-        )
 
     async def read_similar(
         self, item_id: str, n: int, *, segment: str | None, top_n: int, deadline: float | None

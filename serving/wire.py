@@ -9,8 +9,11 @@ was a fifth of its CPU. Background reads and Admin writes keep redis-py (see
 
 :class:`WireClient` packs a batch of commands with ``hiredis.pack_command``, writes it with
 one ``transport.write`` and resolves the batch's future when its last reply arrives; replies
-come back in order, so any number of requests share the socket (pipelining for free). Replies
-are raw RESP2 decoded as UTF-8 text; an error reply is a ``redis.exceptions.ResponseError``
+come back in order, so any number of requests share the socket (pipelining for free). The
+connection speaks RESP3 when Redis does (``HELLO 3``; Redis 6+): scores then arrive as doubles
+that hiredis turns into floats in C — converting ~500 score strings per request in Python was
+a visible cost. Replies are raw (strings decoded as UTF-8; WITHSCORES as ``[member, score]``
+pairs under RESP3, flat under RESP2); an error reply is a ``redis.exceptions.ResponseError``
 *in* the reply list (the caller decides). Failures raise ``ConnectionError`` (an ``OSError``)
 or ``TimeoutError``:
 
@@ -27,7 +30,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -37,6 +40,10 @@ Arg = str | bytes | int | float
 Command = Sequence[Arg]
 #: ``hiredis.pack_command`` (its stub types the argument as a 1-tuple)
 _pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
+
+
+import os
+COALESCE = os.environ.get("COALESCE", "1") == "1"
 
 
 class _Batch:
@@ -59,10 +66,15 @@ class _Protocol(asyncio.Protocol):
         self.pending: deque[_Batch] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self._out: list[bytes] = []  # written once per event-loop iteration
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
         reader = self.reader
@@ -107,9 +119,15 @@ class _Protocol(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def send(self, payload: bytes, batch: _Batch) -> None:
-        assert self.transport is not None
+        """Queue a batch; batches queued in one loop iteration leave in one write."""
         self.pending.append(batch)
-        self.transport.write(payload)
+        if COALESCE:
+            if not self._out:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._out.append(payload)
+        else:
+            assert self.transport is not None
+            self.transport.write(payload)
 
 
 def _expire(future: asyncio.Future[list[Any]]) -> None:
@@ -233,21 +251,21 @@ class WireClient:
                 if self.username is not None:
                     auth.append(self.username)
                 setup.append([*auth, self.password])
+            setup.append(["HELLO", "3"])  # an error reply (Redis < 6) leaves RESP2 on
             if self.db:
                 setup.append(["SELECT", self.db])
-            if setup:
-                future: asyncio.Future[list[Any]] = loop.create_future()
-                payload = b"".join(_pack(tuple(c)) for c in setup)
-                proto.send(payload, _Batch(future, len(setup), time.monotonic()))
-                try:
-                    replies = await future
-                except BaseException:
-                    proto.abort(ConnectionError("redis connection setup failed"))
-                    raise
-                for reply in replies:
-                    if isinstance(reply, ResponseError):
-                        proto.abort(ConnectionError(f"redis refused the connection: {reply}"))
-                        raise ConnectionError(f"redis refused the connection: {reply}")
+            future: asyncio.Future[list[Any]] = loop.create_future()
+            payload = b"".join(_pack(tuple(c)) for c in setup)
+            proto.send(payload, _Batch(future, len(setup), time.monotonic()))
+            try:
+                replies = await future
+            except BaseException:
+                proto.abort(ConnectionError("redis connection setup failed"))
+                raise
+            for command, reply in zip(setup, replies, strict=True):
+                if isinstance(reply, ResponseError) and command[0] != "HELLO":
+                    proto.abort(ConnectionError(f"redis refused the connection: {reply}"))
+                    raise ConnectionError(f"redis refused the connection: {reply}")
         if self._closed:  # closed while connecting
             proto.abort(ConnectionError("the redis client is closed"))
             raise ConnectionError("the redis client is closed")

@@ -196,7 +196,7 @@ class Settings(BaseSettings):
         86_400.0, description="Anchor weight time constant: w = exp(-age / this) · position decay."
     )
     ranker_anchor_position_decay: float = Field(
-        0.85, gt=0, le=1, description="Anchor weight factor per position back in recent history."
+        0.5, gt=0, le=1, description="Anchor weight factor per position back in recent history."
     )
     ranker_neighbours_per_anchor: int = Field(
         50, ge=1, le=1000, description="Co-visitation neighbours read per anchor."

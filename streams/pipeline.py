@@ -190,7 +190,12 @@ class BatchProcessor:
                 result.dead_letters.extend(env for _, env in letters)
             applied = await self.store.apply(plan, now=now)
             if applied.applied:
-                self.cache.update(plan.histories)
+                if result.duplicates or result.conflicts:
+                    # Another worker wrote these partitions (a rebalance overlap): it may
+                    # keep writing them, so nothing we read can be trusted to stay current.
+                    self.cache.clear()
+                else:
+                    self.cache.update(plan.histories)
                 result.records = records
                 result.applied.update(r.topic.value for r in records)
                 result.joined, result.pending = applied.joined, applied.pending

@@ -92,7 +92,11 @@ class StateStore:
         items = list(dict.fromkeys(items))
         keys = self.keys
         async with asyncio.timeout(self.timeout_s):
-            pipe = self.client.pipeline(transaction=False)
+            # MULTI/EXEC: the histories and the stored offsets must be one consistent snapshot.
+            # Read apart, another worker's apply (a rebalance overlap) could land in between:
+            # offsets that already cover events the histories do not show yet, and the guard
+            # in the apply script would then pass a plan made from a stale history.
+            pipe = self.client.pipeline(transaction=True)
             for user in users:
                 pipe.lrange(keys.user_recent(user), 0, depth - 1)
             if items:

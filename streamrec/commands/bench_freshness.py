@@ -22,17 +22,23 @@ from streamrec.settings import settings
 __all__ = ["command"]
 
 
+def _share(value: float | None) -> str:
+    return "?" if value is None else f"{value:.0%}"
+
+
 def _table(r: dict[str, Any]) -> str:
     return "\n".join(
         [
             f"event → answer   p50 {r['p50_ms']:.1f} ms   p95 {r['p95_ms']:.1f} ms   "
             f"p99 {r['p99_ms']:.1f} ms   (min {r['min_ms']:.1f}, max {r['max_ms']:.1f})",
             f"probes           {r['reflected']}/{r['probes']} reflected, {r['missed']} missed "
-            f"(polled every {r['poll_interval_ms']:g} ms)",
+            f"(polled every {r['poll_interval_ms']:g} ms, {r['polls']:,} calls, "
+            f"errors {r['rpc_errors'] or 'none'})",
             f"background load  {r['rate']:,.0f} events/s achieved (target {r['target_rate']:,.0f}),"
             f" {r['background_events']:,} events in {r['measured_s']:.1f} s",
             f"worker           batch {r['batch_size']} within {r['batch_within_ms']:g} ms, "
-            f"{r['partitions']} partitions, backlog at end {r['backlog_end']:,}",
+            f"{r['partitions']} partitions, backlog at end {r['backlog_end']:,}, "
+            f"CPU {_share(r['worker_cpu'])} of a core (machine load {r['loadavg_1m']:.1f})",
         ]
     )
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from evaluation.prequential import PrequentialResult, PrequentialSpec, Protocol, run_prequential
+from evaluation.protocol import PrequentialSpec, Protocol
 from streamrec.datasets import DatasetFormat
 from streamrec.settings import load_settings
+
+if TYPE_CHECKING:
+    from evaluation.prequential import PrequentialResult
 
 
 def _render(result: PrequentialResult) -> str:
@@ -87,6 +90,8 @@ def prequential(
         concurrency=concurrency,
     )
     spec.resolved_protocol()  # bad combinations fail before anything is read
+    from evaluation.prequential import run_prequential  # the worker + server stack: ~0.5 s
+
     console = Console(stderr=True)
     bar = Progress(
         TextColumn("{task.description}"),

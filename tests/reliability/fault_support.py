@@ -82,13 +82,19 @@ async def settings_on(stack: LocalStack, **overrides: object) -> AsyncIterator[S
             await delete_prefix_keys(own.redis_url, own.key_prefix)
 
 
-def stream(n: int, *, seed: int, users: int = 2000, items: int = 3000) -> list[tuple[bytes, bytes]]:
-    """Zipf-ish items, ``users`` users in sessions, event times half a second apart."""
+def stream(
+    n: int, *, seed: int, first: int = 0, users: int = 2000, items: int = 3000
+) -> list[tuple[bytes, bytes]]:
+    """Zipf-ish items, ``users`` users in sessions, event times half a second apart.
+
+    Event ``first + i`` is at ten days ago + (first + i) / 2 s: a later part of a stream
+    passes ``first`` to continue where the earlier part stopped.
+    """
     rng = random.Random(seed)
     base = time.time() - 10 * 86400
     kinds = ["view"] * 8 + ["click", "add_to_cart"]
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         user = f"u{rng.randrange(users)}"
         item = f"i{int(rng.paretovariate(1.2)) % items}"
         out.append((user.encode(), outcome(user, item, base + i * 0.5, rng.choice(kinds))))

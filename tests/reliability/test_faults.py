@@ -224,7 +224,9 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
             assert killed_at < N_EVENTS, "the restart came too late to test anything"
             # SIGKILL: no shutdown save; only what the AOF fsynced before each reply survives
             await asyncio.to_thread(fault_stack.stop_redis, graceful=False)
-            await asyncio.sleep(1.0)
+            # more of the stream arrives while Redis is away: in flight at the restart
+            await produce(settings, Topic.OUTCOMES, stream(2000, seed=23, first=N_EVENTS))
+            await asyncio.sleep(0.5)
             assert worker.poll() is None, "worker died while Redis was away"
             await _start_redis(fault_stack, redis)
             assert await redis.hlen(keys.offsets) > 0, "the AOF did not bring the state back"
@@ -391,7 +393,7 @@ async def test_request_burst_all_answered_and_server_healthy_after(
             # still healthy, and back to normal latency
             assert server.alive() and await server.healthy()
             after, after_failures = await _drive(stub, 1, 0.3, 20)
-            assert after_failures == [] and max(after) < 0.5
+            assert after_failures == [] and max(after) < 1.0
     finally:
         server.stop()
 
