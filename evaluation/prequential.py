@@ -404,7 +404,7 @@ async def run_prequential(
     prefix = _eval_prefix(settings.key_prefix)
     eval_settings = settings.model_copy(update={"key_prefix": prefix})
     ranker = _ranker_config(settings, spec.session_protocol)
-    loaded = time.perf_counter()
+    loaded, loaded_cpu = time.perf_counter(), time.process_time()
     store, reader = await _connect(eval_settings)
     try:
         replay = _Replay(eval_settings, spec, ranker, store, reader, progress)
@@ -424,7 +424,7 @@ async def run_prequential(
         finally:
             await reader.aclose()
             await store.aclose()
-    finished = time.perf_counter()
+    finished, replay_cpu_s = time.perf_counter(), time.process_time() - loaded_cpu
     replayed = replay.total
     replay_s = finished - loaded
     skipped = len(train.bad) + (len(test.bad) if test is not None else 0)
@@ -444,6 +444,9 @@ async def run_prequential(
         "elapsed_s": round(finished - started, 3),
         "replay_s": round(replay_s, 3),
         "events_per_s": round(replayed / replay_s, 1) if replay_s > 0 else None,
+        # CPU of this process only (Redis works in parallel): on a busy shared machine the
+        # wall-clock rate understates what the replay needs
+        "replay_cpu_s": round(replay_cpu_s, 3),
         "processor": {name: getattr(settings, name) for name in _REPORTED_SETTINGS},
         "ranker": ranker.model_dump(),
     }

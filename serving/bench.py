@@ -7,8 +7,10 @@
    a bare grpc.aio server whose Recommend returns that answer (same response size).
 3. Drive each with ``concurrency`` concurrent calls for ``duration_s`` from a client in a
    separate process (this machine has 2 cores: one for the server, one for the client),
-   after a warm-up. Report rps and latency percentiles of both, their ratio, and Redis round
-   trips per request of the real server.
+   after a warm-up. Report rps and latency percentiles of both, their ratio, Redis round
+   trips per request of the real server, and the serving process's CPU time per request of
+   each (``cpu_ms_per_request``, ``echo_cpu_ms_per_request``: steadier than rps on a machine
+   shared with other work).
 4. Delete the throwaway keys.
 
 Ratios, not absolute numbers, are what to compare across machines.
@@ -17,6 +19,7 @@ Ratios, not absolute numbers, are what to compare across machines.
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import random
 import tempfile
@@ -35,7 +38,7 @@ import redis.asyncio as aioredis
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
-from serving.server import Server
+from serving.server import Server, settle_heap
 from streamrec import kafka_admin
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
@@ -281,6 +284,7 @@ async def run_bench(base: Settings, cfg: BenchConfig) -> dict[str, Any]:
 async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
     server = Server(settings, log_exposures=cfg.with_exposures)
     await server.start()
+    settle_heap()  # as ``run_server`` does; undone below (this may be a test process)
     try:
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = pb_grpc.RecommenderStub(channel)
@@ -303,6 +307,7 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         real_cpu = time.process_time() - cpu_before
         trips = reader.round_trips - trips_before
     finally:
+        gc.unfreeze()
         await server.stop(2.0)
     return {
         "rps": round(real["rps"], 1),

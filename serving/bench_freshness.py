@@ -213,7 +213,8 @@ class _Load:
         cfg = self.cfg
         rng = random.Random(cfg.seed)
         chunk = max(1, round(cfg.rate * CHUNK_S))
-        limiter = RateLimiter(cfg.rate, burst=chunk)
+        # a burst allowance of 50 ms makes up for sleeps that overshoot on a busy machine
+        limiter = RateLimiter(cfg.rate, burst=max(chunk, round(cfg.rate * 0.05)))
         self.started = time.monotonic()
         try:
             while True:

@@ -166,17 +166,18 @@ def parse_similar(request: pb.SimilarItemsRequest) -> SimilarQuery:
 
 
 def to_response(rec: Recommendation) -> pb.RecommendResponse:
-    return pb.RecommendResponse(
+    response = pb.RecommendResponse(
         request_id=rec.request_id,
-        items=[
-            pb.ScoredItem(item_id=i.item_id, score=i.score, reasons=i.reasons) for i in rec.items
-        ],
         variant=rec.variant,
         algo_version=rec.algo_version,
         fallback_stage=STAGE_TO_PROTO[rec.stage],
         state_age_seconds=rec.state_age_s,
         degraded=rec.degraded,
     )
+    add = response.items.add  # in place: no intermediate ScoredItem messages to copy
+    for item in rec.items:
+        add(item_id=item.item_id, score=item.score, reasons=item.reasons)
+    return response
 
 
 def rule_from_proto(msg: pb.Rule, *, rule_id: str, created_by: str, created_at: float) -> Rule:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Sequence
@@ -141,6 +142,19 @@ class Server:
         await asyncio.shield(self.stop())
 
 
+def settle_heap() -> None:
+    """Collect once, then move every object alive now out of the cyclic GC's sight.
+
+    After start-up the heap holds the imports and the loaded caches; each full (generation 2)
+    collection walked all of it and stalled the event loop for ~60 ms on the 100k-item bench
+    — a p99 spike every few seconds under load. Frozen objects are still freed by reference
+    counting when dropped (a refreshed cache replaces the frozen one); only cycles among them
+    would outlive their use. Called once the server has started.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def run_server(
     settings: Settings, *, signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT)
 ) -> None:
@@ -151,6 +165,7 @@ async def run_server(
         loop.add_signal_handler(sig, stopping.set)
     try:
         async with Server(settings):
+            settle_heap()
             await stopping.wait()
             log.info("signal received: draining for up to %.1fs", settings.shutdown_grace_s)
     finally:

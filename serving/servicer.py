@@ -26,6 +26,12 @@ from serving.exposure_log import ExposureLog, PendingExposure
 from serving.recommender import Recommendation, Recommender
 
 DEADLINE_MARGIN_S = 0.005
+_LATENCY = {m: metrics.LATENCY.labels(m) for m in ("Recommend", "SimilarItems")}
+_ANSWERS = {
+    (m, stage): metrics.ANSWERS.labels(m, label)
+    for m in ("Recommend", "SimilarItems")
+    for stage, label in metrics.STAGE_LABEL.items()
+}
 NO_STATE = "no recommendation state available yet (Redis unreachable and no last-known list)"
 
 RecommendContext = grpc.aio.ServicerContext[pb.RecommendRequest, pb.RecommendResponse]
@@ -69,7 +75,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 "Recommend", rec, context, started, query.user_id, query.session_id, query.context
             )
         finally:
-            metrics.LATENCY.labels("Recommend").observe(time.perf_counter() - started)
+            _LATENCY["Recommend"].observe(time.perf_counter() - started)
 
     async def SimilarItems(
         self, request: pb.SimilarItemsRequest, context: SimilarContext
@@ -99,7 +105,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 query.context,
             )
         finally:
-            metrics.LATENCY.labels("SimilarItems").observe(time.perf_counter() - started)
+            _LATENCY["SimilarItems"].observe(time.perf_counter() - started)
 
     async def _answer(
         self,
@@ -114,7 +120,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         if not rec.items:
             metrics.EMPTY_ANSWERS.labels(method).inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NO_STATE)
-        metrics.ANSWERS.labels(method, metrics.STAGE_LABEL[rec.stage]).inc()
+        _ANSWERS[method, rec.stage].inc()
         if self.exposures is not None:
             self.exposures.log(
                 PendingExposure(

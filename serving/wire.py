@@ -1,4 +1,4 @@
-"""The request path's Redis connection: one multiplexed RESP2 socket parsed by hiredis.
+"""The request path's Redis connection: one multiplexed socket, replies parsed by hiredis.
 
 Why not redis-py here: on this 2-core machine a redis-py round trip costs ~130 µs of server
 CPU (pool checkout, per-command callbacks, stream-reader layers, a timeout context per call)
@@ -7,9 +7,10 @@ against ~35 µs for the same bytes sent through an :class:`asyncio.Protocol` and
 was a fifth of its CPU. Background reads and Admin writes keep redis-py (see
 :mod:`serving.state_reader`).
 
-:class:`WireClient` packs a batch of commands with ``hiredis.pack_command``, writes it with
-one ``transport.write`` and resolves the batch's future when its last reply arrives; replies
-come back in order, so any number of requests share the socket (pipelining for free). The
+:class:`WireClient` packs a batch of commands with ``hiredis.pack_command``, queues it (all
+batches queued during one event-loop iteration leave in one ``transport.write``) and resolves
+the batch's future when its last reply arrives; replies come back in order, so any number of
+requests share the socket (pipelining for free). The
 connection speaks RESP3 when Redis does (``HELLO 3``; Redis 6+): scores then arrive as doubles
 that hiredis turns into floats in C — converting ~500 score strings per request in Python was
 a visible cost. Replies are raw (strings decoded as UTF-8; WITHSCORES as ``[member, score]``
@@ -40,10 +41,6 @@ Arg = str | bytes | int | float
 Command = Sequence[Arg]
 #: ``hiredis.pack_command`` (its stub types the argument as a 1-tuple)
 _pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
-
-
-import os
-COALESCE = os.environ.get("COALESCE", "1") == "1"
 
 
 class _Batch:
@@ -83,6 +80,8 @@ class _Protocol(asyncio.Protocol):
         while True:
             try:
                 reply = reader.gets()
+            except UnicodeDecodeError as exc:  # the reader moved past it: still in sync
+                reply = InvalidResponse(f"redis reply is not UTF-8: {exc}")
             except InvalidResponse as exc:  # the stream is unusable
                 self.abort(ConnectionError(f"redis protocol error: {exc}"))
                 return
@@ -121,13 +120,9 @@ class _Protocol(asyncio.Protocol):
     def send(self, payload: bytes, batch: _Batch) -> None:
         """Queue a batch; batches queued in one loop iteration leave in one write."""
         self.pending.append(batch)
-        if COALESCE:
-            if not self._out:
-                asyncio.get_running_loop().call_soon(self._flush)
-            self._out.append(payload)
-        else:
-            assert self.transport is not None
-            self.transport.write(payload)
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(payload)
 
 
 def _expire(future: asyncio.Future[list[Any]]) -> None:

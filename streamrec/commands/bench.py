@@ -36,7 +36,8 @@ def _ingest_table(r: dict[str, Any]) -> str:
         f"Redis bytes per item         {r['bytes_per_item']:,.0f}",
         f"Redis bytes per user         {r['bytes_per_user']:,.0f}",
         f"memory after 2x the stream   {r['memory_growth']:+.1%} "
-        f"({r['redis_bytes_after_stream']:,.0f} → {r['redis_bytes_after_stream_twice']:,.0f} B)",
+        f"({r['redis_bytes_stream']:,.0f} → {r['redis_bytes_stream_twice']:,.0f} B; "
+        f"{r['memory_check_events']:,.0f} events, {r['memory_check_users']:,.0f} users)",
     ]
     return "\n".join(rows)
 

@@ -31,6 +31,10 @@ def _table(report: dict[str, Any]) -> str:
     lines = [f"{a:<8}{b:>12}{c:>12}" for a, b, c in rows]
     lines.append(f"ratio (server rps / echo rps): {report['ratio']:.3f}")
     lines.append(f"redis round trips per request: {report['redis_round_trips_per_request']:.2f}")
+    lines.append(
+        f"server process CPU per request: {report['cpu_ms_per_request']:.3f} ms "
+        f"(echo {report['echo_cpu_ms_per_request']:.3f} ms)"
+    )
     lines.append(f"answer stages: {report['stages']}  errors: {report['errors']}")
     lines.append(
         f"items {report['items']}, users {report['users']}, concurrency {report['concurrency']}, "

@@ -19,6 +19,7 @@ async def test_bench_reports_server_and_echo_and_cleans_up(
     assert report["echo_p50_ms"] <= report["echo_p99_ms"]
     assert report["errors"] == 0
     assert report["redis_round_trips_per_request"] == 2.0  # every user has history
+    assert report["cpu_ms_per_request"] > 0 and report["echo_cpu_ms_per_request"] > 0
     assert set(report["stages"]) <= {"FALLBACK_STAGE_NONE", "FALLBACK_STAGE_SEGMENT_POPULARITY"}
     assert report["response_bytes"] > 0
     assert (report["items"], report["users"], report["k"]) == (300, 40, 5)
