@@ -39,6 +39,7 @@ from redis.exceptions import InvalidResponse, ResponseError
 
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
+FEED_SLICE = 16 * 1024
 #: ``hiredis.pack_command`` (its stub types the argument as a 1-tuple)
 _pack: Callable[[tuple[Arg, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
 
@@ -74,8 +75,16 @@ class _Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        # fed in slices: the reader shifts its unread bytes down after each reply, which over
+        # one large read (many requests' replies under load) grows with the read's size
+        for offset in range(0, len(data), FEED_SLICE):
+            self.reader.feed(data, offset, min(FEED_SLICE, len(data) - offset))
+            if not self._drain():
+                return
+
+    def _drain(self) -> bool:
+        """Hand every complete reply to its batch; False once the connection is dropped."""
         reader = self.reader
-        reader.feed(data)
         pending = self.pending
         while True:
             try:
@@ -84,12 +93,12 @@ class _Protocol(asyncio.Protocol):
                 reply = InvalidResponse(f"redis reply is not UTF-8: {exc}")
             except InvalidResponse as exc:  # the stream is unusable
                 self.abort(ConnectionError(f"redis protocol error: {exc}"))
-                return
+                return False
             if reply is False:
-                return
+                return True
             if not pending:
                 self.abort(ConnectionError("redis sent a reply nobody asked for"))
-                return
+                return False
             batch = pending[0]
             batch.replies.append(reply)
             if len(batch.replies) == batch.expected:
