@@ -311,11 +311,14 @@ def _apply_boosts(
 def _ordered(scores: dict[str, float]) -> list[str]:
     """Item ids by score, ties by id (deterministic).
 
-    Two stable sorts in C: by id, then by score descending (``reverse=True`` keeps equal
-    scores in id order) — the order of ``key=(-score, id)`` without a Python key call.
+    The order of ``key=(-score, id)`` without a Python key call: one C sort by score, and
+    only when some scores are equal a stable sort by id first (``reverse=True`` keeps equal
+    scores in their prior order).
     """
-    order = sorted(scores)
-    order.sort(key=scores.__getitem__, reverse=True)
+    order = sorted(scores, key=scores.__getitem__, reverse=True)
+    if len(set(scores.values())) < len(scores):
+        order = sorted(scores)
+        order.sort(key=scores.__getitem__, reverse=True)
     return order
 
 

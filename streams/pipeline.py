@@ -161,6 +161,12 @@ class BatchProcessor:
                 (m, d) for m, d in decoded if m.offset > stored.get(_field(self.store, m), -1)
             ]
             result.duplicates = len(decoded) - len(fresh)
+            if result.duplicates:
+                # Messages already applied by someone else: another worker owns, or owned,
+                # some of these partitions and may have moved any cached history on.
+                self.cache.clear()
+                if cached and fresh:
+                    continue  # plan from histories read now, not from the cache
             if not fresh:
                 return result
             letters = [

@@ -270,7 +270,9 @@ class BatchPlanner:
                 plan.hincr_cap[affinity_key] = cfg.affinity_max
                 plan.expire[affinity_key] = cfg.user_ttl_s
             entry = format_recent(ts, item)
-            history.insert(0, (ts, item))
+            # the history holds the ts as stored (millisecond precision), so a history read
+            # back from Redis and one kept in the worker's cache compare gaps identically
+            history.insert(0, (float(entry.partition("|")[0]), item))
             del history[cfg.recent_max :]
             self._push(plan, keys.user_recent(user), entry)
             if event.session_id is not None and event.session_id != user:

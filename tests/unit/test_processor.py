@@ -142,3 +142,10 @@ def test_recent_cache_is_bounded_lru() -> None:
     hits, misses = cache.get_many(["a", "b", "c"])
     assert set(hits) == {"a", "c"} and misses == ["b"]
     assert hits["a"] == [(1.0, "x"), (0.5, "y")]
+
+
+def test_history_keeps_the_stored_precision() -> None:
+    """The cached history must equal what Redis gives back (gap checks at the boundary)."""
+    plan = _plan([_out("u", "A", 0.12345)])
+    stored = parse_recent(plan.lpush[KEYS.user_recent("u")])
+    assert plan.histories["u"] == stored
