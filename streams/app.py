@@ -78,8 +78,10 @@ def create_app(
 
         @app.agent(channel, name="bare-count")
         async def count(stream: Any) -> None:
-            async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+            async for events in stream.noack_take(settings.batch_size, settings.batch_within_s):
                 counts["messages"] += len(events)
+                for event in events:
+                    await stream.ack(event)
 
         return app
 
@@ -135,7 +137,10 @@ def create_app(
         )
         state["store"], state["processor"] = store, processor
         try:
-            async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+            # noack_take + ack after the batch is applied: faust's take_events acks the buffer
+            # in a `finally`, so a worker stopped mid-batch would commit offsets of events it
+            # never applied and the next owner would skip them.
+            async for events in stream.noack_take(settings.batch_size, settings.batch_within_s):
                 messages = [
                     RawMessage(
                         topic=logical[e.message.topic],
@@ -150,6 +155,8 @@ def create_app(
                 started = time.monotonic()
                 result = await process_with_retry(processor, messages)
                 result.roundtrips = processor.last_roundtrips
+                for event in events:
+                    await stream.ack(event)
                 counts["messages"] += len(messages)
                 counts["roundtrips"] += result.roundtrips
                 if observer is not None:
