@@ -213,8 +213,16 @@ class BatchProcessor:
         raise RuntimeError(f"batch not applied after {MAX_APPLY_ATTEMPTS} conflicting attempts")
 
 
+_FIELDS: dict[tuple[str, Topic, int], str] = {}
+
+
 def _field(store: StateStore, msg: RawMessage) -> str:
-    return store.keys.offset_field(msg.topic.value, msg.partition)
+    """``topic|partition`` field of the offsets hash (memoised: called per message)."""
+    key = (store.keys.prefix, msg.topic, msg.partition)
+    name = _FIELDS.get(key)
+    if name is None:
+        name = _FIELDS[key] = store.keys.offset_field(msg.topic.value, msg.partition)
+    return name
 
 
 def _offsets(store: StateStore, messages: Sequence[RawMessage]) -> dict[str, tuple[int, int]]:

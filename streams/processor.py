@@ -90,7 +90,7 @@ class ProcessorConfig:
         )
 
     def weight(self, event_type: EventType) -> float:
-        return float(self.event_weights.get(event_type.value, 0.0))
+        return float(self.event_weights.get(str.__str__(event_type), 0.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +236,7 @@ class BatchPlanner:
     ) -> None:
         cfg, keys = self.config, self.keys
         ts = event.ts.timestamp()
+        ts_text = f"{ts:.3f}"  # format_recent's precision
         item = event.item_id
         user = event.user_id
         weight = cfg.weight(event.event_type)
@@ -269,10 +270,10 @@ class BatchPlanner:
                 aff[category] = aff.get(category, 0.0) + pop
                 plan.hincr_cap[affinity_key] = cfg.affinity_max
                 plan.expire[affinity_key] = cfg.user_ttl_s
-            entry = format_recent(ts, item)
+            entry = f"{ts_text}|{item}"
             # the history holds the ts as stored (millisecond precision), so a history read
             # back from Redis and one kept in the worker's cache compare gaps identically
-            history.insert(0, (float(entry.partition("|")[0]), item))
+            history.insert(0, (float(ts_text), item))
             del history[cfg.recent_max :]
             self._push(plan, keys.user_recent(user), entry)
             if event.session_id is not None and event.session_id != user:
@@ -282,7 +283,7 @@ class BatchPlanner:
         plan.zset_cap[seen_key] = cfg.seen_max
         plan.expire[seen_key] = cfg.user_ttl_s
         meta_key = keys.user_meta(user)
-        plan.hset[meta_key]["last_active"] = f"{ts:.3f}"
+        plan.hset[meta_key]["last_active"] = ts_text
         plan.expire[meta_key] = cfg.user_ttl_s
         if event.request_id is not None:
             plan.joins.append((event.request_id, item, event.event_type.value))
