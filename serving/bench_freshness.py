@@ -25,11 +25,7 @@ import contextlib
 import logging
 import os
 import random
-import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -49,6 +45,7 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec import kafka_admin
+from streamrec.children import Child, start_child
 from streamrec.errors import ConfigError, UnavailableError
 from streamrec.producer import EventProducer, ProducerConfig, RateLimiter
 from streamrec.settings import Settings
@@ -100,11 +97,6 @@ def _free_port() -> int:
         return port
 
 
-def _streamrec() -> str:
-    beside = Path(sys.executable).with_name("streamrec")
-    return str(beside) if beside.exists() else shutil.which("streamrec") or "streamrec"
-
-
 def _child_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -122,40 +114,6 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-@dataclass(slots=True)
-class _Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 5) -> str:
-        try:
-            text = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise UnavailableError(
-                f"bench {self.name} exited with {self.proc.returncode}: "
-                f"{self.tail() or 'no output'}"
-            )
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after a grace period; only the process this bench started."""
-        if self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 def _cpu_seconds(pid: int) -> float | None:
     """CPU time (user + system) a process has used so far; None where /proc is not there."""
     try:
@@ -165,17 +123,8 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
-def _start(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> _Child:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [_streamrec(), *argv],
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return _Child(name, proc, log)
+def _start(name: str, argv: list[str], env: Mapping[str, str], log: Path) -> Child:
+    return start_child(name, argv, env, log, owner="bench")
 
 
 # --- the measurement -----------------------------------------------------------------------
@@ -252,7 +201,7 @@ async def _backlog(settings: Settings, redis: aioredis.Redis) -> int:
 
 
 async def _wait_caught_up(
-    settings: Settings, redis: aioredis.Redis, worker: _Child, within_s: float
+    settings: Settings, redis: aioredis.Redis, worker: Child, within_s: float
 ) -> None:
     deadline = time.monotonic() + within_s
     while await _backlog(settings, redis) > 0:
@@ -265,7 +214,7 @@ async def _wait_caught_up(
         await asyncio.sleep(0.1)
 
 
-async def _wait_serving(addr: str, server: _Child, within_s: float) -> None:
+async def _wait_serving(addr: str, server: Child, within_s: float) -> None:
     deadline = time.monotonic() + within_s
     async with grpc.aio.insecure_channel(addr) as channel:
         health = health_pb2_grpc.HealthStub(channel)
@@ -350,7 +299,7 @@ async def run_freshness_bench(base: Settings, cfg: FreshnessConfig) -> dict[str,
             socket_timeout=settings.network_timeout_s,
             socket_connect_timeout=settings.network_timeout_s,
         )
-        children: list[_Child] = []
+        children: list[Child] = []
         try:
             env = _child_env(settings)
             worker = _start("worker", ["worker", "--loglevel", "warning"], env, home / "w.log")
@@ -367,7 +316,7 @@ async def run_freshness_bench(base: Settings, cfg: FreshnessConfig) -> dict[str,
             return report
         finally:
             for child in children:
-                await asyncio.to_thread(child.stop)
+                await asyncio.to_thread(child.stop, STOP_GRACE_S)
             await redis.aclose()
             with contextlib.suppress(UnavailableError, ConfigError):
                 await kafka_admin.delete_topics(settings)
@@ -394,8 +343,8 @@ async def _measure(
     settings: Settings,
     cfg: FreshnessConfig,
     redis: aioredis.Redis,
-    worker: _Child,
-    server: _Child,
+    worker: Child,
+    server: Child,
 ) -> dict[str, Any]:
     producer = EventProducer(
         settings, ProducerConfig(linger_ms=cfg.linger_ms, client_id="streamrec-bench-freshness")

@@ -20,8 +20,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections import deque
@@ -46,6 +44,8 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec import kafka_admin
+from streamrec.children import Child
+from streamrec.children import start_child as start_process
 from streamrec.demo_shop import Hits, Shop, ShopConfig, UserView
 from streamrec.errors import StreamrecError, UnavailableError
 from streamrec.producer import EventProducer, RateLimiter
@@ -184,61 +184,13 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _streamrec() -> str:
-    beside = Path(sys.executable).with_name("streamrec")
-    return str(beside) if beside.exists() else shutil.which("streamrec") or "streamrec"
-
-
-@dataclass(slots=True)
-class Child:
-    """One subprocess of the demo (worker or server)."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(text[-lines:])
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise UnavailableError(
-                f"demo {self.name} exited with {self.proc.returncode}: "
-                f"{self.tail() or 'no output'} (log {self.log})"
-            )
-
-
 def start_child(name: str, argv: list[str], settings: Settings, log: Path) -> Child:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [_streamrec(), *argv],
-            env=child_env(settings),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    return Child(name, proc, log)
+    return start_process(name, argv, child_env(settings), log, owner="demo")
 
 
 def stop_child(child: Child, grace_s: float = STOP_GRACE_S) -> None:
     """SIGTERM, then SIGKILL after ``grace_s``; only ever the process this run started."""
-    proc = child.proc
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait(timeout=10)
+    child.stop(grace_s)
 
 
 # --- probes ------------------------------------------------------------------------------------

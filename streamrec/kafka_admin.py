@@ -80,7 +80,8 @@ def topic_plan(settings: Settings, partitions: int | None = None) -> list[TopicP
     return plans
 
 
-async def _timed(settings: Settings, what: str, awaitable: Awaitable[T]) -> T:
+async def kafka_call(settings: Settings, what: str, awaitable: Awaitable[T]) -> T:
+    """Await one Kafka call within ``network_timeout_s``; failures become UnavailableError."""
     timeout = settings.network_timeout_s
     try:
         return await asyncio.wait_for(awaitable, timeout)
@@ -103,7 +104,7 @@ async def admin_client(settings: Settings) -> AsyncIterator[Any]:
         request_timeout_ms=int(settings.network_timeout_s * 1000),
     )
     try:
-        await _timed(settings, "connect", client.start())
+        await kafka_call(settings, "connect", client.start())
         yield client
     finally:
         # Closing a client whose broker is gone: nothing is left to release.
@@ -120,7 +121,7 @@ def _raise_for(code: int, topic: str, message: str | None, what: str) -> None:
 
 
 async def _existing(settings: Settings, admin: Any) -> set[str]:
-    return set(await _timed(settings, "list topics", admin.list_topics()))
+    return set(await kafka_call(settings, "list topics", admin.list_topics()))
 
 
 async def create_topics(
@@ -137,7 +138,7 @@ async def create_topics(
         todo = [plan for plan in plans if plan.name not in existing]
         if todo:
             new = [NewTopic(p.name, p.partitions, 1, topic_configs=p.configs) for p in todo]
-            response = await _timed(settings, "create topics", admin.create_topics(new))
+            response = await kafka_call(settings, "create topics", admin.create_topics(new))
             for result in response.topic_errors:
                 name, code = result[0], result[1]
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
@@ -151,7 +152,7 @@ async def _wait_for_leaders(
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        described = await _timed(settings, "describe topics", admin.describe_topics(names))
+        described = await kafka_call(settings, "describe topics", admin.describe_topics(names))
         ready = {
             t["topic"]
             for t in described
@@ -182,12 +183,14 @@ async def describe_topics(settings: Settings) -> list[TopicInfo]:
         present = [name for name in names if name in existing]
         if not present:
             return []
-        described = await _timed(settings, "describe topics", admin.describe_topics(present))
+        described = await kafka_call(settings, "describe topics", admin.describe_topics(present))
         resources = [
             ConfigResource(ConfigResourceType.TOPIC, name, {"cleanup.policy": None})
             for name in present
         ]
-        responses = await _timed(settings, "describe configs", admin.describe_configs(resources))
+        responses = await kafka_call(
+            settings, "describe configs", admin.describe_configs(resources)
+        )
     policies: dict[str, str] = {}
     for response in responses:
         for _code, _message, _type, name, entries, *_ in response.resources:
@@ -209,7 +212,7 @@ async def delete_topics(settings: Settings) -> list[str]:
         present = sorted(set(names) & await _existing(settings, admin))
         if not present:
             return []
-        response = await _timed(settings, "delete topics", admin.delete_topics(present))
+        response = await kafka_call(settings, "delete topics", admin.delete_topics(present))
         for name, code, *rest in response.topic_error_codes:
             if code not in (0, _UNKNOWN_TOPIC):
                 _raise_for(code, name, rest[0] if rest else None, "delete")
@@ -222,7 +225,7 @@ async def end_offsets(
     """End offset of every partition of ``topics`` (default: this deployment's topics)."""
     names = list(topics) if topics is not None else [p.name for p in topic_plan(settings)]
     async with admin_client(settings) as admin:
-        described = await _timed(settings, "describe topics", admin.describe_topics(names))
+        described = await kafka_call(settings, "describe topics", admin.describe_topics(names))
     partitions = []
     for topic in described:
         if topic["error_code"] != 0:
@@ -234,8 +237,8 @@ async def end_offsets(
         request_timeout_ms=int(settings.network_timeout_s * 1000),
     )
     try:
-        await _timed(settings, "connect", consumer.start())
-        offsets = await _timed(settings, "end offsets", consumer.end_offsets(partitions))
+        await kafka_call(settings, "connect", consumer.start())
+        offsets = await kafka_call(settings, "end offsets", consumer.end_offsets(partitions))
     finally:
         with contextlib.suppress(TimeoutError, KafkaError, OSError):
             await asyncio.wait_for(consumer.stop(), settings.network_timeout_s)

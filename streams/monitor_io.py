@@ -40,6 +40,7 @@ from schemas.events import Alert, encode_event
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec.errors import UnavailableError
+from streamrec.kafka_admin import kafka_call
 from streamrec.settings import Settings
 
 T = TypeVar("T")
@@ -53,17 +54,7 @@ TopicPartitionKey = tuple[str, int]
 
 
 async def _kafka(settings: Settings, what: str, awaitable: Awaitable[T]) -> T:
-    timeout = settings.network_timeout_s
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except TimeoutError as exc:
-        raise UnavailableError(
-            f"Kafka at {settings.kafka_bootstrap}: {what} timed out after {timeout:g}s"
-        ) from exc
-    except (KafkaError, OSError) as exc:
-        raise UnavailableError(
-            f"Kafka at {settings.kafka_bootstrap}: {what} failed: {exc}"
-        ) from exc
+    return await kafka_call(settings, what, awaitable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +72,7 @@ class OffsetSample:
 
     @property
     def lags(self) -> dict[TopicPartitionKey, int]:
-        return {
-            key: max(0, end - self.committed.get(key, 0)) for key, end in self.ends.items()
-        }
+        return {key: max(0, end - self.committed.get(key, 0)) for key, end in self.ends.items()}
 
     def end_totals(self) -> dict[str, int]:
         """Sum of the end offsets per logical topic (moves whenever anything is produced)."""
@@ -408,9 +397,12 @@ class MonitorStore:
         """Documents of the live processes of ``role`` (their keys have not expired)."""
 
         async def collect() -> list[dict[str, Any]]:
-            keys = [k async for k in self.client.scan_iter(
-                match=self.keys.heartbeat(role, "*"), count=500
-            )]
+            keys = [
+                k
+                async for k in self.client.scan_iter(
+                    match=self.keys.heartbeat(role, "*"), count=500
+                )
+            ]
             if not keys:
                 return []
             docs = []
