@@ -76,7 +76,7 @@ class LagMonitorService:
         self.instance = ""
         self.last_result: LagMonitorResult | None = None
         self._store: MonitorStore | None = None
-        self._probe: OffsetsProbe | None = None
+        self._probe = OffsetsProbe(settings)
         self._producer = AlertProducer(settings)
         self._hb_ttl = heartbeat_ttl_s(settings.monitor_interval_s)
         self._state_ttl = int(max(86_400.0, 2 * (self.config.window.reference_s
@@ -128,9 +128,7 @@ class LagMonitorService:
             await asyncio.shield(self.close())
 
     async def close(self) -> None:
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            await probe.stop()
+        await self._probe.stop()
         await self._producer.stop()
         store, self._store = self._store, None
         if store is None:
@@ -148,18 +146,7 @@ class LagMonitorService:
             await store.save_state(ROLE, "lag", self.monitor.state(), self._state_ttl)
 
     async def _offsets(self) -> OffsetSample | None:
-        try:
-            if self._probe is None:
-                probe = OffsetsProbe(self.settings)
-                await probe.start()
-                self._probe = probe
-            return await self._probe.sample()
-        except UnavailableError as exc:
-            log.warning("consumer lag not measured: %s", exc)
-            if self._probe is not None:
-                await self._probe.stop()
-                self._probe = None
-            return None
+        return await self._probe.try_sample()
 
     async def tick(self) -> LagMonitorResult:
         """One sampling round and its side effects."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import socket
@@ -48,6 +49,8 @@ T = TypeVar("T")
 #: Topics the worker group consumes (must match ``streams.app.CONSUMED``; a unit test checks).
 CONSUMED_TOPICS: tuple[Topic, ...] = (Topic.OUTCOMES, Topic.EXPOSURES, Topic.ITEMS)
 _UNKNOWN_TOPIC = 3
+
+log = logging.getLogger(__name__)
 
 TopicPartitionKey = tuple[str, int]
 """(logical topic, partition)."""
@@ -139,6 +142,19 @@ class OffsetsProbe:
         if admin is not None:
             with contextlib.suppress(TimeoutError, KafkaError, OSError):
                 await asyncio.wait_for(admin.close(), timeout)
+
+    async def try_sample(self) -> OffsetSample | None:
+        """Sample, (re)connecting as needed; None (logged) while Kafka does not answer.
+
+        The clients are dropped after a failure, so the next call connects afresh.
+        """
+        try:
+            await self.start()
+            return await self.sample()
+        except UnavailableError as exc:
+            log.warning("consumer lag not measured: %s", exc)
+            await self.stop()
+            return None
 
     async def __aenter__(self) -> OffsetsProbe:
         await self.start()

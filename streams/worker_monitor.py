@@ -99,7 +99,7 @@ class WorkerMonitor:
         self.last_result: MonitorResult | None = None
         self.last_write = 0.0
         self._store: MonitorStore | None = None
-        self._probe: OffsetsProbe | None = None
+        self._probe = OffsetsProbe(settings)
         self._saved_at = 0.0
         self._started_at = clock()
         self._state_ttl = int(max(86_400.0, 2 * (self.config.window.reference_s
@@ -161,9 +161,7 @@ class WorkerMonitor:
     async def close(self) -> None:
         """Final save, heartbeat removal, clients closed (idempotent)."""
         store, self._store = self._store, None
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            await probe.stop()
+        await self._probe.stop()
         if store is None:
             return
         try:
@@ -183,18 +181,8 @@ class WorkerMonitor:
 
     # --- periodic evaluation -------------------------------------------------------------------
     async def _lags(self) -> dict[tuple[str, int], int] | None:
-        try:
-            if self._probe is None:
-                probe = OffsetsProbe(self.settings)
-                await probe.start()
-                self._probe = probe
-            return (await self._probe.sample()).lags
-        except UnavailableError as exc:
-            log.warning("consumer lag not measured: %s", exc)
-            if self._probe is not None:
-                await self._probe.stop()
-                self._probe = None
-            return None
+        sample = await self._probe.try_sample()
+        return None if sample is None else sample.lags
 
     async def tick(self) -> MonitorResult:
         """One evaluation (the drift alerts this worker owns) and its side effects."""
