@@ -26,10 +26,14 @@ targets).
 
 Speed. The training log is learned in large batches (exact: the planner handles a batch in
 order). Batch-protocol sessions are scored concurrently (exact: nothing is learned). In the
-test-then-learn protocols, up to ``pipeline`` consecutive events of *distinct* users are
-scored concurrently against the same state and then learned in one batch: a user's own
-history is always exact, but another user's event may be learned up to ``pipeline - 1``
-events late (the lag of a worker applying micro-batches). ``pipeline=1`` is exact.
+test-then-learn protocols the log is cut into micro-batches of ``pipeline`` consecutive
+events: every target of a micro-batch is scored (concurrently) against the state as it was
+before the micro-batch, then the micro-batch is learned in one processor batch — the lag of a
+worker applying micro-batches. A prediction's *own* user history is always exact: the user's
+earlier events of the same micro-batch are overlaid on what Redis holds, exactly as the
+processor will write them (:data:`evaluation.replay_reader.SCOPE`). What may be up to
+``pipeline - 1`` events late is the rest of the model (co-visitation, popularity).
+``pipeline=1`` is exact in every respect.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ import orjson
 from evaluation.baselines import PopularityBaseline
 from evaluation.metrics import Accumulator, Scores
 from evaluation.protocol import PrequentialSpec, Progress, Protocol
-from evaluation.replay_reader import ReplayStateReader
+from evaluation.replay_reader import SCOPE, PendingEvent, PredictionScope, ReplayStateReader
 from schemas.events import Context, DeadLetter, Outcome
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
@@ -121,6 +125,22 @@ def _wire(event: Outcome) -> bytes:
     return orjson.dumps(data)
 
 
+def _last_distinct(recent: deque[str], n: int) -> list[str]:
+    """The ``n`` newest distinct items of ``recent`` (oldest first).
+
+    A superset of the items the processor pairs a new event with (its window: the last W
+    distinct items, cut further by the session gap), so invalidating these and the event's own
+    item drops every neighbour list the event can change.
+    """
+    out: list[str] = []
+    for item in reversed(recent):
+        if item not in out:
+            out.append(item)
+            if len(out) == n:
+                break
+    return out
+
+
 def _eval_prefix(base: str) -> str:
     return f"{base[:40]}.eval-{uuid.uuid4().hex[:12]}"
 
@@ -131,7 +151,7 @@ class _Tally:
     popularity: Accumulator
     known: set[str] = field(default_factory=set)
     interacted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
-    #: each user's recent items (newest last), a superset of what the processor pairs with
+    #: each user's recent positive-weight items (newest last), as the processor's history
     history: dict[str, deque[str]] = field(default_factory=dict)
 
 
@@ -223,11 +243,14 @@ class _Replay:
                 f"({first.reason}: {first.error})"
             )
         touched: set[str] = set()
+        # the window's W distinct items are other than the event's item: W + 1 covers them
+        window, weight = self.processor_config.window + 1, self.processor_config.weight
         for event in events:
             recent = self.history(event.user_id)
             touched.add(event.item_id)
-            touched.update(recent)
-            recent.append(event.item_id)
+            touched.update(_last_distinct(recent, window))
+            if weight(event.event_type) > 0:  # only these enter the processor's history
+                recent.append(event.item_id)
             self.note(event)
         self.reader.invalidate(touched)
 
@@ -284,17 +307,22 @@ class _Replay:
         self.tally.known.add(event.user_id)
         self.tally.interacted[event.user_id].add(event.item_id)
 
-    async def score(self, event: Outcome) -> None:
+    async def score(self, event: Outcome, pending: tuple[PendingEvent, ...] = ()) -> None:
+        """Ask both recommenders for ``event``; ``pending``: the user's unlearned events."""
         context = event.context or Context()
         now = event.ts.timestamp()
-        answer, baseline = await asyncio.gather(
-            self.recommender.recommend(
-                user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
-            ),
-            self.baseline.recommend(
-                user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
-            ),
-        )
+        token = SCOPE.set(PredictionScope(pending))  # gather's tasks copy the context
+        try:
+            answer, baseline = await asyncio.gather(
+                self.recommender.recommend(
+                    user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+                ),
+                self.baseline.recommend(
+                    user_id=event.user_id, session_id=None, k=self.spec.k, context=context, now=now
+                ),
+            )
+        finally:
+            SCOPE.reset(token)
         if answer.degraded:
             raise UnavailableError(
                 "Redis did not answer a recommendation in time during the evaluation"
@@ -317,32 +345,30 @@ class _Replay:
 
     # --- protocols ----------------------------------------------------------------------------
     async def test_then_learn(self, events: Sequence[Outcome], phase: str) -> None:
-        """Score each target, then learn it; micro-batches of distinct users (see module doc)."""
+        """Score each target, then learn it, by micro-batches (see the module doc)."""
         first_seen: set[str] = set()
-        batch: list[tuple[Outcome, bool]] = []
-        users: set[str] = set()
-        for event in events:
-            if event.user_id in users or len(batch) >= self.spec.pipeline:
-                await self._flush(batch, phase)
-                batch, users = [], set()
-            first = event.user_id not in first_seen
-            first_seen.add(event.user_id)
-            batch.append((event, first))
-            users.add(event.user_id)
-        await self._flush(batch, phase)
-
-    async def _flush(self, batch: Sequence[tuple[Outcome, bool]], phase: str) -> None:
-        if not batch:
-            return
-        targets = [event for event, first in batch if self.is_target(event, first)]
-        if len(targets) == 1:
-            await self.score(targets[0])
-        elif targets:
-            await self._bounded(self.score(event) for event in targets)
-        events = [event for event, _ in batch]
-        await self.learn(events)
-        await self.refresh(force=False)
-        self._tick(phase, len(events))
+        weight = self.processor_config.weight
+        for start in range(0, len(events), self.spec.pipeline):
+            chunk = events[start : start + self.spec.pipeline]
+            pending: dict[str, list[PendingEvent]] = {}
+            targets: list[tuple[Outcome, tuple[PendingEvent, ...]]] = []
+            for event in chunk:
+                first = event.user_id not in first_seen
+                first_seen.add(event.user_id)
+                own = pending.setdefault(event.user_id, [])
+                if self.is_target(event, first):
+                    targets.append((event, tuple(own)))
+                self.note(event)  # the user's next event of the chunk sees this one
+                own.append(
+                    PendingEvent(event.ts.timestamp(), event.item_id, weight(event.event_type) > 0)
+                )
+            if len(targets) == 1:
+                await self.score(*targets[0])
+            elif targets:
+                await self._bounded(self.score(event, own) for event, own in targets)
+            await self.learn(chunk)
+            await self.refresh(force=False)
+            self._tick(phase, len(chunk))
 
     async def batch(self, events: Sequence[Outcome], phase: str) -> None:
         """Score the test log against the trained state; only user histories move."""
@@ -370,6 +396,7 @@ async def _connect(settings: Settings) -> tuple[StateStore, ReplayStateReader]:
         await store.aclose()
         raise
     assert isinstance(reader, ReplayStateReader)
+    reader.seen_max = settings.user_seen_max
     if not reader.available:
         await reader.aclose()
         await store.aclose()

@@ -6,17 +6,58 @@ the neighbour lists it has read (``read_neighbours`` is the server's own, for th
 anchors) until :meth:`invalidate` names their item, or :meth:`clear` drops everything. The
 evaluator invalidates, after each learned batch, every item a learned event may have paired
 with (its own item and its user's recent items — a superset of the processor's window), so a
-cached answer is always what Redis would return. Everything else is the server's reader.
+cached answer is always what Redis would return.
+
+Each prediction runs inside a :class:`PredictionScope` (the context variable :data:`SCOPE`,
+so concurrent predictions each carry their own):
+
+* the user's *pending* events — events of the micro-batch being scored that precede the
+  prediction but are not learned yet (the evaluator learns a micro-batch after scoring all of
+  it) — are overlaid on ``read_user``: the recent list and seen set come back exactly as Redis
+  will hold them once the processor applied those events (LPUSH + LTRIM of the ``ts|item``
+  entries, ZADD of the seen scores + trim to the newest ``seen_max``), so a user's own history
+  is always exact;
+* the recommenders asked the same question (streamrec and the popularity baseline) share one
+  ``read_user`` round trip.
+
+Everything else is the server's reader.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from schemas.keyspace import Keyspace
-from serving.state_reader import Pairs, StateReader
+from serving.state_reader import Pairs, StateReader, UserState, _pairs, _text
+from streams.processor import format_recent, parse_recent
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event of the user that precedes the prediction but is not in Redis yet."""
+
+    ts: float
+    item_id: str
+    #: the processor pushes it on the recent list (its event type has a positive weight)
+    recent: bool
+
+
+@dataclass(slots=True)
+class PredictionScope:
+    """One prediction: its user's pending events (oldest first) and its shared reads."""
+
+    pending: tuple[PendingEvent, ...] = ()
+    reads: dict[tuple[object, ...], asyncio.Future[UserState]] = field(default_factory=dict)
+
+
+#: the prediction being answered (None outside the evaluator's predictions)
+SCOPE: ContextVar[PredictionScope | None] = ContextVar("replay_prediction", default=None)
 
 
 class ReplayStateReader(StateReader):
@@ -29,9 +70,11 @@ class ReplayStateReader(StateReader):
         *,
         retry_after_s: float = 0.5,
         max_cached: int = 200_000,
+        seen_max: int = 128,
     ) -> None:
         super().__init__(redis, keys, retry_after_s=retry_after_s)
         self.max_cached = max_cached
+        self.seen_max = seen_max
         self._cache: dict[str, tuple[int, Pairs]] = {}
         self.hits = 0
         self.misses = 0
@@ -58,6 +101,81 @@ class ReplayStateReader(StateReader):
                 cache[anchor] = (n, pairs)
             out.update(fetched)
         return {anchor: out[anchor] for anchor in anchors}
+
+    async def read_user(
+        self,
+        *,
+        user_id: str | None,
+        session_id: str | None,
+        max_recent: int,
+        with_seen: bool,
+        segment: str | None,
+        top_n: int,
+        deadline: float | None,
+    ) -> UserState:
+        """The server's RT1, shared inside a :data:`SCOPE`, with its pending events on top."""
+        scope = SCOPE.get()
+        if scope is None:
+            return await self._read_user(
+                (), user_id, session_id, max_recent, with_seen, segment, top_n, deadline
+            )
+        key = (user_id, session_id, max_recent, with_seen, segment, top_n)
+        shared = scope.reads.get(key)
+        if shared is None:
+            shared = scope.reads[key] = asyncio.ensure_future(
+                self._read_user(
+                    scope.pending,
+                    user_id,
+                    session_id,
+                    max_recent,
+                    with_seen,
+                    segment,
+                    top_n,
+                    deadline,
+                )
+            )
+        return await shared
+
+    async def _read_user(
+        self,
+        pending: tuple[PendingEvent, ...],
+        user_id: str | None,
+        session_id: str | None,
+        max_recent: int,
+        with_seen: bool,
+        segment: str | None,
+        top_n: int,
+        deadline: float | None,
+    ) -> UserState:
+        if not pending or not user_id:
+            return await super().read_user(
+                user_id=user_id,
+                session_id=session_id,
+                max_recent=max_recent,
+                with_seen=with_seen,
+                segment=segment,
+                top_n=top_n,
+                deadline=deadline,
+            )
+        keys = self.keys
+        commands: list[tuple[Any, ...]] = [("LRANGE", keys.user_recent(user_id), 0, max_recent - 1)]
+        if with_seen:  # with scores: the trim to seen_max keeps the newest
+            commands.append(("ZRANGE", keys.user_seen(user_id), 0, -1, "WITHSCORES"))
+        if segment is not None:
+            commands.append(("ZREVRANGE", keys.popularity(segment), 0, top_n - 1, "WITHSCORES"))
+        replies = await self._request(commands, deadline)
+        stored = [_text(entry) for entry in replies[0]]
+        pushed = [format_recent(p.ts, p.item_id) for p in pending if p.recent]
+        recent = parse_recent([*reversed(pushed), *stored][:max_recent])
+        seen: frozenset[str] = frozenset()
+        if with_seen:
+            scores = dict(_pairs(replies[1]))
+            for event in pending:
+                scores[event.item_id] = event.ts
+            kept = sorted(scores.items(), key=lambda pair: (pair[1], pair[0]))[-self.seen_max :]
+            seen = frozenset(item for item, _ in kept)
+        popularity = _pairs(replies[-1]) if segment is not None else None
+        return UserState(recent, seen, popularity)
 
     def invalidate(self, items: Iterable[str]) -> None:
         """Forget the neighbour lists of ``items`` (their co-visitation key may have moved)."""
