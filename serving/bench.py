@@ -11,7 +11,15 @@
    trips per request of the real server, and the serving process's CPU time per request of
    each (``cpu_ms_per_request``, ``echo_cpu_ms_per_request``: steadier than rps on a machine
    shared with other work).
-4. Delete the throwaway keys.
+4. With ``rate`` > 0, drive both servers again *open loop*: the same ``concurrency`` callers
+   together offer ``rate`` requests/s on a fixed schedule (each caller sends every
+   ``concurrency / rate`` s, callers staggered), and a latency is measured from the scheduled
+   send time, so a server that falls behind is charged its queueing (no coordinated omission).
+   Closed-loop callers measure capacity: each waits for its answer before the next call, so at
+   saturation latency is ``concurrency / rps`` by Little's law whatever the server does.
+   Open loop measures latency at a given load, as backend services calling on page views
+   produce it.
+5. Delete the throwaway keys.
 
 Ratios, not absolute numbers, are what to compare across machines.
 """
@@ -61,6 +69,8 @@ class BenchConfig:
     k: int = 10
     with_exposures: bool = False
     seed: int = 7
+    #: offered requests/s of the open-loop phase (0 = no open-loop phase)
+    rate: float = 0.0
 
 
 async def populate(redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now: float) -> None:
@@ -133,7 +143,8 @@ def _requests(cfg: BenchConfig) -> list[bytes]:
     return out
 
 
-async def _drive(addr: str, cfg: BenchConfig) -> dict[str, Any]:
+async def _drive(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict[str, Any]:
+    """Closed loop (``rate`` 0: each caller calls again as soon as answered) or open loop."""
     pool = _requests(cfg)
     latencies: list[float] = []
     stages: Counter[str] = Counter()
@@ -149,11 +160,19 @@ async def _drive(addr: str, cfg: BenchConfig) -> dict[str, Any]:
         start = loop.time()
         measure_from = start + cfg.warmup_s
         stop_at = measure_from + cfg.duration_s
+        interval = cfg.concurrency / rate if rate > 0 else 0.0
 
-        async def worker(offset: int) -> None:
+        async def worker(caller: int) -> None:
             nonlocal errors, total
-            i = offset
+            i = caller * 37
+            due = start + interval * caller / cfg.concurrency  # open loop: staggered schedule
             while (now := loop.time()) < stop_at:
+                if interval:
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                    sent_at, due = due, due + interval  # late sends are charged their delay
+                else:
+                    sent_at = now
                 i = (i + 1) % len(pool)
                 try:
                     reply = await call(pool[i], timeout=5.0)
@@ -161,11 +180,11 @@ async def _drive(addr: str, cfg: BenchConfig) -> dict[str, Any]:
                     errors += 1
                     continue
                 total += 1
-                if now >= measure_from:
-                    latencies.append(loop.time() - now)
+                if sent_at >= measure_from:
+                    latencies.append(loop.time() - sent_at)
                     stages[pb.FallbackStage.Name(reply.fallback_stage)] += 1
 
-        await asyncio.gather(*(worker(w * 37) for w in range(cfg.concurrency)))
+        await asyncio.gather(*(worker(w) for w in range(cfg.concurrency)))
     values = np.array(latencies) * 1000.0 if latencies else np.array([0.0])
     return {
         "requests": len(latencies),
@@ -179,20 +198,20 @@ async def _drive(addr: str, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
-def _client_process(addr: str, cfg: BenchConfig, conn: Connection) -> None:
+def _client_process(addr: str, cfg: BenchConfig, rate: float, conn: Connection) -> None:
     try:
-        conn.send(asyncio.run(_drive(addr, cfg)))
+        conn.send(asyncio.run(_drive(addr, cfg, rate)))
     except Exception as exc:  # noqa: BLE001 — reported to the parent, which raises
         conn.send({"error": f"{type(exc).__name__}: {exc}"})
     finally:
         conn.close()
 
 
-async def drive_in_child(addr: str, cfg: BenchConfig) -> dict[str, Any]:
+async def drive_in_child(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict[str, Any]:
     """Run the load generator in a spawned process; return its summary."""
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_client_process, args=(addr, cfg, child), daemon=True)
+    proc = ctx.Process(target=_client_process, args=(addr, cfg, rate, child), daemon=True)
     proc.start()
     child.close()
     try:
@@ -296,6 +315,7 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             cpu_before = time.process_time()
             echo_result = await drive_in_child(echo_addr, cfg)
             echo_cpu = time.process_time() - cpu_before
+            echo_open = await drive_in_child(echo_addr, cfg, cfg.rate) if cfg.rate > 0 else None
         finally:
             await echo.stop(1.0)
         if server.recommender is None:
@@ -306,9 +326,23 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         real = await drive_in_child(server.address, cfg)
         real_cpu = time.process_time() - cpu_before
         trips = reader.round_trips - trips_before
+        real_open = await drive_in_child(server.address, cfg, cfg.rate) if cfg.rate > 0 else None
     finally:
         gc.unfreeze()
         await server.stop(2.0)
+    open_loop: dict[str, Any] | None = None
+    if real_open is not None and echo_open is not None:
+        open_loop = {
+            "offered_rps": cfg.rate,
+            "rps": round(real_open["rps"], 1),
+            "p50_ms": round(real_open["p50_ms"], 3),
+            "p95_ms": round(real_open["p95_ms"], 3),
+            "p99_ms": round(real_open["p99_ms"], 3),
+            "errors": real_open["errors"],
+            "echo_rps": round(echo_open["rps"], 1),
+            "echo_p50_ms": round(echo_open["p50_ms"], 3),
+            "echo_p99_ms": round(echo_open["p99_ms"], 3),
+        }
     return {
         "rps": round(real["rps"], 1),
         "p50_ms": round(real["p50_ms"], 3),
@@ -327,4 +361,5 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             1000.0 * echo_cpu / max(1, echo_result["total_requests"]), 3
         ),
         "response_bytes": sample.ByteSize(),
+        "open_loop": open_loop,
     }

@@ -40,6 +40,14 @@ def _table(report: dict[str, Any]) -> str:
         f"items {report['items']}, users {report['users']}, concurrency {report['concurrency']}, "
         f"{report['duration_s']:g}s per side, populate {report['populate_s']:.1f}s"
     )
+    at = report.get("open_loop")
+    if at:
+        lines.append(
+            f"open loop at {at['offered_rps']:g} req/s offered by {report['concurrency']} callers: "
+            f"server {at['rps']:.0f} rps, p50 {at['p50_ms']:.2f} / p95 {at['p95_ms']:.2f} / "
+            f"p99 {at['p99_ms']:.2f} ms (echo p50 {at['echo_p50_ms']:.2f} / "
+            f"p99 {at['echo_p99_ms']:.2f} ms)"
+        )
     return "\n".join(lines)
 
 
@@ -62,6 +70,16 @@ def command(
         bool,
         typer.Option("--with-exposures", help="Log exposures to Kafka (throwaway topics)."),
     ] = False,
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate",
+            min=0.0,
+            max=1_000_000.0,
+            help="Also measure latency open loop: the callers together offer RATE requests/s "
+            "(0: closed loop only).",
+        ),
+    ] = 0.0,
 ) -> None:
     """Benchmark Recommend against a bare grpc.aio echo server (ratio, p50/p95/p99)."""
     cfg = BenchConfig(
@@ -71,6 +89,7 @@ def command(
         duration_s=duration,
         k=k,
         with_exposures=with_exposures,
+        rate=rate,
     )
     report = asyncio.run(run_bench(settings(), cfg))
     typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))

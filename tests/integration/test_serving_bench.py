@@ -24,5 +24,19 @@ async def test_bench_reports_server_and_echo_and_cleans_up(
     assert report["response_bytes"] > 0
     assert (report["items"], report["users"], report["k"]) == (300, 40, 5)
     assert report["key_prefix"].startswith("bench-")
+    assert report["open_loop"] is None
     pattern = f"{report['key_prefix']}:*"
     assert [key async for key in redis.scan_iter(match=pattern, count=1000)] == []
+
+
+async def test_open_loop_phase_holds_the_offered_rate(settings: Settings) -> None:
+    cfg = BenchConfig(
+        items=300, users=40, concurrency=4, duration_s=2.0, warmup_s=0.3, k=5, rate=100.0
+    )
+    report = await run_bench(settings, cfg)
+    at = report["open_loop"]
+    assert at["offered_rps"] == 100.0 and at["errors"] == 0
+    # a schedule of 100 requests/s over 2 s: the achieved rate is the offered one, not capacity
+    assert 90.0 <= at["rps"] <= 103.0 and 90.0 <= at["echo_rps"] <= 103.0  # ±1 per caller
+    assert report["rps"] > at["rps"]  # closed loop measures capacity, well above 100/s
+    assert 0 < at["p50_ms"] <= at["p95_ms"] <= at["p99_ms"]
