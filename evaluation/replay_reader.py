@@ -29,7 +29,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -48,12 +48,23 @@ class PendingEvent:
     recent: bool
 
 
+class _UserQuestion(NamedTuple):
+    """The arguments of ``read_user`` but the deadline (the key of a shared read)."""
+
+    user_id: str | None
+    session_id: str | None
+    max_recent: int
+    with_seen: bool
+    segment: str | None
+    top_n: int
+
+
 @dataclass(slots=True)
 class PredictionScope:
     """One prediction: its user's pending events (oldest first) and its shared reads."""
 
     pending: tuple[PendingEvent, ...] = ()
-    reads: dict[tuple[object, ...], asyncio.Future[UserState]] = field(default_factory=dict)
+    reads: dict[_UserQuestion, asyncio.Future[UserState]] = field(default_factory=dict)
 
 
 #: the prediction being answered (None outside the evaluator's predictions)
@@ -114,55 +125,29 @@ class ReplayStateReader(StateReader):
         deadline: float | None,
     ) -> UserState:
         """The server's RT1, shared inside a :data:`SCOPE`, with its pending events on top."""
+        question = _UserQuestion(user_id, session_id, max_recent, with_seen, segment, top_n)
         scope = SCOPE.get()
         if scope is None:
-            return await self._read_user(
-                (), user_id, session_id, max_recent, with_seen, segment, top_n, deadline
-            )
-        key = (user_id, session_id, max_recent, with_seen, segment, top_n)
-        shared = scope.reads.get(key)
+            return await self._read_user((), question, deadline)
+        shared = scope.reads.get(question)
         if shared is None:
-            shared = scope.reads[key] = asyncio.ensure_future(
-                self._read_user(
-                    scope.pending,
-                    user_id,
-                    session_id,
-                    max_recent,
-                    with_seen,
-                    segment,
-                    top_n,
-                    deadline,
-                )
+            shared = scope.reads[question] = asyncio.ensure_future(
+                self._read_user(scope.pending, question, deadline)
             )
         return await shared
 
     async def _read_user(
-        self,
-        pending: tuple[PendingEvent, ...],
-        user_id: str | None,
-        session_id: str | None,
-        max_recent: int,
-        with_seen: bool,
-        segment: str | None,
-        top_n: int,
-        deadline: float | None,
+        self, pending: tuple[PendingEvent, ...], question: _UserQuestion, deadline: float | None
     ) -> UserState:
+        user_id, max_recent, with_seen, segment = (
+            question.user_id,
+            question.max_recent,
+            question.with_seen,
+            question.segment,
+        )
         if not pending or not user_id:
-            return await super().read_user(
-                user_id=user_id,
-                session_id=session_id,
-                max_recent=max_recent,
-                with_seen=with_seen,
-                segment=segment,
-                top_n=top_n,
-                deadline=deadline,
-            )
-        keys = self.keys
-        commands: list[tuple[Any, ...]] = [("LRANGE", keys.user_recent(user_id), 0, max_recent - 1)]
-        if with_seen:  # with scores: the trim to seen_max keeps the newest
-            commands.append(("ZRANGE", keys.user_seen(user_id), 0, -1, "WITHSCORES"))
-        if segment is not None:
-            commands.append(("ZREVRANGE", keys.popularity(segment), 0, top_n - 1, "WITHSCORES"))
+            return await super().read_user(**question._asdict(), deadline=deadline)
+        commands = self.user_commands(*question, seen_scores=True)
         replies = await self._request(commands, deadline)
         stored = [_text(entry) for entry in replies[0]]
         pushed = [format_recent(p.ts, p.item_id) for p in pending if p.recent]

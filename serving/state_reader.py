@@ -218,16 +218,7 @@ class StateReader:
         deadline: float | None,
     ) -> UserState:
         """RT1: recent items, seen items and (when asked) a segment's popularity."""
-        keys = self.keys
-        commands: list[Command] = []
-        if user_id:
-            commands.append(("LRANGE", keys.user_recent(user_id), 0, max_recent - 1))
-            if with_seen:
-                commands.append(("ZRANGE", keys.user_seen(user_id), 0, -1))
-        elif session_id:
-            commands.append(("LRANGE", keys.session_recent(session_id), 0, SESSION_SEEN_MAX - 1))
-        if segment is not None:
-            commands.append(("ZREVRANGE", keys.popularity(segment), 0, top_n - 1, "WITHSCORES"))
+        commands = self.user_commands(user_id, session_id, max_recent, with_seen, segment, top_n)
         replies = await self._request(commands, deadline) if commands else []
         pos = 0
         recent: list[tuple[float, str]] = []
@@ -245,6 +236,31 @@ class StateReader:
             seen = frozenset(item for _, item in session)
         popularity = _pairs(replies[pos]) if segment is not None else None
         return UserState(recent, seen, popularity)
+
+    def user_commands(
+        self,
+        user_id: str | None,
+        session_id: str | None,
+        max_recent: int,
+        with_seen: bool,
+        segment: str | None,
+        top_n: int,
+        *,
+        seen_scores: bool = False,
+    ) -> list[Command]:
+        """The commands of RT1 (``seen_scores``: the seen set WITHSCORES)."""
+        keys = self.keys
+        commands: list[Command] = []
+        if user_id:
+            commands.append(("LRANGE", keys.user_recent(user_id), 0, max_recent - 1))
+            if with_seen:
+                seen: Command = ("ZRANGE", keys.user_seen(user_id), 0, -1)
+                commands.append((*seen, "WITHSCORES") if seen_scores else seen)
+        elif session_id:
+            commands.append(("LRANGE", keys.session_recent(session_id), 0, SESSION_SEEN_MAX - 1))
+        if segment is not None:
+            commands.append(("ZREVRANGE", keys.popularity(segment), 0, top_n - 1, "WITHSCORES"))
+        return commands
 
     async def read_neighbours(
         self, anchors: Sequence[str], n: int, *, deadline: float | None
