@@ -115,9 +115,8 @@ class BatchProcessor:
         self.dead_letter_sink = dead_letter_sink
         self.max_event_bytes = max_event_bytes
         self.max_future_skew_s = max_future_skew_s
-        config = planner.config
-        depth = min(config.recent_max, max(4 * config.window, 20))
-        self.cache = RecentCache(cache_users, depth)
+        # read and cache exactly the history the planner looks at (see history_depth)
+        self.cache = RecentCache(cache_users, planner.depth)
         self.last_roundtrips = 0
 
     def on_rebalance(self) -> None:

@@ -15,6 +15,11 @@ which makes the neighbour lists usable for item pages too. A user coming back to
 inside the window adds the self edge ``item → item`` with ``self_weight`` times the pair weight
 at that distance: the item's repeat propensity, which the ranker uses only when told to
 (``RankerConfig.self_neighbours``, for session data where repeat clicks are common targets).
+
+Windows look only at a user's newest :attr:`ProcessorConfig.history_depth` recent entries:
+what the worker reads back from Redis (or keeps in its cache) before a batch, and also what a
+later event of the same user inside one batch sees. So a window never depends on where batch
+boundaries fall (a rebalance, a restart or a slower fetch cuts batches elsewhere).
 """
 
 from __future__ import annotations
@@ -88,6 +93,17 @@ class ProcessorConfig:
             join_window_s=g("join_window_s"),
             ctr_items_max=g("ctr_items_max"),
         )
+
+    @property
+    def history_depth(self) -> int:
+        """How many of a user's newest recent entries the windows look at.
+
+        Enough to find ``window`` distinct items among repeats, at most what Redis keeps. The
+        worker reads (and caches) exactly this many entries per user, and the planner trims a
+        user's history to it after every event, so an event sees the same history whether the
+        user's previous events were in the same batch or read back from Redis.
+        """
+        return min(self.recent_max, max(4 * self.window, 20))
 
     def weight(self, event_type: EventType) -> float:
         return float(self.event_weights.get(str.__str__(event_type), 0.0))
@@ -185,6 +201,7 @@ class BatchPlanner:
     def __init__(self, keys: Keyspace, config: ProcessorConfig) -> None:
         self.keys = keys
         self.config = config
+        self.depth = config.history_depth
 
     def plan(
         self,
@@ -197,7 +214,8 @@ class BatchPlanner:
         """Plan the writes of ``records`` (in consumption order).
 
         ``recent`` maps each user id of the batch to its recent items (newest first) as
-        stored before the batch; ``categories`` maps item ids to their categories.
+        stored before the batch (only the newest ``config.history_depth`` are used);
+        ``categories`` maps item ids to their categories.
         """
         if t0 is None:
             t0 = choose_landmark(min(_ts(r.event) for r in records)) if records else 0.0
@@ -208,7 +226,7 @@ class BatchPlanner:
             join_window_s=cfg.join_window_s,
             ctr_items_max=cfg.ctr_items_max,
         )
-        history = {user: list(items) for user, items in recent.items()}
+        history = {user: list(items[: self.depth]) for user, items in recent.items()}
         cats = dict(categories)
         for record in records:
             field_name = self.keys.offset_field(record.topic.value, record.partition)
@@ -272,9 +290,11 @@ class BatchPlanner:
                 plan.expire[affinity_key] = cfg.user_ttl_s
             entry = f"{ts_text}|{item}"
             # the history holds the ts as stored (millisecond precision), so a history read
-            # back from Redis and one kept in the worker's cache compare gaps identically
+            # back from Redis and one kept in the worker's cache compare gaps identically;
+            # and no deeper than what is read back, so the user's next event in this batch
+            # sees what it would see in the next batch (windows independent of batch cuts)
             history.insert(0, (float(ts_text), item))
-            del history[cfg.recent_max :]
+            del history[self.depth :]
             self._push(plan, keys.user_recent(user), entry)
             if event.session_id is not None and event.session_id != user:
                 self._push(plan, keys.session_recent(event.session_id), entry)

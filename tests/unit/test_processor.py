@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import random
+from collections import defaultdict
+from itertools import pairwise
 
 import orjson
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from schemas.events import Exposure, Item, Outcome
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streams.pipeline import RecentCache
+from streams.pipeline import BatchProcessor, RecentCache
 from streams.processor import (
     BatchPlan,
     BatchPlanner,
@@ -149,3 +152,80 @@ def test_history_keeps_the_stored_precision() -> None:
     plan = _plan([_out("u", "A", 0.12345)])
     stored = parse_recent(plan.lpush[KEYS.user_recent("u")])
     assert plan.histories["u"] == stored
+
+
+def _worker_depth(config: ProcessorConfig) -> int:
+    """How many recent entries per user the worker reads from Redis (and caches)."""
+
+    async def sink(_letters: object) -> None:
+        raise AssertionError("no dead letters")
+
+    processor = BatchProcessor(
+        None,  # type: ignore[arg-type]  # the store is not used here
+        BatchPlanner(KEYS, config),
+        sink,
+        max_event_bytes=65536,
+        max_future_skew_s=300,
+    )
+    return processor.cache.depth
+
+
+def _covis_through_batches(
+    records: list[Record], cuts: list[int], config: ProcessorConfig
+) -> dict[tuple[str, str], float]:
+    """Co-visitation of ``records`` cut into batches at ``cuts``, planned as the worker does.
+
+    Each batch is planned from what the worker would read: every user's newest entries of the
+    recent list as Redis holds it after the earlier batches (LPUSH, trimmed to recent_max).
+    """
+    planner = BatchPlanner(KEYS, config)
+    depth = _worker_depth(config)
+    stored: dict[str, list[tuple[float, str]]] = {}
+    covis: dict[tuple[str, str], float] = defaultdict(float)
+    bounds = [0, *cuts, len(records)]
+    for start, end in pairwise(bounds):
+        batch = records[start:end]
+        users = {r.event.user_id for r in batch if isinstance(r.event, Outcome)}
+        recent = {user: stored.get(user, [])[:depth] for user in users}
+        plan = planner.plan(batch, recent=recent, categories={}, t0=T0)
+        for key, increments in plan.zincr.items():
+            if key.startswith(KEYS.covis("")):
+                for member, inc in increments.items():
+                    covis[(key, member)] += inc
+        for user in users:
+            pushed = parse_recent(reversed(plan.lpush[KEYS.user_recent(user)]))
+            stored[user] = (pushed + stored.get(user, []))[: config.recent_max]
+    return dict(covis)
+
+
+def test_window_does_not_depend_on_batch_boundaries() -> None:
+    """Regression: a user's later event in a batch looked deeper into the history than the
+    worker reads back from Redis, so a rebalance (other batch boundaries) changed one pair.
+
+    The oldest entry ``deep`` sits exactly at the read depth: a new event planned from the
+    history read back sees ``a`` (repeated) only; one planned after an earlier event of the
+    same batch must not reach one entry further and pair with ``deep``.
+    """
+    depth = _worker_depth(NO_DECAY)
+    assert depth == NO_DECAY.history_depth  # the worker reads what the planner looks at
+    items = ["deep"] + ["a"] * (depth - 1) + ["b", "c"]
+    records = [_out("u", item, i) for i, item in enumerate(items)]
+    one_by_one = _covis_through_batches(records, list(range(1, len(records))), NO_DECAY)
+    assert ("p:cv:deep", "c") not in one_by_one
+    for cuts in ([depth], [], [depth, depth + 1], [1, depth - 1]):
+        got = _covis_through_batches(records, cuts, NO_DECAY)
+        assert got == pytest.approx(one_by_one), cuts
+
+
+def test_planned_state_is_the_same_for_any_batching() -> None:
+    """Random few-item histories deeper than the read depth, random batch cuts."""
+    config = ProcessorConfig(covis_half_life_s=1e15, popularity_half_life_s=1e15)
+    rng = random.Random(5)
+    for _ in range(40):
+        records = [
+            _out(f"u{rng.randrange(3)}", rng.choice("aaaaabbbcde") + str(rng.randrange(2)), i)
+            for i in range(90)
+        ]
+        reference = _covis_through_batches(records, list(range(1, len(records))), config)
+        cuts = sorted(rng.sample(range(1, len(records)), rng.randrange(0, 12)))
+        assert _covis_through_batches(records, cuts, config) == pytest.approx(reference), cuts
