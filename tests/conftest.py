@@ -37,7 +37,8 @@ from tests.support import (
     TEST_REDIS_URL,
     RunCli,
     delete_prefix_keys,
-    free_ports,
+    private_stack_for,
+    stack_settings,
 )
 from tests.support import (
     run_cli as _run_cli,
@@ -145,38 +146,14 @@ def private_stack(services: Services, tmp_path: Path) -> Iterator[LocalStack]:
     would break concurrent test runs. Stopped after the test. Set
     ``stack.redis_persistence = True`` before (re)starting Redis to keep its data (AOF).
     """
-    kafka_port, redis_port = free_ports()
-    stack = LocalStack(
-        load_settings(
-            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            home=tmp_path / "stack",
-            kafka_libs_dir=services.kafka_libs_dir,
-        ),
-        timeout_s=120.0,
-    )
-    try:
-        stack.start()
+    with private_stack_for(tmp_path / "stack", services.kafka_libs_dir) as stack:
         yield stack
-    finally:
-        stack.stop_kafka(graceful=False)
-        stack.stop_redis(graceful=False)
 
 
 @pytest.fixture
 async def private_settings(private_stack: LocalStack) -> Settings:
     """Settings on :func:`private_stack` with every topic created (thrown away with it)."""
-    tag = f"t{uuid.uuid4().hex[:8]}"
-    own = load_settings(
-        kafka_bootstrap=private_stack.settings.kafka_bootstrap,
-        redis_url=private_stack.settings.redis_url,
-        topic_prefix=tag,
-        key_prefix=tag,
-        home=private_stack.settings.home,
-        kafka_libs_dir=private_stack.settings.kafka_libs_dir,
-        worker_metrics_port=0,
-        server_metrics_port=0,
-    )
+    own = stack_settings(private_stack)
     await kafka_admin.create_topics(own)
     return own
 

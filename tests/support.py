@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
 from redis.asyncio import Redis
 
 from schemas.keyspace import Keyspace
+from streamrec.settings import Settings, load_settings
+from streamrec.stack import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
 STREAMREC = Path(sys.executable).with_name("streamrec")
@@ -49,6 +53,47 @@ class RunCli(Protocol):
     def __call__(
         self, *args: str, env: Mapping[str, str | None] | None = None, timeout: float = 180.0
     ) -> subprocess.CompletedProcess[str]: ...
+
+
+@contextlib.contextmanager
+def private_stack_for(home: Path, kafka_libs_dir: Path) -> Iterator[LocalStack]:
+    """A Kafka + Redis on free ports under ``home`` (shared jar cache), started, then killed.
+
+    For tests that stop, kill or restart services: doing that to the shared session stack
+    would break concurrent test runs.
+    """
+    kafka_port, redis_port = free_ports()
+    stack = LocalStack(
+        load_settings(
+            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
+            redis_url=f"redis://127.0.0.1:{redis_port}/0",
+            home=home,
+            kafka_libs_dir=kafka_libs_dir,
+        ),
+        timeout_s=120.0,
+    )
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.stop_kafka(graceful=False)
+        stack.stop_redis(graceful=False)
+
+
+def stack_settings(stack: LocalStack, tag: str = "t", **overrides: object) -> Settings:
+    """Settings on ``stack`` with a unique topic and key prefix (``tag`` + random hex)."""
+    prefix = f"{tag}{uuid.uuid4().hex[:8]}"
+    return load_settings(
+        kafka_bootstrap=stack.settings.kafka_bootstrap,
+        redis_url=stack.settings.redis_url,
+        topic_prefix=prefix,
+        key_prefix=prefix,
+        home=stack.settings.home,
+        kafka_libs_dir=stack.settings.kafka_libs_dir,
+        worker_metrics_port=0,
+        server_metrics_port=0,
+        **overrides,
+    )
 
 
 def run_cli(

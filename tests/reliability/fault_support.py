@@ -14,8 +14,7 @@ import random
 import signal
 import subprocess
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
@@ -24,10 +23,10 @@ from redis.asyncio import Redis
 
 from schemas.keyspace import Keyspace
 from streamrec import kafka_admin
-from streamrec.settings import Settings, load_settings
+from streamrec.settings import Settings
 from streamrec.stack import LocalStack
 from tests.integration.serving_support import env_for, free_port
-from tests.support import REPO, STREAMREC, delete_prefix_keys, free_ports
+from tests.support import REPO, STREAMREC, delete_prefix_keys, stack_settings
 from tests.worker_support import outcome
 
 #: Top-K trimming off (K above the number of items), as in test_worker_exactly_once: which
@@ -35,42 +34,10 @@ from tests.worker_support import outcome
 UNTRIMMED = {"covis_top_k": "10000", "popularity_top_n": "10000", "batch_size": "200"}
 
 
-@contextlib.contextmanager
-def private_stack_for(home: Path, kafka_libs_dir: Path) -> Iterator[LocalStack]:
-    """A Kafka + Redis on free ports under ``home`` (shared jar cache), started, then killed."""
-    kafka_port, redis_port = free_ports()
-    stack = LocalStack(
-        load_settings(
-            kafka_bootstrap=f"127.0.0.1:{kafka_port}",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            home=home,
-            kafka_libs_dir=kafka_libs_dir,
-        ),
-        timeout_s=120.0,
-    )
-    try:
-        stack.start()
-        yield stack
-    finally:
-        stack.stop_kafka(graceful=False)
-        stack.stop_redis(graceful=False)
-
-
 @contextlib.asynccontextmanager
 async def settings_on(stack: LocalStack, **overrides: object) -> AsyncIterator[Settings]:
     """Settings with a unique topic and key prefix on ``stack``; topics created, removed after."""
-    tag = f"f{uuid.uuid4().hex[:8]}"
-    own = load_settings(
-        kafka_bootstrap=stack.settings.kafka_bootstrap,
-        redis_url=stack.settings.redis_url,
-        topic_prefix=tag,
-        key_prefix=tag,
-        home=stack.settings.home,
-        kafka_libs_dir=stack.settings.kafka_libs_dir,
-        worker_metrics_port=0,
-        server_metrics_port=0,
-        **overrides,
-    )
+    own = stack_settings(stack, "f", **overrides)
     await kafka_admin.create_topics(own)
     try:
         yield own

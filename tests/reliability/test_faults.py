@@ -47,13 +47,12 @@ from tests.reliability.fault_support import (
     ServeProcess,
     applied_count,
     log_text,
-    private_stack_for,
     recent_items,
     settings_on,
     stream,
     wait_progress,
 )
-from tests.support import delete_prefix_keys
+from tests.support import delete_prefix_keys, private_stack_for
 from tests.worker_support import (
     assert_same_state,
     consume_all,
