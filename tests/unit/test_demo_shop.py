@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from schemas.events import EventType
-from streamrec.demo_runner import Summary, _percentile
 from streamrec.demo_shop import Hits, Shop, ShopConfig
+from streamrec.demo_summary import Summary, percentile
 from streamrec.errors import ConfigError
 
 
@@ -122,4 +122,4 @@ def test_summary_lines_carry_the_figures() -> None:
     assert "outcomes produced" in text and "100.0/s" in text
     assert "latency p99" in text and "50.0 ms" in text
     assert "HR@10 streamrec" in text and "HR@10 popularity" in text
-    assert _percentile([], 99) != _percentile([], 99)  # NaN when empty
+    assert percentile([], 99) != percentile([], 99)  # NaN when empty
