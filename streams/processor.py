@@ -228,15 +228,22 @@ class BatchPlanner:
         )
         history = {user: list(items[: self.depth]) for user, items in recent.items()}
         cats = dict(categories)
+        fields: dict[tuple[Topic, int], str] = {}  # offset field of each (topic, partition)
+        offsets = plan.offsets
         for record in records:
-            field_name = self.keys.offset_field(record.topic.value, record.partition)
-            first, _last = plan.offsets.get(field_name, (record.offset, record.offset))
-            plan.offsets[field_name] = (min(first, record.offset), record.offset)
+            field_name = fields.get((record.topic, record.partition))
+            if field_name is None:
+                field_name = fields[(record.topic, record.partition)] = self.keys.offset_field(
+                    record.topic.value, record.partition
+                )
+            first, _last = offsets.get(field_name, (record.offset, record.offset))
+            offsets[field_name] = (min(first, record.offset), record.offset)
             event = record.event
             plan.events += 1
-            plan.newest_ts = max(plan.newest_ts, _ts(event))
+            ts = _ts(event)
+            plan.newest_ts = max(plan.newest_ts, ts)
             if isinstance(event, Outcome):
-                self._outcome(plan, event, history.setdefault(event.user_id, []), cats)
+                self._outcome(plan, event, history.setdefault(event.user_id, []), cats, ts)
             elif isinstance(event, Exposure):
                 self._exposure(plan, event)
             else:
@@ -251,43 +258,47 @@ class BatchPlanner:
         event: Outcome,
         history: list[tuple[float, str]],
         cats: dict[str, list[str]],
+        ts: float,
     ) -> None:
         cfg, keys = self.config, self.keys
-        ts = event.ts.timestamp()
         ts_text = f"{ts:.3f}"  # format_recent's precision
         item = event.item_id
         user = event.user_id
         weight = cfg.weight(event.event_type)
         if weight > 0:
+            zincr, ztrim, top_k = plan.zincr, plan.ztrim, cfg.top_k
+            decay, backward = cfg.distance_decay, cfg.backward_weight
+            item_key = keys.covis(item)
             cv = decay_factor(ts, plan.t0, cfg.covis_half_life_s) * weight
             for distance, earlier in enumerate(self._window(history, item, ts), start=1):
-                w = cv * cfg.distance_decay ** (distance - 1)
-                fwd = plan.zincr[keys.covis(earlier)]
+                w = cv * decay ** (distance - 1)
+                earlier_key = keys.covis(earlier)
+                fwd = zincr[earlier_key]
                 fwd[item] = fwd.get(item, 0.0) + w
-                plan.ztrim[keys.covis(earlier)] = cfg.top_k
-                if cfg.backward_weight > 0:
-                    bwd = plan.zincr[keys.covis(item)]
-                    bwd[earlier] = bwd.get(earlier, 0.0) + w * cfg.backward_weight
-                    plan.ztrim[keys.covis(item)] = cfg.top_k
+                ztrim[earlier_key] = top_k
+                if backward > 0:
+                    bwd = zincr[item_key]
+                    bwd[earlier] = bwd.get(earlier, 0.0) + w * backward
+                    ztrim[item_key] = top_k
             back = self._repeat_distance(history, item, ts) if cfg.self_weight > 0 else None
             if back is not None:  # a repeat inside the window: self edge item → item
-                own = plan.zincr[keys.covis(item)]
-                own[item] = own.get(item, 0.0) + cv * cfg.self_weight * cfg.distance_decay ** (
-                    back - 1
-                )
-                plan.ztrim[keys.covis(item)] = cfg.top_k
+                own = zincr[item_key]
+                own[item] = own.get(item, 0.0) + cv * cfg.self_weight * decay ** (back - 1)
+                ztrim[item_key] = top_k
             pop = decay_factor(ts, plan.t0, cfg.popularity_half_life_s) * weight
             self._popularity(plan, keys.popularity(), item, pop)
             if event.context is not None:
                 seg = segment_id(*event.context.segment)
                 self._popularity(plan, keys.popularity(seg), item, pop)
                 plan.segments[seg] = max(plan.segments.get(seg, 0.0), ts)
-            affinity_key = keys.user_affinity(user)
-            for category in cats.get(item, ()):
-                aff = plan.hincr[affinity_key]
-                aff[category] = aff.get(category, 0.0) + pop
-                plan.hincr_cap[affinity_key] = cfg.affinity_max
-                plan.expire[affinity_key] = cfg.user_ttl_s
+            item_cats = cats.get(item)
+            if item_cats:
+                affinity_key = keys.user_affinity(user)
+                for category in item_cats:
+                    aff = plan.hincr[affinity_key]
+                    aff[category] = aff.get(category, 0.0) + pop
+                    plan.hincr_cap[affinity_key] = cfg.affinity_max
+                    plan.expire[affinity_key] = cfg.user_ttl_s
             entry = f"{ts_text}|{item}"
             # the history holds the ts as stored (millisecond precision), so a history read
             # back from Redis and one kept in the worker's cache compare gaps identically;
@@ -312,14 +323,15 @@ class BatchPlanner:
         """The last W distinct items before ``ts`` inside the session gap (newest first)."""
         out: list[str] = []
         seen = {item}
+        gap, window = self.config.session_gap_s, self.config.window
         for earlier_ts, earlier in history:
-            if ts - earlier_ts > self.config.session_gap_s:
+            if ts - earlier_ts > gap:
                 break
             if earlier in seen:
                 continue
             seen.add(earlier)
             out.append(earlier)
-            if len(out) >= self.config.window:
+            if len(out) >= window:
                 break
         return out
 
