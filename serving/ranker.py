@@ -23,11 +23,9 @@ No I/O here: the recommender reads state, this module decides. Pipeline of :func
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import repeat
 
 from schemas.rules import Rule
 from serving.config import RankerConfig
@@ -89,7 +87,6 @@ class RankInput:
     k: int
     now: float
     anchors: Sequence[Anchor] = ()
-    #: anchor → (item, co-visitation weight) pairs, each item at most once (sorted-set members)
     neighbours: Mapping[str, Sequence[tuple[str, float]]] = field(default_factory=dict)
     segment_popularity: Popularity = EMPTY_POPULARITY
     global_popularity: Popularity = EMPTY_POPULARITY
@@ -143,9 +140,8 @@ def anchor_weights(
 
 
 _INF = math.inf
-#: (anchor id, factor = w_a / N_a, its valid neighbours → covis weight) of every anchor that
-#: scored something
-_Scored = list[tuple[str, float, dict[str, float]]]
+#: (anchor id, factor = w_a / N_a, neighbours) of every anchor that scored something
+_Scored = list[tuple[str, float, Sequence[tuple[str, float]]]]
 
 
 @dataclass(slots=True)
@@ -205,24 +201,6 @@ class _Filter:
         return out
 
 
-def _valid_neighbours(
-    neighbours: Sequence[tuple[str, float]], anchor: str, allow_self: bool
-) -> dict[str, float]:
-    """The neighbours with a finite positive weight (and not the anchor unless allowed).
-
-    Neighbour lists are sorted-set members, so item ids are unique. The common case — every
-    weight valid — is checked and converted at C speed.
-    """
-    valid = dict(neighbours)
-    if not allow_self:
-        valid.pop(anchor, None)
-    if valid:
-        weights = valid.values()
-        if not (min(weights) > 0.0 and max(weights) < _INF):
-            valid = {item: w for item, w in valid.items() if 0.0 < w < _INF}
-    return valid
-
-
 def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Scored]:
     scores: dict[str, float] = {}
     get = scores.get
@@ -234,15 +212,16 @@ def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Poo
         neighbours = inp.neighbours.get(aid)
         if not neighbours:
             continue
-        valid = _valid_neighbours(neighbours, aid, allow_self)
-        if not valid:
-            continue
-        norm = math.fsum(valid.values()) if row else 1.0
+        if allow_self:
+            valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF]
+        else:
+            valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF and pair[0] != aid]
+        norm = math.fsum([c for _, c in valid]) if row else 1.0
         if norm <= 0.0:
             continue
         factor = anchor.weight / norm
         scored.append((aid, factor, valid))
-        for item, weight in valid.items():
+        for item, weight in valid:
             scores[item] = get(item, 0.0) + weight * factor
     kept = keep.keep(scores)
     pop = inp.global_popularity
@@ -252,36 +231,34 @@ def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Poo
         # relpop = floor / top, so only the listed ones need their own power
         top, listed = pop.top, pop.scores
         unlisted = (pop.floor / top) ** beta
-        penalised = dict(
-            zip(kept, map(operator.truediv, kept.values(), repeat(unlisted)), strict=True)
-        )
+        penalised = {item: score / unlisted for item, score in kept.items()}
         for item in kept.keys() & listed.keys():
             penalised[item] = kept[item] / (listed[item] / top) ** beta
         kept = penalised
     return _Pool(kept), scored
 
 
-def _anchor_names(items: Iterable[str], scored: _Scored) -> dict[str, list[str]]:
+def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, list[str]]:
     """The (at most two) anchors that contributed most to each of ``items``.
 
     Best first; on a tie the earlier anchor (the order of a stable sort by contribution).
     """
-    out: dict[str, list[str]] = {}
-    for item in items:
-        first = second = None
-        best = runner_up = -_INF
-        for aid, factor, valid in scored:
-            weight = valid.get(item)
-            if weight is None or aid == item:
-                continue
-            c = weight * factor
-            if first is None or c > best:
-                first, second, best, runner_up = aid, first, c, best
-            elif second is None or c > runner_up:
-                second, runner_up = aid, c
-        if first is not None:
-            out[item] = [first] if second is None else [first, second]
-    return out
+    best: dict[str, tuple[float, str, float, str | None]] = {}
+    for aid, factor, neighbours in scored:
+        for item, weight in neighbours:
+            if item in items and 0.0 < weight < _INF and item != aid:
+                c = weight * factor
+                known = best.get(item)
+                if known is None:
+                    best[item] = (c, aid, -_INF, None)
+                elif c > known[0]:
+                    best[item] = (c, aid, known[0], known[1])
+                elif known[3] is None or c > known[2]:
+                    best[item] = (known[0], known[1], c, aid)
+    return {
+        item: [first] if second is None else [first, second]
+        for item, (_, first, _, second) in best.items()
+    }
 
 
 def _backfill(inp: RankInput, config: RankerConfig, keep: _Filter, pool: _Pool) -> None:
@@ -425,7 +402,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
         respect_seen = False  # everything known was seen: repeat beats an empty answer
     _apply_boosts(inp, config, pool, boosts)
     order, pinned = _apply_pins(inp, _diversify(inp, config, _ordered(pool.scores)), pins, keep)
-    personal = [i for i in order if i in pool.scores and i not in pool.stages]
+    personal = {i for i in order if i in pool.scores and i not in pool.stages}
     anchors = _anchor_names(personal, scored) if personal else {}
     scores = _pinned_scores(order, pool.scores, pinned)
     items = []

@@ -118,14 +118,13 @@ def _as_set(rnd: random.Random, items: list[str]) -> Set[str]:
 
 
 def _neighbours(rnd: random.Random, anchor: str) -> list[tuple[str, float]]:
-    """A neighbour list: sorted-set members, so every item at most once (RankInput's rule)."""
-    pairs = [(b, rnd.choice(WEIGHTS)) for b in _subset(rnd, 12) if b != anchor]
+    pairs = [(b, rnd.choice(WEIGHTS)) for b in _subset(rnd, 12)]
     if rnd.random() < 0.3:
         pairs.append((anchor, rnd.choice(WEIGHTS)))  # a self edge
     if rnd.random() < 0.2:
-        listed = {b for b, _ in pairs}
-        unused = [i for i in ITEMS if i not in listed]
-        pairs.append((rnd.choice(unused), rnd.choice((0.0, -1.0, _INF))))  # not usable
+        pairs.append((rnd.choice(ITEMS), rnd.choice((0.0, -1.0, _INF))))  # not usable
+    if rnd.random() < 0.1 and pairs:
+        pairs.append(pairs[0])  # listed twice
     rnd.shuffle(pairs)
     return pairs
 
