@@ -45,7 +45,7 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec import kafka_admin
-from streamrec.children import Child, start_child
+from streamrec.children import Child, child_env, start_child
 from streamrec.errors import ConfigError, UnavailableError
 from streamrec.producer import EventProducer, ProducerConfig, RateLimiter
 from streamrec.settings import Settings
@@ -95,23 +95,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        STREAMREC_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        STREAMREC_REDIS_URL=settings.redis_url,
-        STREAMREC_TOPIC_PREFIX=settings.topic_prefix,
-        STREAMREC_KEY_PREFIX=settings.key_prefix,
-        STREAMREC_PARTITIONS=str(settings.partitions),
-        STREAMREC_CONSUMER_GROUP=settings.consumer_group,
-        STREAMREC_GRPC_ADDR=settings.grpc_addr,
-        STREAMREC_WORKER_METRICS_PORT="0",
-        STREAMREC_SERVER_METRICS_PORT="0",
-        STREAMREC_HOME=str(settings.home),
-    )
-    return env
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -301,7 +284,7 @@ async def run_freshness_bench(base: Settings, cfg: FreshnessConfig) -> dict[str,
         )
         children: list[Child] = []
         try:
-            env = _child_env(settings)
+            env = child_env(settings)
             worker = _start("worker", ["worker", "--loglevel", "warning"], env, home / "w.log")
             children.append(worker)
             server = _start(

@@ -7,6 +7,7 @@ through the handle that started it: SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import subprocess
@@ -16,12 +17,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamrec.errors import UnavailableError
+from streamrec.settings import Settings
 
 
 def streamrec_executable() -> str:
     """The ``streamrec`` command beside this interpreter (the virtualenv's), else on PATH."""
     beside = Path(sys.executable).with_name("streamrec")
     return str(beside) if beside.exists() else shutil.which("streamrec") or "streamrec"
+
+
+def child_env(settings: Settings, **overrides: str) -> dict[str, str]:
+    """This process's environment plus the ``STREAMREC_*`` variables that make a worker or
+    server child see ``settings``: the same broker, Redis, topics, keys, group, address,
+    metrics ports, home and last-known file. ``overrides`` (setting name → value) win."""
+    env = dict(os.environ)
+    env.update(
+        STREAMREC_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        STREAMREC_REDIS_URL=settings.redis_url,
+        STREAMREC_TOPIC_PREFIX=settings.topic_prefix,
+        STREAMREC_KEY_PREFIX=settings.key_prefix,
+        STREAMREC_PARTITIONS=str(settings.partitions),
+        STREAMREC_CONSUMER_GROUP=settings.consumer_group,
+        STREAMREC_GRPC_ADDR=settings.grpc_addr,
+        STREAMREC_WORKER_METRICS_PORT=str(settings.worker_metrics_port),
+        STREAMREC_SERVER_METRICS_PORT=str(settings.server_metrics_port),
+        STREAMREC_HOME=str(settings.home),
+    )
+    if settings.last_known_file is not None:
+        env["STREAMREC_LAST_KNOWN_FILE"] = str(settings.last_known_file)
+    env.update({f"STREAMREC_{name.upper()}": value for name, value in overrides.items()})
+    return env
 
 
 @dataclass(slots=True)

@@ -38,7 +38,7 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec import kafka_admin
-from streamrec.children import Child
+from streamrec.children import Child, child_env
 from streamrec.children import start_child as start_process
 from streamrec.demo_load import WATCHED, Load
 from streamrec.demo_probe import Probe, delete_keys, read_alerts
@@ -100,23 +100,6 @@ def demo_settings(base: Settings, env: Mapping[str, str], tmp: Path) -> Settings
     if "STREAMREC_SERVER_METRICS_PORT" not in env:
         update["server_metrics_port"] = 0
     return base.model_copy(update=update)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        STREAMREC_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        STREAMREC_REDIS_URL=settings.redis_url,
-        STREAMREC_TOPIC_PREFIX=settings.topic_prefix,
-        STREAMREC_KEY_PREFIX=settings.key_prefix,
-        STREAMREC_CONSUMER_GROUP=settings.consumer_group,
-        STREAMREC_GRPC_ADDR=settings.grpc_addr,
-        STREAMREC_WORKER_METRICS_PORT=str(settings.worker_metrics_port),
-        STREAMREC_SERVER_METRICS_PORT=str(settings.server_metrics_port),
-        STREAMREC_LAST_KNOWN_FILE=str(settings.last_known_file),
-        STREAMREC_HOME=str(settings.home),
-    )
-    return env
 
 
 def start_child(name: str, argv: list[str], settings: Settings, log: Path) -> Child:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import time
@@ -20,25 +19,18 @@ from redis.asyncio import Redis
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec import kafka_admin
+from streamrec.children import child_env
 from streamrec.settings import Settings
 from tests.support import REPO, STREAMREC
 
 
 def worker_env(settings: Settings, group: str | None = None, **overrides: str) -> dict[str, str]:
     """Environment for a worker subprocess that sees the same topics and keys as ``settings``."""
-    env = dict(os.environ)
-    env.update(
-        STREAMREC_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        STREAMREC_REDIS_URL=settings.redis_url,
-        STREAMREC_TOPIC_PREFIX=settings.topic_prefix,
-        STREAMREC_KEY_PREFIX=settings.key_prefix,
-        STREAMREC_PARTITIONS=str(settings.partitions),
-        STREAMREC_CONSUMER_GROUP=group or f"{settings.topic_prefix}-workers",
-        STREAMREC_WORKER_METRICS_PORT="0",
-        STREAMREC_HOME=str(settings.home),
-    )
-    env.update({f"STREAMREC_{k.upper()}": v for k, v in overrides.items()})
-    return env
+    own = {
+        "consumer_group": group or f"{settings.topic_prefix}-workers",
+        "worker_metrics_port": "0",
+    }
+    return child_env(settings, **{**own, **overrides})
 
 
 def start_worker(
@@ -206,8 +198,11 @@ def assert_same_state(a: Mapping[str, object], b: Mapping[str, object], rel: flo
     assert compared(a) == compared(b), compared(a) ^ compared(b)
     for key in compared(a):
         va, vb = a[key], b[key]
-        if isinstance(va, dict) and isinstance(vb, dict) and va and isinstance(
-            next(iter(va.values())), float
+        if (
+            isinstance(va, dict)
+            and isinstance(vb, dict)
+            and va
+            and isinstance(next(iter(va.values())), float)
         ):
             assert set(va) == set(vb), (key, set(va) ^ set(vb))
             for member, score in va.items():
