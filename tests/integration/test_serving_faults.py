@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -32,15 +31,6 @@ from tests.integration.serving_support import (
     wait_for,
 )
 from tests.support import REPO, STREAMREC
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def items_of(reply: pb.RecommendResponse) -> list[str]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -26,15 +25,6 @@ async def wire(redis_url: str) -> AsyncIterator[WireClient]:
         yield client
     finally:
         await client.aclose()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProcess]:
-    process = RedisProcess(tmp_path)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def in_(seconds: float) -> float:
