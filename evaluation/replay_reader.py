@@ -34,7 +34,7 @@ from typing import NamedTuple
 import redis.asyncio as aioredis
 
 from schemas.keyspace import Keyspace
-from serving.state_reader import Pairs, StateReader, UserState, _pairs, _text
+from serving.state_reader import Row, StateReader, UserState, _pairs, _text
 from streams.processor import format_recent, parse_recent
 
 
@@ -86,15 +86,15 @@ class ReplayStateReader(StateReader):
         super().__init__(redis, keys, retry_after_s=retry_after_s)
         self.max_cached = max_cached
         self.seen_max = seen_max
-        self._cache: dict[str, tuple[int, Pairs]] = {}
+        self._cache: dict[str, tuple[int, Row]] = {}
         self.hits = 0
         self.misses = 0
 
     async def read_neighbours(
         self, anchors: Sequence[str], n: int, *, deadline: float | None
-    ) -> dict[str, Pairs]:
+    ) -> dict[str, Row]:
         cache = self._cache
-        out: dict[str, Pairs] = {}
+        out: dict[str, Row] = {}
         missing: list[str] = []
         for anchor in anchors:
             entry = cache.get(anchor)

@@ -56,7 +56,7 @@ CATEGORIES = 50
 POPULAR_N = 200
 TENANTS = ("t0", "t1", "t2")
 SURFACES = ("home", "pdp")
-REQUEST_POOL = 2000
+REQUEST_POOL = 2000  # at least; one request per synthetic user when there are more users
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +136,7 @@ async def delete_prefix(redis: aioredis.Redis, keys: Keyspace) -> int:
 def _requests(cfg: BenchConfig) -> list[bytes]:
     rnd = random.Random(cfg.seed)
     out = []
-    for _ in range(REQUEST_POOL):
+    for _ in range(max(REQUEST_POOL, cfg.users)):
         ctx = pb.Context(tenant=rnd.choice(TENANTS), surface=rnd.choice(SURFACES))
         request = pb.RecommendRequest(user_id=f"u{rnd.randrange(cfg.users)}", k=cfg.k, context=ctx)
         out.append(request.SerializeToString())

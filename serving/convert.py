@@ -111,9 +111,18 @@ def _k(k: int) -> int:
     return k
 
 
+_PLAIN_CONTEXTS: dict[tuple[str, str, str], Context] = {}  # contexts without extra, reused
+_PLAIN_CONTEXTS_MAX = 4096
+
+
 def parse_context(ctx: pb.Context) -> Context:
-    for name in ("tenant", "surface", "locale"):
-        if len(getattr(ctx, name)) > MAX_STR_LEN:
+    tenant, surface, locale = ctx.tenant, ctx.surface, ctx.locale
+    if not ctx.extra:
+        known = _PLAIN_CONTEXTS.get((tenant, surface, locale))
+        if known is not None:
+            return known
+    for name, value in (("tenant", tenant), ("surface", surface), ("locale", locale)):
+        if len(value) > MAX_STR_LEN:
             raise InvalidRequest(f"context.{name} is longer than {MAX_STR_LEN} characters")
     extra = dict(ctx.extra)
     if len(extra) > MAX_EXTRA_KEYS:
@@ -123,12 +132,17 @@ def parse_context(ctx: pb.Context) -> Context:
             raise InvalidRequest(f"context.extra key {key!r} is reserved")
         if len(key) > MAX_STR_LEN or len(value) > MAX_STR_LEN:
             raise InvalidRequest(f"context.extra entry {key[:40]!r} is too long")
-    return Context(
-        tenant=ctx.tenant or DEFAULT_TENANT,
-        surface=ctx.surface or DEFAULT_SURFACE,
-        locale=ctx.locale,
+    parsed = Context(
+        tenant=tenant or DEFAULT_TENANT,
+        surface=surface or DEFAULT_SURFACE,
+        locale=locale,
         extra=extra,
     )
+    if not extra:
+        if len(_PLAIN_CONTEXTS) >= _PLAIN_CONTEXTS_MAX:
+            _PLAIN_CONTEXTS.clear()
+        _PLAIN_CONTEXTS[tenant, surface, locale] = parsed
+    return parsed
 
 
 def parse_recommend(request: pb.RecommendRequest) -> RecommendQuery:

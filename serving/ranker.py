@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from schemas.rules import Rule
 from serving.config import RankerConfig
@@ -44,8 +45,7 @@ STAGE_DEPTH: Mapping[Stage, int] = {s: i for i, s in enumerate(Stage)}
 _STAGES = tuple(Stage)
 
 
-@dataclass(frozen=True, slots=True)
-class Anchor:
+class Anchor(NamedTuple):
     """An item the recommendation starts from, with its weight in (0, 1]."""
 
     item_id: str
@@ -101,8 +101,7 @@ class RankInput:
     demoted: Set[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class RankedItem:
+class RankedItem(NamedTuple):
     item_id: str
     score: float
     reasons: tuple[str, ...]
@@ -130,9 +129,10 @@ def anchor_weights(
     weights: dict[str, float] = {}
     for item in explicit:
         weights.setdefault(item, 1.0)
+    decay, time_constant, exp = config.anchor_position_decay, config.anchor_decay_s, math.exp
     for position, (ts, item) in enumerate(recent):
-        age = max(0.0, now - ts)
-        weight = config.anchor_position_decay**position * math.exp(-age / config.anchor_decay_s)
+        age = now - ts if ts < now else 0.0
+        weight = decay**position * exp(-age / time_constant)
         if weight > weights.get(item, 0.0):
             weights[item] = weight
     ranked = sorted(weights.items(), key=lambda kv: -kv[1])[: config.max_anchors]
@@ -201,41 +201,125 @@ class _Filter:
         return out
 
 
+_Pairs = Sequence[tuple[str, float]]
+
+
+class _Penalty(NamedTuple):
+    """``relpop(b)^β`` of the listed items, and the one value every unlisted item shares."""
+
+    listed: Mapping[str, float]
+    unlisted: float
+
+
+_NO_PENALTY = _Penalty({}, 1.0)
+
+
+def _penalty(pop: Popularity, beta: float) -> _Penalty:
+    if beta <= 0.0 or not pop:
+        return _NO_PENALTY
+    top = pop.top
+    return _Penalty(
+        {item: (score / top) ** beta for item, score in pop.items}, (pop.floor / top) ** beta
+    )
+
+
+class _Prepared(NamedTuple):
+    """One anchor's row, ready to score: ``valid`` pairs, their sum ``norm`` (1 without row
+    normalisation) and ``(b, covis(a,b) / norm / relpop(b)^β)`` per valid pair."""
+
+    valid: _Pairs
+    norm: float
+    values: Sequence[tuple[str, float]]
+
+
+def _prepare(
+    aid: str, neighbours: _Pairs, allow_self: bool, row: bool, penalty: _Penalty
+) -> _Prepared:
+    if allow_self:
+        valid: _Pairs = [pair for pair in neighbours if 0.0 < pair[1] < _INF]
+    else:
+        valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF and pair[0] != aid]
+    if len(valid) == len(neighbours):
+        valid = neighbours  # the usual case: share the row
+    norm = math.fsum([c for _, c in valid]) if row else 1.0
+    if norm <= 0.0:
+        return _Prepared(valid, norm, ())
+    if penalty is _NO_PENALTY:
+        return _Prepared(valid, norm, [(b, c / norm) for b, c in valid])
+    listed, unlisted = penalty.listed.get, penalty.unlisted
+    return _Prepared(valid, norm, [(b, c / norm / listed(b, unlisted)) for b, c in valid])
+
+
+class _PreparedMemo:
+    """:func:`_prepare` of immutable rows (tuples), reused while the inputs are the same objects.
+
+    The server's rows come from :class:`~serving.neighbour_cache.NeighbourCache` as tuples and
+    stay the same object until Redis invalidates them; the popularity list is replaced only by
+    the refresher. So most requests skip this pass. Only tuples are memoised: identity then
+    implies equal contents. Bounded (cleared when full).
+    """
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self._penalty: tuple[Popularity, float, _Penalty] | None = None
+        self._rows: dict[str, tuple[_Pairs, bool, bool, _Penalty, _Prepared]] = {}
+
+    def penalty(self, pop: Popularity, beta: float) -> _Penalty:
+        known = self._penalty
+        if known is not None and known[0] is pop and known[1] == beta:
+            return known[2]
+        penalty = _penalty(pop, beta)
+        self._penalty = (pop, beta, penalty)
+        return penalty
+
+    def prepared(
+        self, aid: str, neighbours: _Pairs, allow_self: bool, row: bool, penalty: _Penalty
+    ) -> _Prepared:
+        if type(neighbours) is not tuple:
+            return _prepare(aid, neighbours, allow_self, row, penalty)
+        entry = self._rows.get(aid)
+        if (
+            entry is not None
+            and entry[0] is neighbours
+            and entry[1] is allow_self
+            and entry[2] is row
+            and entry[3] is penalty
+        ):
+            return entry[4]
+        prepared = _prepare(aid, neighbours, allow_self, row, penalty)
+        rows = self._rows
+        if len(rows) >= self.max_rows:
+            rows.clear()
+        rows[aid] = (neighbours, allow_self, row, penalty, prepared)
+        return prepared
+
+
+_MEMO = _PreparedMemo(10_000)
+
+
 def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Pool, _Scored]:
+    """``score(b) = Σ_a w_a · (covis(a,b) / N_a / relpop(b)^β)`` over the anchors, filtered."""
     scores: dict[str, float] = {}
     get = scores.get
     scored: _Scored = []
     row = config.normalisation == "row"
     allow_self = config.self_neighbours  # an anchor's self edge (repeat clicks) may score it
+    pop = inp.global_popularity
+    penalty = _MEMO.penalty(pop, config.popularity_exponent if pop else 0.0)
+    prepared = _MEMO.prepared
     for anchor in inp.anchors:
         aid = anchor.item_id
         neighbours = inp.neighbours.get(aid)
         if not neighbours:
             continue
-        if allow_self:
-            valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF]
-        else:
-            valid = [pair for pair in neighbours if 0.0 < pair[1] < _INF and pair[0] != aid]
-        norm = math.fsum([c for _, c in valid]) if row else 1.0
+        valid, norm, values = prepared(aid, neighbours, allow_self, row, penalty)
         if norm <= 0.0:
             continue
-        factor = anchor.weight / norm
-        scored.append((aid, factor, valid))
-        for item, weight in valid:
-            scores[item] = get(item, 0.0) + weight * factor
-    kept = keep.keep(scores)
-    pop = inp.global_popularity
-    beta = config.popularity_exponent if pop else 0.0
-    if beta > 0.0 and kept:
-        # score / relpop(b)^β; most candidates are outside the popularity list and share
-        # relpop = floor / top, so only the listed ones need their own power
-        top, listed = pop.top, pop.scores
-        unlisted = (pop.floor / top) ** beta
-        penalised = {item: score / unlisted for item, score in kept.items()}
-        for item in kept.keys() & listed.keys():
-            penalised[item] = kept[item] / (listed[item] / top) ** beta
-        kept = penalised
-    return _Pool(kept), scored
+        weight = anchor.weight
+        scored.append((aid, weight / norm, valid))
+        for item, value in values:
+            scores[item] = get(item, 0.0) + weight * value
+    return _Pool(keep.keep(scores)), scored
 
 
 def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, list[str]]:
@@ -336,12 +420,14 @@ def _diversify(inp: RankInput, config: RankerConfig, ordered: list[str]) -> list
         if len(chosen) == k:
             break
         cats = categories.get(item, ())
-        if any(count(c, 0) >= cap for c in cats):
-            capped.append(item)
-            continue
-        chosen.append(item)
-        for c in set(cats):
-            counts[c] = count(c, 0) + 1
+        for c in cats:
+            if count(c, 0) >= cap:
+                capped.append(item)
+                break
+        else:
+            chosen.append(item)
+            for c in cats if len(cats) < 2 else set(cats):
+                counts[c] = count(c, 0) + 1
     if len(chosen) < k:
         chosen.extend(capped[: k - len(chosen)])
     return chosen
@@ -401,18 +487,26 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
             break
         respect_seen = False  # everything known was seen: repeat beats an empty answer
     _apply_boosts(inp, config, pool, boosts)
-    order, pinned = _apply_pins(inp, _diversify(inp, config, _ordered(pool.scores)), pins, keep)
-    personal = {i for i in order if i in pool.scores and i not in pool.stages}
+    candidates = pool.scores
+    order, pinned = _apply_pins(inp, _diversify(inp, config, _ordered(candidates)), pins, keep)
+    stages, notes = pool.stages, pool.notes
+    personal = {i for i in order if i in candidates and i not in stages}
     anchors = _anchor_names(personal, scored) if personal else {}
-    scores = _pinned_scores(order, pool.scores, pinned)
+    scores = _pinned_scores(order, candidates, pinned)
     items = []
+    depth = 0
     for item, score in zip(order, scores, strict=True):
         reasons = [f"pinned by rule {pinned[item]}"] if item in pinned else []
-        reasons.extend(f"co-viewed with {a}" for a in anchors.get(item, ()))
-        reasons.extend(pool.notes.get(item, ()))
-        stage = Stage.NONE if item in pinned else pool.stages.get(item, Stage.NONE)
+        names = anchors.get(item)
+        if names:
+            reasons.extend(["co-viewed with " + a for a in names])
+        note = notes.get(item)
+        if note:
+            reasons.extend(note)
+        stage = Stage.NONE if item in pinned else stages.get(item, Stage.NONE)
+        if stage is not Stage.NONE:
+            depth = max(depth, STAGE_DEPTH[stage])
         items.append(RankedItem(item, score, tuple(reasons), stage))
     if not items:
         return Ranking((), Stage.LAST_KNOWN)
-    depth = max((STAGE_DEPTH[i.stage] for i in items if i.stage is not Stage.NONE), default=0)
     return Ranking(tuple(items), _STAGES[depth])

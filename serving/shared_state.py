@@ -73,6 +73,11 @@ def load_last_known(path: Path) -> Popularity:
     return Popularity.of(pairs)
 
 
+def _same_or(known: Popularity | None, fresh: Popularity) -> Popularity:
+    """``known`` when ``fresh`` holds the same list: the ranker memoises per object."""
+    return known if known is not None and known.items == fresh.items else fresh
+
+
 def save_last_known(path: Path, popularity: Popularity) -> None:
     """Write the list atomically (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,10 +193,14 @@ class SharedState:
             read = await self.reader.read_shared(
                 list(self._segments), top_n=self.top_n, deadline=deadline
             )
-            self.global_popularity = Popularity.of(read.global_popularity)
+            self.global_popularity = _same_or(
+                self.global_popularity, Popularity.of(read.global_popularity)
+            )
             for segment, pairs in read.segments.items():
                 if segment in self._segments:
-                    self._segments[segment] = Popularity.of(pairs)
+                    self._segments[segment] = _same_or(
+                        self._segments[segment], Popularity.of(pairs)
+                    )
             if self.global_popularity and self.global_popularity != self.last_known:
                 self.last_known = self.global_popularity
                 self._last_known_dirty = True

@@ -4,7 +4,9 @@ Request path (``read_user`` then ``read_neighbours``, or ``read_similar`` alone)
 
 * RT1 — pipeline: LRANGE recent (user or session), ZRANGE seen (users), and the segment's
   popularity top-N when the in-process cache does not hold that segment yet.
-* RT2 — pipeline: ZREVRANGE covis(anchor) WITHSCORES for each anchor.
+* RT2 — pipeline: ZREVRANGE covis(anchor) WITHSCORES for each anchor whose row is not in the
+  in-process :class:`~serving.neighbour_cache.NeighbourCache` (kept exact by Redis
+  invalidation messages); no RT2 at all when every row is cached.
 
 Readers made by :meth:`StateReader.connect` send the request path over a
 :class:`~serving.wire.WireClient` (one multiplexed socket, hiredis parsing: about a quarter of
@@ -29,6 +31,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
@@ -38,6 +41,7 @@ from redis.exceptions import RedisError
 
 from schemas.keyspace import Keyspace
 from serving import metrics
+from serving.neighbour_cache import NeighbourCache
 from serving.wire import Command, WireClient
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
@@ -45,9 +49,11 @@ from streams.processor import parse_recent
 
 T = TypeVar("T")
 Pairs = list[tuple[str, float]]
+Row = Sequence[tuple[str, float]]  # read-only: rows may be shared between requests
 SESSION_SEEN_MAX = 200
 _REQUEST_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_REQUEST)
 _BACKGROUND_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_BACKGROUND)
+_CACHING_YES: Command = ("CLIENT", "CACHING", "YES")  # track the key of the next command
 
 
 def _text(value: object) -> str:
@@ -114,13 +120,19 @@ class StateReader:
         self._down_until = 0.0
         #: request-path connection (set by :meth:`connect`); None = through ``redis``
         self.wire: WireClient | None = None
+        #: co-visitation rows kept in process (set by :meth:`connect`, needs ``wire``)
+        self.neighbour_cache: NeighbourCache | None = None
 
     @classmethod
-    async def connect(cls, settings: Settings, *, attempts: int = 1) -> StateReader:
+    async def connect(
+        cls, settings: Settings, *, attempts: int = 1, neighbour_cache: bool = True
+    ) -> StateReader:
         """Create a client for ``settings.redis_url``; ping up to ``attempts`` times.
 
         The reader is returned even when Redis does not answer (the server must start and
-        serve fallbacks with Redis down); ``available`` then starts False.
+        serve fallbacks with Redis down); ``available`` then starts False. With
+        ``neighbour_cache`` (and ``serving_neighbour_cache_rows`` > 0) the request connection
+        keeps co-visitation rows in process.
         """
         client = aioredis.Redis.from_url(
             settings.redis_url,
@@ -138,15 +150,38 @@ class StateReader:
             connect_timeout_s=min(settings.network_timeout_s, 1.0),
             socket_timeout_s=settings.network_timeout_s,
         )
+        rows = settings.serving_neighbour_cache_rows
+        if reader.wire is not None and neighbour_cache and rows > 0:
+            reader.use_neighbour_cache(NeighbourCache(rows))
         for attempt in range(max(1, attempts)):
             try:
                 deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
                 await reader._call(client.ping, deadline, background=True)
+                if reader.wire is not None:  # connect it now: tracking is known from the start
+                    await reader._call(
+                        partial(reader.wire.execute, [("PING",)], deadline),
+                        deadline,
+                        background=True,
+                    )
                 break
             except UnavailableError:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         return reader
+
+    def use_neighbour_cache(self, cache: NeighbourCache) -> None:
+        """Keep co-visitation rows in ``cache``; call before the first request."""
+        wire = self.wire
+        if wire is None:
+            raise ValueError("the neighbour cache needs the wire client (Redis invalidations)")
+        self.neighbour_cache = cache
+
+        def on_push(push: list[Any]) -> None:
+            if len(push) == 2 and push[0] == "invalidate":
+                cache.invalidate(push[1])
+
+        wire.on_push = on_push
+        wire.on_reset = cache.clear
 
     async def aclose(self) -> None:
         try:
@@ -227,7 +262,11 @@ class StateReader:
             recent = parse_recent(replies[pos])
             pos += 1
             if with_seen:
-                seen = frozenset(_text(m) for m in replies[pos])
+                members = replies[pos]
+                if members and type(members[0]) is str:  # the wire client: decoded already
+                    seen = frozenset(members)
+                else:
+                    seen = frozenset(_text(m) for m in members)
                 pos += 1
         elif session_id:
             session = parse_recent(replies[pos])
@@ -264,15 +303,45 @@ class StateReader:
 
     async def read_neighbours(
         self, anchors: Sequence[str], n: int, *, deadline: float | None
-    ) -> dict[str, Pairs]:
-        """RT2: the top ``n`` co-visitation neighbours of each anchor."""
+    ) -> dict[str, Row]:
+        """RT2: the top ``n`` co-visitation neighbours of each anchor (rows are read-only)."""
         if not anchors:
             return {}
         covis = self.keys.covis
+        cache = self.neighbour_cache
+        if cache is not None and self.wire is not None and self.wire.tracking:
+            return await self._read_neighbours_cached(cache, anchors, n, deadline)
         replies = await self._request(
             [("ZREVRANGE", covis(anchor), 0, n - 1, "WITHSCORES") for anchor in anchors], deadline
         )
         return {anchor: _pairs(raw) for anchor, raw in zip(anchors, replies, strict=True)}
+
+    async def _read_neighbours_cached(
+        self, cache: NeighbourCache, anchors: Sequence[str], n: int, deadline: float | None
+    ) -> dict[str, Row]:
+        covis = self.keys.covis
+        out: dict[str, Row] = {}
+        missing: list[tuple[str, str]] = []
+        for anchor in anchors:
+            key = covis(anchor)
+            row = cache.get(key, n)
+            if row is None:
+                missing.append((anchor, key))
+            else:
+                out[anchor] = row
+        if not missing:
+            return out
+        tokens = cache.reserve([key for _, key in missing])
+        commands: list[Command] = []
+        for _, key in missing:
+            commands.append(_CACHING_YES)
+            commands.append(("ZREVRANGE", key, 0, n - 1, "WITHSCORES"))
+        replies = await self._request(commands, deadline)
+        for (anchor, key), token, raw in zip(missing, tokens, replies[1::2], strict=True):
+            row = tuple(_pairs(raw))
+            cache.fill(key, token, n, row)
+            out[anchor] = row
+        return out
 
     async def read_similar(
         self, item_id: str, n: int, *, segment: str | None, top_n: int, deadline: float | None

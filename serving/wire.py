@@ -15,8 +15,10 @@ connection speaks RESP3 when Redis does (``HELLO 3``; Redis 6+): scores then arr
 that hiredis turns into floats in C — converting ~500 score strings per request in Python was
 a visible cost. Replies are raw (strings decoded as UTF-8; WITHSCORES as ``[member, score]``
 pairs under RESP3, flat under RESP2); an error reply is a ``redis.exceptions.ResponseError``
-*in* the reply list (the caller decides). Failures raise ``ConnectionError`` (an ``OSError``)
-or ``TimeoutError``:
+*in* the reply list (the caller decides). With ``on_push`` set, each connection also turns
+on ``CLIENT TRACKING ON OPTIN`` and hands the RESP3 pushes (invalidations) to it; ``on_reset``
+runs whenever a connection is made or lost (see :mod:`serving.neighbour_cache`). Failures
+raise ``ConnectionError`` (an ``OSError``) or ``TimeoutError``:
 
 * deadline passed → ``TimeoutError`` for that call only; its replies are dropped when they
   arrive. If the oldest unanswered batch is older than ``socket_timeout_s`` the connection is
@@ -55,15 +57,22 @@ class _Batch:
 
 
 class _Protocol(asyncio.Protocol):
-    """Writes batches, matches replies to them in order."""
+    """Writes batches, matches replies to them in order; hands RESP3 pushes to ``on_push``."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        on_push: Callable[[list[Any]], None] | None = None,
+        on_lost: Callable[[], None] | None = None,
+    ) -> None:
         self.reader = hiredis.Reader(
             protocolError=InvalidResponse, replyError=ResponseError, encoding="utf-8"
         )
         self.pending: deque[_Batch] = deque()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.tracking = False  # CLIENT TRACKING accepted on this connection
+        self._on_push = on_push
+        self._on_lost = on_lost
         self._out: list[bytes] = []  # written once per event-loop iteration
 
     def _flush(self) -> None:
@@ -96,6 +105,10 @@ class _Protocol(asyncio.Protocol):
                 return False
             if reply is False:
                 return True
+            if type(reply) is hiredis.PushNotification:  # out of band (RESP3): not a reply
+                if self._on_push is not None:
+                    self._on_push(reply)
+                continue
             if not pending:
                 self.abort(ConnectionError("redis sent a reply nobody asked for"))
                 return False
@@ -110,6 +123,8 @@ class _Protocol(asyncio.Protocol):
         self._fail(ConnectionError(f"redis connection lost: {exc or 'closed by server'}"))
 
     def _fail(self, exc: Exception) -> None:
+        if not self.closed and self._on_lost is not None:
+            self._on_lost()  # before any waiter resumes
         self.closed = True
         while self.pending:
             batch = self.pending.popleft()
@@ -155,6 +170,11 @@ class WireClient:
         socket_timeout_s: float = 5.0,
     ) -> None:
         self.host, self.port, self.path, self.db = host, port, path, db
+        #: set before the first call to turn on ``CLIENT TRACKING ON OPTIN`` (see
+        #: :mod:`serving.neighbour_cache`): ``on_push`` gets every RESP3 push,
+        #: ``on_reset`` runs when a connection is made or lost
+        self.on_push: Callable[[list[Any]], None] | None = None
+        self.on_reset: Callable[[], None] | None = None
         self.username, self.password = username, password
         self.connect_timeout_s = connect_timeout_s
         self.socket_timeout_s = socket_timeout_s
@@ -198,6 +218,12 @@ class WireClient:
     def connected(self) -> bool:
         return self._proto is not None and self._proto.usable
 
+    @property
+    def tracking(self) -> bool:
+        """True while the current connection has client tracking on (RESP3 pushes)."""
+        proto = self._proto
+        return proto is not None and proto.tracking and proto.usable
+
     async def execute(self, commands: Sequence[Command], deadline: float | None) -> list[Any]:
         """Send ``commands`` as one batch; their raw replies, in order.
 
@@ -240,15 +266,22 @@ class WireClient:
     def _connected(self, task: asyncio.Task[_Protocol]) -> None:
         self._connecting = None
         if not task.cancelled() and task.exception() is None:
+            if self.on_reset is not None:
+                self.on_reset()  # whatever was cached came through an older connection
             self._proto = task.result()
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
+        track = self.on_push is not None
+
+        def factory() -> _Protocol:
+            return _Protocol(self.on_push, self.on_reset)
+
         async with asyncio.timeout(self.connect_timeout_s):
             if self.path is not None:
-                _, proto = await loop.create_unix_connection(_Protocol, self.path)
+                _, proto = await loop.create_unix_connection(factory, self.path)
             else:
-                _, proto = await loop.create_connection(_Protocol, self.host, self.port)
+                _, proto = await loop.create_connection(factory, self.host, self.port)
             setup: list[Command] = []
             if self.password is not None:
                 auth: list[Arg] = ["AUTH"]
@@ -258,6 +291,8 @@ class WireClient:
             setup.append(["HELLO", "3"])  # an error reply (Redis < 6) leaves RESP2 on
             if self.db:
                 setup.append(["SELECT", self.db])
+            if track:  # invalidations come on this connection: needs RESP3 (Redis 6+)
+                setup.append(["CLIENT", "TRACKING", "ON", "OPTIN"])
             future: asyncio.Future[list[Any]] = loop.create_future()
             payload = b"".join(_pack(tuple(c)) for c in setup)
             proto.send(payload, _Batch(future, len(setup), time.monotonic()))
@@ -266,8 +301,10 @@ class WireClient:
             except BaseException:
                 proto.abort(ConnectionError("redis connection setup failed"))
                 raise
+            failed = {c[0] for c, r in zip(setup, replies, strict=True) if isinstance(r, Exception)}
+            proto.tracking = track and not failed & {"HELLO", "CLIENT"}
             for command, reply in zip(setup, replies, strict=True):
-                if isinstance(reply, ResponseError) and command[0] != "HELLO":
+                if isinstance(reply, ResponseError) and command[0] not in {"HELLO", "CLIENT"}:
                     proto.abort(ConnectionError(f"redis refused the connection: {reply}"))
                     raise ConnectionError(f"redis refused the connection: {reply}")
         if self._closed:  # closed while connecting

@@ -173,6 +173,13 @@ class Settings(BaseSettings):
     serving_popularity_segments: int = Field(
         256, ge=1, le=100_000, description="Segments whose popularity is cached in-process."
     )
+    serving_neighbour_cache_rows: int = Field(
+        10_000,
+        ge=0,
+        le=10_000_000,
+        description="Co-visitation rows the server keeps in process, kept exact by Redis "
+        "invalidation messages (CLIENT TRACKING, Redis 6+); about 3-7 KB each; 0 = off.",
+    )
     last_known_file: Path | None = Field(
         None,
         description="JSON file holding the last non-empty global popularity list, read "

@@ -211,7 +211,8 @@ async def test_state_reader_answers_the_same_over_both_connections(
                 top_n=3,
                 deadline=in_(2.0),
             )
-            neighbours = await reader.read_neighbours(["a", "x", "nope"], 3, deadline=in_(2.0))
+            rows = await reader.read_neighbours(["a", "x", "nope"], 3, deadline=in_(2.0))
+            neighbours = {anchor: list(row) for anchor, row in rows.items()}  # lean: tuples
             similar = await reader.read_similar("a", 2, segment=segment, top_n=2, deadline=in_(2.0))
             answers.append((user, session, neighbours, similar))
         assert answers[0] == answers[1]

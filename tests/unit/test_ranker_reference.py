@@ -1,9 +1,11 @@
 """The tuned ranker equals the straightforward one, bit for bit, on randomized inputs.
 
 ``serving.ranker`` trades readability for speed in its hot helpers (set intersections for the
-filters, a shared popularity factor, two C sorts instead of a key tuple, a two-best scan for
-the "co-viewed with" anchors). The reference helpers below are the plain versions those
-replaced; every ranking is computed both ways and must be *equal* (scores compared exactly).
+filters, rows prepared once and memoised while the same tuple is passed again, two C sorts
+instead of a key tuple, a two-best scan for the "co-viewed with" anchors). The reference
+helpers below are the plain versions those replaced; every ranking is computed both ways and
+must be *equal* (scores compared exactly). Each score is ``Σ_a w_a · (covis(a,b) / N_a /
+relpop(b)^β)``, evaluated in that order by both.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Set
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -35,6 +38,8 @@ def ref_personal(inp: RankInput, config: RankerConfig, keep: Any) -> tuple[Any, 
     scored = []
     row = config.normalisation == "row"
     allow_self = config.self_neighbours
+    pop = inp.global_popularity
+    beta = config.popularity_exponent if pop else 0.0
     for anchor in inp.anchors:
         aid = anchor.item_id
         neighbours = inp.neighbours.get(aid)
@@ -47,18 +52,14 @@ def ref_personal(inp: RankInput, config: RankerConfig, keep: Any) -> tuple[Any, 
         )
         if norm <= 0.0:
             continue
-        factor = anchor.weight / norm
-        scored.append((aid, factor, neighbours))
+        scored.append((aid, anchor.weight / norm, neighbours))
         for item, weight in neighbours:
             if 0.0 < weight < _INF and (allow_self or item != aid):
-                scores[item] = scores.get(item, 0.0) + weight * factor
-    kept = keep.keep(scores)
-    pop = inp.global_popularity
-    beta = config.popularity_exponent if pop else 0.0
-    if beta > 0.0:
-        top, floor = pop.top, pop.floor
-        kept = {i: s / (pop.scores.get(i, floor) / top) ** beta for i, s in kept.items()}
-    return ranker._Pool(kept), scored
+                value = weight / norm
+                if beta > 0.0:
+                    value /= (pop.scores.get(item, pop.floor) / pop.top) ** beta
+                scores[item] = scores.get(item, 0.0) + anchor.weight * value
+    return ranker._Pool(keep.keep(scores)), scored
 
 
 def ref_anchor_names(items: Set[str], scored: Any) -> dict[str, list[str]]:
@@ -208,6 +209,41 @@ def test_tuned_ranker_equals_the_reference(block: int, monkeypatch: pytest.Monke
         personal += any(i.reasons and i.reasons[0].startswith("co-viewed") for i in expected.items)
         backfilled += expected.stage is not ranker.Stage.NONE
     assert personal > 30 and backfilled > 10  # the cases exercise both kinds of answers
+
+
+def _with_tuple_rows(inp: RankInput) -> RankInput:
+    return replace(inp, neighbours={a: tuple(pairs) for a, pairs in inp.neighbours.items()})
+
+
+@pytest.mark.parametrize("block", range(3))
+def test_memoised_rows_give_the_reference_answer(
+    block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tuple rows are prepared once per (row, popularity) object; reuse must not leak.
+
+    Each case is ranked twice with the same tuples (the second answer comes from the memo),
+    then with equal rows in new tuple objects, then after another case has replaced the memo
+    entries of the same anchor ids with other rows and another popularity list.
+    """
+    cases = [random_case(seed) for seed in range(block * 50, block * 50 + 50)]
+    tupled = [(_with_tuple_rows(inp), config) for inp, config in cases]
+    for (inp, config), (again, _) in zip(cases, tupled, strict=True):
+        expected = reference_rank(inp, config, monkeypatch)
+        assert rank(again, config) == expected
+        assert rank(again, config) == expected  # memo hit
+        assert rank(_with_tuple_rows(inp), config) == expected  # new objects: prepared anew
+    for inp, config in reversed(cases):  # every anchor id's entry now holds another row
+        assert rank(_with_tuple_rows(inp), config) == reference_rank(inp, config, monkeypatch)
+
+
+def test_a_reused_row_object_follows_a_new_popularity_list() -> None:
+    config = RankerConfig(popularity_exponent=1.0, max_category_share=1.0)
+    row = (("b", 1.0), ("c", 1.0))
+    base = RankInput(k=2, now=NOW, anchors=[Anchor("a", 1.0)], neighbours={"a": row})
+    first = rank(replace(base, global_popularity=Popularity.of([("b", 10.0), ("c", 1.0)])), config)
+    second = rank(replace(base, global_popularity=Popularity.of([("c", 10.0), ("b", 1.0)])), config)
+    assert [i.item_id for i in first.items] == ["c", "b"]  # the popular b is penalised
+    assert [i.item_id for i in second.items] == ["b", "c"]
 
 
 def test_the_reference_is_really_swapped_in(monkeypatch: pytest.MonkeyPatch) -> None:
