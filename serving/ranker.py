@@ -26,6 +26,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
+from operator import itemgetter
 from typing import NamedTuple
 
 from schemas.rules import Rule
@@ -129,14 +130,30 @@ def anchor_weights(
     weights: dict[str, float] = {}
     for item in explicit:
         weights.setdefault(item, 1.0)
-    decay, time_constant, exp = config.anchor_position_decay, config.anchor_decay_s, math.exp
-    for position, (ts, item) in enumerate(recent):
-        age = now - ts if ts < now else 0.0
-        weight = decay**position * exp(-age / time_constant)
-        if weight > weights.get(item, 0.0):
+    get, time_constant, exp = weights.get, config.anchor_decay_s, math.exp
+    for (ts, item), position_weight in zip(
+        recent, _powers(config.anchor_position_decay, len(recent)), strict=False
+    ):
+        weight = position_weight * exp(-(now - ts if ts < now else 0.0) / time_constant)
+        if weight > get(item, 0.0):
             weights[item] = weight
-    ranked = sorted(weights.items(), key=lambda kv: -kv[1])[: config.max_anchors]
+    # reverse=True keeps equal weights in insertion order, as a stable sort by -weight does
+    ranked = sorted(weights.items(), key=itemgetter(1), reverse=True)[: config.max_anchors]
     return [Anchor(item, weight) for item, weight in ranked if weight > 0.0]
+
+
+_POWERS: dict[float, tuple[float, ...]] = {}
+
+
+def _powers(decay: float, n: int) -> tuple[float, ...]:
+    """``(decay**0, decay**1, …)``, at least ``n`` long (cached per decay)."""
+    known = _POWERS.get(decay)
+    if known is None or len(known) < n:
+        if len(_POWERS) > 64:
+            _POWERS.clear()
+        known = tuple(decay**position for position in range(max(n, 64)))
+        _POWERS[decay] = known
+    return known
 
 
 _INF = math.inf
@@ -175,13 +192,13 @@ class _Filter:
         return not (self._respect_seen and item in self._inp.seen) and self.hard_ok(item)
 
     def keep(self, scores: dict[str, float]) -> dict[str, float]:
-        """The entries of ``scores`` that pass :meth:`ok` (this is the hot loop).
+        """The entries of ``scores`` that pass :meth:`ok`; ``scores`` itself may be filtered.
 
         Set intersections run in C and visit the smaller side, so a large unavailable or
         seen set costs no more than the candidates.
         """
         inp = self._inp
-        out = dict(scores)
+        out = scores  # _personal's own dict: filtered in place
         for dropped in (
             inp.exclude,
             inp.unavailable,
