@@ -157,7 +157,7 @@ def _powers(decay: float, n: int) -> tuple[float, ...]:
 
 
 _INF = math.inf
-#: (anchor id, factor = w_a / N_a, neighbours) of every anchor that scored something
+#: (anchor id, factor = w_a / N_a, usable neighbours) of every anchor that scored something
 _Scored = list[tuple[str, float, Sequence[tuple[str, float]]]]
 
 
@@ -343,11 +343,12 @@ def _anchor_names(items: Set[str], scored: _Scored) -> dict[str, list[str]]:
     """The (at most two) anchors that contributed most to each of ``items``.
 
     Best first; on a tie the earlier anchor (the order of a stable sort by contribution).
+    ``scored`` holds usable pairs only (see :func:`_prepare`); a self edge never names.
     """
     best: dict[str, tuple[float, str, float, str | None]] = {}
     for aid, factor, neighbours in scored:
         for item, weight in neighbours:
-            if item in items and 0.0 < weight < _INF and item != aid:
+            if item in items and item != aid:
                 c = weight * factor
                 known = best.get(item)
                 if known is None:
