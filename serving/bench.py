@@ -7,10 +7,11 @@
    a bare grpc.aio server whose Recommend returns that answer (same response size).
 3. Drive each with ``concurrency`` concurrent calls for ``duration_s`` from a client in a
    separate process (this machine has 2 cores: one for the server, one for the client),
-   after a warm-up. Report rps and latency percentiles of both, their ratio, Redis round
-   trips per request of the real server, and the serving process's CPU time per request of
-   each (``cpu_ms_per_request``, ``echo_cpu_ms_per_request``: steadier than rps on a machine
-   shared with other work).
+   after a warm-up, alternating echo and real server for ``rounds`` rounds. Report the median
+   round's rps and latency percentiles of both, the median of the per-round ratios (with
+   min / median / max in ``ratio_runs``), Redis round trips per request of the real server,
+   and the serving process's CPU time per request of each (``cpu_ms_per_request``,
+   ``echo_cpu_ms_per_request``: steadier than rps on a machine shared with other work).
 4. With ``rate`` > 0, drive both servers again *open loop*: the same ``concurrency`` callers
    together offer ``rate`` requests/s on a fixed schedule (each caller sends every
    ``concurrency / rate`` s, callers staggered), and a latency is measured from the scheduled
@@ -30,6 +31,7 @@ import asyncio
 import gc
 import multiprocessing
 import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -71,6 +73,8 @@ class BenchConfig:
     seed: int = 7
     #: offered requests/s of the open-loop phase (0 = no open-loop phase)
     rate: float = 0.0
+    #: closed-loop rounds, each measuring the echo server and then the real server
+    rounds: int = 3
 
 
 async def populate(redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now: float) -> None:
@@ -311,21 +315,26 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
                 pb.RecommendRequest(user_id="u0", k=cfg.k, context=pb.Context(tenant="t0"))
             )
         echo, echo_addr = await _echo_server(sample)
-        try:
-            cpu_before = time.process_time()
-            echo_result = await drive_in_child(echo_addr, cfg)
-            echo_cpu = time.process_time() - cpu_before
-            echo_open = await drive_in_child(echo_addr, cfg, cfg.rate) if cfg.rate > 0 else None
-        finally:
-            await echo.stop(1.0)
         if server.recommender is None:
             raise UnavailableError("server did not start its recommender")
         reader = server.recommender.reader
-        trips_before = reader.round_trips
-        cpu_before = time.process_time()
-        real = await drive_in_child(server.address, cfg)
-        real_cpu = time.process_time() - cpu_before
-        trips = reader.round_trips - trips_before
+        echo_runs: list[dict[str, Any]] = []
+        real_runs: list[dict[str, Any]] = []
+        echo_cpu = real_cpu = 0.0
+        trips = 0
+        try:
+            for _ in range(max(1, cfg.rounds)):  # side by side: noise hits both alike
+                cpu_before = time.process_time()
+                echo_runs.append(await drive_in_child(echo_addr, cfg))
+                echo_cpu += time.process_time() - cpu_before
+                trips_before = reader.round_trips
+                cpu_before = time.process_time()
+                real_runs.append(await drive_in_child(server.address, cfg))
+                real_cpu += time.process_time() - cpu_before
+                trips += reader.round_trips - trips_before
+            echo_open = await drive_in_child(echo_addr, cfg, cfg.rate) if cfg.rate > 0 else None
+        finally:
+            await echo.stop(1.0)
         real_open = await drive_in_child(server.address, cfg, cfg.rate) if cfg.rate > 0 else None
     finally:
         gc.unfreeze()
@@ -343,7 +352,19 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             "echo_p50_ms": round(echo_open["p50_ms"], 3),
             "echo_p99_ms": round(echo_open["p99_ms"], 3),
         }
+    ratios = [
+        r["rps"] / e["rps"] if e["rps"] else 0.0 for r, e in zip(real_runs, echo_runs, strict=True)
+    ]
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    real, echo_result = real_runs[middle], echo_runs[middle]  # the median round
+    real_total = sum(r["total_requests"] for r in real_runs)
+    echo_total = sum(e["total_requests"] for e in echo_runs)
     return {
+        "rounds": len(ratios),
+        "ratio_runs": _spread(ratios, 3),
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "rps_runs": _spread([r["rps"] for r in real_runs], 1),
+        "echo_rps_runs": _spread([e["rps"] for e in echo_runs], 1),
         "rps": round(real["rps"], 1),
         "p50_ms": round(real["p50_ms"], 3),
         "p95_ms": round(real["p95_ms"], 3),
@@ -354,12 +375,19 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "echo_p50_ms": round(echo_result["p50_ms"], 3),
         "echo_p95_ms": round(echo_result["p95_ms"], 3),
         "echo_p99_ms": round(echo_result["p99_ms"], 3),
-        "ratio": round(real["rps"] / echo_result["rps"], 3) if echo_result["rps"] else 0.0,
-        "redis_round_trips_per_request": round(trips / max(1, real["total_requests"]), 3),
-        "cpu_ms_per_request": round(1000.0 * real_cpu / max(1, real["total_requests"]), 3),
-        "echo_cpu_ms_per_request": round(
-            1000.0 * echo_cpu / max(1, echo_result["total_requests"]), 3
-        ),
+        "ratio": round(ratios[middle], 3),
+        "redis_round_trips_per_request": round(trips / max(1, real_total), 3),
+        "cpu_ms_per_request": round(1000.0 * real_cpu / max(1, real_total), 3),
+        "echo_cpu_ms_per_request": round(1000.0 * echo_cpu / max(1, echo_total), 3),
         "response_bytes": sample.ByteSize(),
         "open_loop": open_loop,
+    }
+
+
+def _spread(values: list[float], digits: int) -> dict[str, float]:
+    ordered = sorted(values)
+    return {
+        "min": round(ordered[0], digits),
+        "median": round(statistics.median(ordered), digits),
+        "max": round(ordered[-1], digits),
     }

@@ -29,7 +29,11 @@ def _table(report: dict[str, Any]) -> str:
         ("p99 ms", f"{report['p99_ms']:.2f}", f"{report['echo_p99_ms']:.2f}"),
     ]
     lines = [f"{a:<8}{b:>12}{c:>12}" for a, b, c in rows]
-    lines.append(f"ratio (server rps / echo rps): {report['ratio']:.3f}")
+    spread = report["ratio_runs"]
+    lines.append(
+        f"ratio (server rps / echo rps), median of {report['rounds']} rounds: "
+        f"{report['ratio']:.3f} (min {spread['min']:.3f}, max {spread['max']:.3f})"
+    )
     lines.append(f"redis round trips per request: {report['redis_round_trips_per_request']:.2f}")
     lines.append(
         f"server process CPU per request: {report['cpu_ms_per_request']:.3f} ms "
@@ -80,6 +84,10 @@ def command(
             "(0: closed loop only).",
         ),
     ] = 0.0,
+    rounds: Annotated[
+        int,
+        typer.Option("--rounds", min=1, max=50, help="Closed-loop rounds, each echo then server."),
+    ] = 3,
 ) -> None:
     """Benchmark Recommend against a bare grpc.aio echo server (ratio, p50/p95/p99)."""
     cfg = BenchConfig(
@@ -90,6 +98,7 @@ def command(
         k=k,
         with_exposures=with_exposures,
         rate=rate,
+        rounds=rounds,
     )
     report = asyncio.run(run_bench(settings(), cfg))
     typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))

@@ -11,14 +11,22 @@ from streamrec.settings import Settings
 async def test_bench_reports_server_and_echo_and_cleans_up(
     settings: Settings, redis: Redis
 ) -> None:
-    cfg = BenchConfig(items=300, users=40, concurrency=4, duration_s=1.0, warmup_s=0.3, k=5)
+    cfg = BenchConfig(
+        items=300, users=40, concurrency=4, duration_s=1.0, warmup_s=0.3, k=5, rounds=3
+    )
     report = await run_bench(settings, cfg)
     assert report["rps"] > 0 and report["echo_rps"] > 0
+    assert report["rounds"] == 3 and len(report["ratio_per_round"]) == 3
+    spread = report["ratio_runs"]
+    assert spread["min"] <= spread["median"] <= spread["max"]
+    assert report["ratio"] == spread["median"]  # the median round's figures are reported
     assert report["ratio"] == round(report["rps"] / report["echo_rps"], 3)
+    assert report["rps_runs"]["min"] <= report["rps"] <= report["rps_runs"]["max"]
     assert 0 < report["p50_ms"] <= report["p95_ms"] <= report["p99_ms"]
     assert report["echo_p50_ms"] <= report["echo_p99_ms"]
     assert report["errors"] == 0
-    assert report["redis_round_trips_per_request"] == 2.0  # every user has history
+    # every user has history (RT1); rows come from the in-process cache once read (RT2 rare)
+    assert 1.0 <= report["redis_round_trips_per_request"] < 1.5
     assert report["cpu_ms_per_request"] > 0 and report["echo_cpu_ms_per_request"] > 0
     assert set(report["stages"]) <= {"FALLBACK_STAGE_NONE", "FALLBACK_STAGE_SEGMENT_POPULARITY"}
     assert report["response_bytes"] > 0
@@ -31,7 +39,14 @@ async def test_bench_reports_server_and_echo_and_cleans_up(
 
 async def test_open_loop_phase_holds_the_offered_rate(settings: Settings) -> None:
     cfg = BenchConfig(
-        items=300, users=40, concurrency=4, duration_s=2.0, warmup_s=0.3, k=5, rate=100.0
+        items=300,
+        users=40,
+        concurrency=4,
+        duration_s=2.0,
+        warmup_s=0.3,
+        k=5,
+        rate=100.0,
+        rounds=1,
     )
     report = await run_bench(settings, cfg)
     at = report["open_loop"]
