@@ -95,8 +95,8 @@ def is_ours(record: ProcessRecord) -> bool:
         exe = os.readlink(_PROC / str(record.pid) / "exe")
     except PermissionError:
         return True  # start time already matched; exe is only readable for our own user
-    except OSError:
-        return False
+    except OSError:  # an exiting process has released its exe before it turns zombie
+        return start_ticks(record.pid) == record.start_ticks
     return exe == record.exe or exe.startswith(f"{record.exe} (deleted)")
 
 
