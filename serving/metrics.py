@@ -55,6 +55,12 @@ EXPOSURE_BUFFER_DEPTH = Gauge(
 EXPOSURE_DROPPED = Counter(
     _short(names.EXPOSURE_DROPPED.name), names.EXPOSURE_DROPPED.help, registry=REGISTRY
 )
+ROW_CACHE = Counter(
+    _short(names.SERVING_ROW_CACHE.name),
+    names.SERVING_ROW_CACHE.help,
+    names.SERVING_ROW_CACHE.labels,
+    registry=REGISTRY,
+)
 STATE_AGE = Gauge(names.SERVING_STATE_AGE.name, names.SERVING_STATE_AGE.help, registry=REGISTRY)
 
 #: ``stage`` label of the answers counter (the metric calls a non-fallback answer "primary").

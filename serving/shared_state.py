@@ -270,6 +270,7 @@ class SharedState:
         while True:
             await asyncio.sleep(self.refresh_s)
             await self.refresh()
+            self.reader.publish_cache_metrics()
             await self._maybe_save(force=False)
 
     async def _maybe_save(self, *, force: bool) -> None:

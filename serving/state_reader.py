@@ -53,6 +53,7 @@ Row = Sequence[tuple[str, float]]  # read-only: rows may be shared between reque
 SESSION_SEEN_MAX = 200
 _REQUEST_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_REQUEST)
 _BACKGROUND_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_BACKGROUND)
+_ROW_CACHE = {r: metrics.ROW_CACHE.labels(r) for r in ("hit", "miss", "invalidated")}
 _CACHING_YES: Command = ("CLIENT", "CACHING", "YES")  # track the key of the next command
 
 
@@ -122,6 +123,7 @@ class StateReader:
         self.wire: WireClient | None = None
         #: co-visitation rows kept in process (set by :meth:`connect`, needs ``wire``)
         self.neighbour_cache: NeighbourCache | None = None
+        self._cache_published: dict[str, int] = {}
 
     @classmethod
     async def connect(
@@ -168,6 +170,21 @@ class StateReader:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
         return reader
+
+    def publish_cache_metrics(self) -> None:
+        """Add the row cache's counts since the last call to ``streamrec_serving_row_cache``.
+
+        Called by the refresher, so the request path pays no metric update per lookup.
+        """
+        cache = self.neighbour_cache
+        if cache is None:
+            return
+        now = {"hit": cache.hits, "miss": cache.misses, "invalidated": cache.invalidations}
+        for result, total in now.items():
+            delta = total - self._cache_published.get(result, 0)
+            if delta > 0:
+                _ROW_CACHE[result].inc(delta)
+        self._cache_published = now
 
     def use_neighbour_cache(self, cache: NeighbourCache) -> None:
         """Keep co-visitation rows in ``cache``; call before the first request."""

@@ -114,3 +114,4 @@ class ServerMetrics:
         self.exposure_buffer_depth = _build(names.EXPOSURE_BUFFER_DEPTH, registry, Gauge)
         self.exposure_dropped = _build(names.EXPOSURE_DROPPED, registry, Counter)
         self.state_age = _build(names.SERVING_STATE_AGE, registry, Gauge)
+        self.row_cache = _build(names.SERVING_ROW_CACHE, registry, Counter)

@@ -154,6 +154,11 @@ EXPOSURE_DROPPED = MetricSpec(
     "streamrec_exposure_dropped_total", "counter", (),
     "Exposure events dropped because the bounded buffer was full.", _S,
 )
+SERVING_ROW_CACHE = MetricSpec(
+    "streamrec_serving_row_cache_total", "counter", ("result",),
+    "Co-visitation row lookups of the server's in-process cache by result (hit, miss), and "
+    "rows dropped by Redis invalidations (invalidated).", _S,
+)
 SERVING_STATE_AGE = MetricSpec(
     "streamrec_serving_state_age_seconds", "gauge", (),
     "Age of the state the server answers from (now minus the newest state write it read).", _S,
@@ -179,6 +184,7 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     SERVING_REDIS_ERRORS,
     EXPOSURE_BUFFER_DEPTH,
     EXPOSURE_DROPPED,
+    SERVING_ROW_CACHE,
     SERVING_STATE_AGE,
 )
 

@@ -7,6 +7,7 @@ import asyncio
 from redis.asyncio import Redis
 
 from schemas.keyspace import Keyspace
+from serving import metrics
 from serving.state_reader import StateReader
 from streamrec.settings import Settings
 from tests.integration.serving_support import RedisProcess
@@ -60,8 +61,26 @@ async def test_a_cached_row_is_replaced_as_soon_as_redis_changes_it(
 
         await redis.delete(keys.covis("x"))
         await _read_until(reader, "x", [])
+
+        before = {r: _row_cache_sample(r) for r in ("hit", "miss", "invalidated")}
+        reader.publish_cache_metrics()
+        published = {r: _row_cache_sample(r) - before[r] for r in before}
+        assert published == {
+            "hit": cache.hits,
+            "miss": cache.misses,
+            "invalidated": cache.invalidations,
+        }
+        reader.publish_cache_metrics()  # nothing new since: nothing added
+        assert {r: _row_cache_sample(r) - before[r] for r in before} == published
     finally:
         await reader.aclose()
+
+
+def _row_cache_sample(result: str) -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "streamrec_serving_row_cache_total", {"result": result}
+    )
+    return value or 0.0
 
 
 async def test_rows_are_forgotten_when_the_connection_is_lost(own_redis: RedisProcess) -> None:
