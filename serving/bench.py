@@ -8,8 +8,9 @@
 3. Drive each with ``concurrency`` concurrent calls for ``duration_s`` from a client in a
    separate process (this machine has 2 cores: one for the server, one for the client),
    after a warm-up, alternating echo and real server for ``rounds`` rounds. Report the median
-   round's rps and latency percentiles of both, the median of the per-round ratios (with
-   min / median / max in ``ratio_runs``), Redis round trips per request of the real server,
+   round's ratio, rps and latency percentiles of both (of an even count of rounds, the lower
+   middle one), the per-round ratios' min / median / max in ``ratio_runs``, Redis round trips
+   per request of the real server,
    and the serving process's CPU time per request of each (``cpu_ms_per_request``,
    ``echo_cpu_ms_per_request``: steadier than rps on a machine shared with other work).
 4. With ``rate`` > 0, drive both servers again *open loop*: the same ``concurrency`` callers
@@ -355,8 +356,9 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
     ratios = [
         r["rps"] / e["rps"] if e["rps"] else 0.0 for r, e in zip(real_runs, echo_runs, strict=True)
     ]
-    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
-    real, echo_result = real_runs[middle], echo_runs[middle]  # the median round
+    # the median round (of an even count, the lower middle one: never the flattering side)
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[(len(ratios) - 1) // 2]
+    real, echo_result = real_runs[middle], echo_runs[middle]
     real_total = sum(r["total_requests"] for r in real_runs)
     echo_total = sum(e["total_requests"] for e in echo_runs)
     return {

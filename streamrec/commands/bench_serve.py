@@ -31,7 +31,7 @@ def _table(report: dict[str, Any]) -> str:
     lines = [f"{a:<8}{b:>12}{c:>12}" for a, b, c in rows]
     spread = report["ratio_runs"]
     lines.append(
-        f"ratio (server rps / echo rps), median of {report['rounds']} rounds: "
+        f"ratio (server rps / echo rps), median round of {report['rounds']}: "
         f"{report['ratio']:.3f} (min {spread['min']:.3f}, max {spread['max']:.3f})"
     )
     lines.append(f"redis round trips per request: {report['redis_round_trips_per_request']:.2f}")
