@@ -1,11 +1,13 @@
-"""Pure parts of the request path's Redis access: URL parsing, WITHSCORES reply shapes."""
+"""Pure parts of the request path's Redis access: URL parsing, reply shapes, RESP3 pushes."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from serving.state_reader import _pairs
-from serving.wire import WireClient
+from serving.wire import WireClient, _Batch, _Protocol
 
 
 def test_urls_the_lean_connection_speaks() -> None:
@@ -44,3 +46,24 @@ def test_withscores_replies_of_every_shape_give_the_same_pairs(raw: list[object]
     assert pairs == [("b", 2.5), ("c", 1.0)]
     assert all(type(p) is tuple and type(p[1]) is float for p in pairs)
     assert _pairs([]) == []
+
+
+async def test_pushes_between_replies_go_to_on_push_not_to_a_waiting_batch() -> None:
+    """An invalidation push arriving among replies must not be taken for one of them."""
+    pushes: list[list[object]] = []
+    lost: list[bool] = []
+    proto = _Protocol(pushes.append, lambda: lost.append(True))
+    loop = asyncio.get_running_loop()
+    batch = _Batch(loop.create_future(), 2, 0.0)
+    proto.pending.append(batch)
+    proto.data_received(
+        b"+OK\r\n"  # the batch's first reply
+        b">2\r\n$10\r\ninvalidate\r\n*1\r\n$4\r\ncv:a\r\n"  # a push in between
+        b":7\r\n"  # the batch's second reply
+        b">2\r\n$10\r\ninvalidate\r\n_\r\n"  # FLUSHALL: a null key list
+    )
+    assert batch.future.result() == ["OK", 7]
+    assert pushes == [["invalidate", ["cv:a"]], ["invalidate", None]]
+    assert not proto.pending and not proto.closed
+    proto.abort(ConnectionError("test"))
+    assert lost == [True]  # the cache is told the connection is gone
