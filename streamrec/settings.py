@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000_000,
         description="Co-visitation rows the server keeps in process, kept exact by Redis "
-        "invalidation messages (CLIENT TRACKING, Redis 6+); about 3-7 KB each; 0 = off.",
+        "invalidation messages (CLIENT TRACKING, Redis 6+); 4.5-11 KB each; 0 = off.",
     )
     last_known_file: Path | None = Field(
         None,
