@@ -32,7 +32,6 @@ import asyncio
 import gc
 import multiprocessing
 import random
-import statistics
 import tempfile
 import time
 import uuid
@@ -51,6 +50,7 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
 from serving.server import Server, settle_heap
 from streamrec import kafka_admin
+from streamrec.bench_stats import spread
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
 
@@ -363,10 +363,10 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
     echo_total = sum(e["total_requests"] for e in echo_runs)
     return {
         "rounds": len(ratios),
-        "ratio_runs": _spread(ratios, 3),
+        "ratio_runs": spread(ratios, 3),
         "ratio_per_round": [round(r, 3) for r in ratios],
-        "rps_runs": _spread([r["rps"] for r in real_runs], 1),
-        "echo_rps_runs": _spread([e["rps"] for e in echo_runs], 1),
+        "rps_runs": spread([r["rps"] for r in real_runs], 1),
+        "echo_rps_runs": spread([e["rps"] for e in echo_runs], 1),
         "rps": round(real["rps"], 1),
         "p50_ms": round(real["p50_ms"], 3),
         "p95_ms": round(real["p95_ms"], 3),
@@ -383,13 +383,4 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "echo_cpu_ms_per_request": round(1000.0 * echo_cpu / max(1, echo_total), 3),
         "response_bytes": sample.ByteSize(),
         "open_loop": open_loop,
-    }
-
-
-def _spread(values: list[float], digits: int) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "min": round(ordered[0], digits),
-        "median": round(statistics.median(ordered), digits),
-        "max": round(ordered[-1], digits),
     }

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec import kafka_admin
+from streamrec.bench_stats import spread
 from streamrec.producer import EventProducer, ProducerConfig
 from streamrec.settings import Settings
 from streams.app import create_app
@@ -150,14 +151,6 @@ async def _memory(client: aioredis.Redis, keys: Keyspace) -> dict[str, float]:
     }
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-    return {
-        "min": min(values),
-        "median": statistics.median(values),
-        "max": max(values),
-    }
-
-
 async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     settings = base.model_copy(
@@ -197,8 +190,8 @@ async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, 
         "events_per_s": statistics.median(full),
         "bare_events_per_s": statistics.median(bare),
         "ratio": ratio,
-        "full": _spread(full),
-        "bare": _spread(bare),
+        "full": spread(full),
+        "bare": spread(bare),
         "ratio_per_round": [f / b for f, b in zip(full, bare, strict=True)],
         "redis_roundtrips_per_event": roundtrips / len(events),
         "batch_size": settings.batch_size,
