@@ -57,10 +57,10 @@ class NeighbourCache:
     def get(self, key: str, n: int) -> Row | None:
         """The cached top ``n`` of ``key``, or None (counted as a hit or a miss)."""
         entry = self._rows.get(key)
-        if entry is None or type(entry) is _Token:
+        if entry is None or isinstance(entry, _Token):
             self.misses += 1
             return None
-        read, row = entry  # type: ignore[misc]
+        read, row = entry
         if read < n and len(row) >= read:  # cached fewer than asked, and the row may be longer
             self.misses += 1
             return None
