@@ -109,8 +109,9 @@ class ReplayStateReader(StateReader):
             if len(cache) + len(fetched) > self.max_cached:
                 cache.clear()
             for anchor, pairs in fetched.items():
-                cache[anchor] = (n, pairs)
-            out.update(fetched)
+                # a tuple: the ranker reuses its prepared form while the row is the same object
+                row = out[anchor] = tuple(pairs)
+                cache[anchor] = (n, row)
         return {anchor: out[anchor] for anchor in anchors}
 
     async def read_user(
