@@ -138,10 +138,3 @@ def write_udata(path: Path, spec: RatingsSpec | None = None) -> int:
             out.write(f"{user}\t{item}\t{rating}\t{ts}\n")
     return len(rows)
 
-
-if __name__ == "__main__":  # python -m evaluation.synth_ratings OUT/u.data [users]
-    import sys
-
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "u.data")
-    users = int(sys.argv[2]) if len(sys.argv) > 2 else RatingsSpec().users
-    print(f"{write_udata(target, RatingsSpec(users=users))} ratings written to {target}")

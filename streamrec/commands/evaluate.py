@@ -131,3 +131,28 @@ def ab(
     else:
         typer.echo(render_markdown(result, chart=str(paths["png"])), nl=False)
         typer.echo(f"\nreport written to {out}/ ({', '.join(p.name for p in paths.values())})")
+
+
+@app.command("synth-ratings")
+def synth_ratings(
+    out: Annotated[Path, typer.Argument(help="File to write (tab-separated u.data).")],
+    users: Annotated[
+        int, typer.Option("--users", min=1, help="Users (MovieLens 100k has 943).")
+    ] = 943,
+    items: Annotated[
+        int, typer.Option("--items", min=10, help="Items (MovieLens 100k has 1,682).")
+    ] = 1682,
+    seed: Annotated[int, typer.Option("--seed", help="Same seed, same file.")] = 7,
+) -> None:
+    """Write a synthetic MovieLens-format ratings log with a planted taste structure.
+
+    No MovieLens file ships offline; this stand-in has MovieLens 100k's shape (see
+    evaluation/synth_ratings.py) for `streamrec eval prequential --format movielens`.
+    """
+    from evaluation.synth_ratings import RatingsSpec, write_udata  # numpy: only when asked
+
+    try:
+        rows = write_udata(out, RatingsSpec(users=users, items=items, seed=seed))
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    typer.echo(f"{rows} ratings written to {out}")

@@ -83,3 +83,32 @@ def test_bad_arguments_are_one_line_errors(run_cli: RunCli, tmp_path: Path) -> N
     bad_control = run_cli("eval", "ab", *args, "--control", "ctl", "--out", str(tmp_path / "r"))
     assert bad_control.returncode == 2
     assert "control variant 'ctl' not in the exposures" in bad_control.stderr
+
+
+def test_synth_ratings_writes_a_movielens_log(run_cli: RunCli, tmp_path: Path) -> None:
+    target = tmp_path / "ml" / "u.data"
+    result = run_cli("eval", "synth-ratings", str(target), "--users", "12", "--seed", "3")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in target.read_text(encoding="utf-8").splitlines()]
+    assert result.stdout.strip() == f"{len(rows)} ratings written to {target}"
+    assert {len(row) for row in rows} == {4}
+    assert len({row[0] for row in rows}) == 12  # every user rates (at least 20 each)
+    timestamps = [int(row[3]) for row in rows]
+    assert timestamps == sorted(timestamps)
+    again = tmp_path / "again.data"
+    repeat = run_cli("eval", "synth-ratings", str(again), "--users", "12", "--seed", "3")
+    assert repeat.returncode == 0, repeat.stderr
+    assert again.read_bytes() == target.read_bytes()  # same seed, same file
+
+
+def test_synth_ratings_bad_arguments(run_cli: RunCli, tmp_path: Path) -> None:
+    zero = run_cli("eval", "synth-ratings", str(tmp_path / "u.data"), "--users", "0")
+    assert zero.returncode == 2
+    assert len(stderr_lines(zero)) == 1 and "--users" in zero.stderr
+    assert not (tmp_path / "u.data").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory", encoding="utf-8")
+    unwritable = run_cli("eval", "synth-ratings", str(blocker / "u.data"), "--users", "2")
+    assert unwritable.returncode == 2
+    [line] = stderr_lines(unwritable)
+    assert line.startswith(f"streamrec: error: cannot write {blocker / 'u.data'}: ")
