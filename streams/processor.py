@@ -202,6 +202,8 @@ class BatchPlanner:
         self.keys = keys
         self.config = config
         self.depth = config.history_depth
+        #: ``distance_decay ** (d - 1)`` for the distances d = 1..W of a window
+        self._powers = tuple(config.distance_decay**k for k in range(config.window))
 
     def plan(
         self,
@@ -267,23 +269,24 @@ class BatchPlanner:
         weight = cfg.weight(event.event_type)
         if weight > 0:
             zincr, ztrim, top_k = plan.zincr, plan.ztrim, cfg.top_k
-            decay, backward = cfg.distance_decay, cfg.backward_weight
+            backward = cfg.backward_weight
             item_key = keys.covis(item)
             cv = decay_factor(ts, plan.t0, cfg.covis_half_life_s) * weight
-            for distance, earlier in enumerate(self._window(history, item, ts), start=1):
-                w = cv * decay ** (distance - 1)
+            window, back = self._neighbourhood(history, item, ts)
+            powers = self._powers  # decay ** (distance - 1)
+            for distance, earlier in enumerate(window):
                 earlier_key = keys.covis(earlier)
                 fwd = zincr[earlier_key]
-                fwd[item] = fwd.get(item, 0.0) + w
+                fwd[item] = fwd.get(item, 0.0) + cv * powers[distance]
                 ztrim[earlier_key] = top_k
-                if backward > 0:
-                    bwd = zincr[item_key]
-                    bwd[earlier] = bwd.get(earlier, 0.0) + w * backward
-                    ztrim[item_key] = top_k
-            back = self._repeat_distance(history, item, ts) if cfg.self_weight > 0 else None
-            if back is not None:  # a repeat inside the window: self edge item → item
+            if window and backward > 0:
+                bwd = zincr[item_key]
+                for distance, earlier in enumerate(window):
+                    bwd[earlier] = bwd.get(earlier, 0.0) + cv * powers[distance] * backward
+                ztrim[item_key] = top_k
+            if back is not None and cfg.self_weight > 0:  # a repeat inside the window: self edge
                 own = zincr[item_key]
-                own[item] = own.get(item, 0.0) + cv * cfg.self_weight * decay ** (back - 1)
+                own[item] = own.get(item, 0.0) + cv * cfg.self_weight * powers[back - 1]
                 ztrim[item_key] = top_k
             pop = decay_factor(ts, plan.t0, cfg.popularity_half_life_s) * weight
             self._popularity(plan, keys.popularity(), item, pop)
@@ -319,36 +322,32 @@ class BatchPlanner:
         if event.request_id is not None:
             plan.joins.append((event.request_id, item, event.event_type.value))
 
-    def _window(self, history: list[tuple[float, str]], item: str, ts: float) -> list[str]:
-        """The last W distinct items before ``ts`` inside the session gap (newest first)."""
+    def _neighbourhood(
+        self, history: list[tuple[float, str]], item: str, ts: float
+    ) -> tuple[list[str], int | None]:
+        """The window and the repeat distance of ``item``, from one scan of ``history``.
+
+        The window: the last W distinct items before ``ts`` inside the session gap, other than
+        ``item`` (newest first). The repeat distance: where ``item`` itself last occurred,
+        as the number of distinct other items after it plus one (``d`` of the window's
+        distance decay), if that is within W and inside the gap; else None.
+        """
         out: list[str] = []
         seen = {item}
+        back: int | None = None
         gap, window = self.config.session_gap_s, self.config.window
         for earlier_ts, earlier in history:
             if ts - earlier_ts > gap:
                 break
             if earlier in seen:
+                if back is None and earlier == item:
+                    back = len(out) + 1
                 continue
             seen.add(earlier)
             out.append(earlier)
             if len(out) >= window:
                 break
-        return out
-
-    def _repeat_distance(
-        self, history: list[tuple[float, str]], item: str, ts: float
-    ) -> int | None:
-        """Distance d (as in ``_window``) of ``item``'s previous occurrence, if within W."""
-        between: set[str] = set()
-        for earlier_ts, earlier in history:
-            if ts - earlier_ts > self.config.session_gap_s:
-                return None
-            if earlier == item:
-                return len(between) + 1
-            between.add(earlier)
-            if len(between) >= self.config.window:
-                return None
-        return None
+        return out, back
 
     def _popularity(self, plan: BatchPlan, key: str, item: str, inc: float) -> None:
         bucket = plan.zincr[key]
