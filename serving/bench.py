@@ -50,7 +50,7 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
 from serving.server import Server, settle_heap
 from streamrec import kafka_admin
-from streamrec.bench_stats import spread
+from streamrec.bench_stats import median_round, spread
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
 
@@ -356,8 +356,7 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
     ratios = [
         r["rps"] / e["rps"] if e["rps"] else 0.0 for r, e in zip(real_runs, echo_runs, strict=True)
     ]
-    # the median round (of an even count, the lower middle one: never the flattering side)
-    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[(len(ratios) - 1) // 2]
+    middle = median_round(ratios)
     real, echo_result = real_runs[middle], echo_runs[middle]
     real_total = sum(r["total_requests"] for r in real_runs)
     echo_total = sum(e["total_requests"] for e in echo_runs)

@@ -18,3 +18,13 @@ def spread(values: Sequence[float], digits: int | None = None) -> dict[str, floa
     if digits is None:
         return summary
     return {name: round(value, digits) for name, value in summary.items()}
+
+
+def median_round(values: Sequence[float]) -> int:
+    """Index of the median of per-round ``values``; of an even count, the lower middle one
+    (never the flattering side). A benchmark reports that round's figures together, so its
+    headline ratio is one that was measured side by side, not a ratio of two medians taken
+    from different rounds."""
+    if not values:
+        raise ValueError("median round of no values")
+    return sorted(range(len(values)), key=values.__getitem__)[(len(values) - 1) // 2]

@@ -36,6 +36,10 @@ def test_bench_ingest_json(run_cli: RunCli, kafka_bootstrap: str, redis_url: str
     ):
         assert isinstance(report[key], float), key
     assert report["events"] == 2000
+    # the median round's figures, measured side by side, reported together
+    assert report["ratio"] == report["events_per_s"] / report["bare_events_per_s"]
+    assert report["ratio_per_round"] == [report["ratio"]]
+    assert report["ratio_runs"]["median"] == report["ratio"]
     assert report["events_per_s"] > 0 and report["bare_events_per_s"] > 0
     # one read and one apply per batch of up to 500 (the stream is on the topic before the
     # consumers start, so batches fill up): far below the 0.05 per event target
