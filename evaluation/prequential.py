@@ -411,9 +411,10 @@ def _heap_frozen() -> Iterator[None]:
     """Keep what is alive now (the loaded logs: ~10⁵ events) out of the cyclic GC's sight.
 
     A replay allocates rows, answers and tasks by the million next to the loaded events, and
-    every full collection rescanned them all: freezing them cut the replay's CPU by about a
-    fifth on a MovieLens-style log. Frozen objects are still freed by reference counting;
-    the heap is unfrozen on exit, unless someone else had frozen it before.
+    each of its ~90 full collections (200-user MovieLens-style log) rescanned them all.
+    Freezing them saved from a few per cent to a fifth of the replay's CPU, depending on the
+    run (docs/evaluation.md). Frozen objects are still freed by reference counting. The heap
+    is unfrozen on exit; a heap someone else froze is left as it is.
     """
     if gc.get_freeze_count():
         yield
