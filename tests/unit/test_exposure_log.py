@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from aiokafka.partitioner import DefaultPartitioner
 
 from schemas.events import Context
 from serving.exposure_log import ExposureLog, PendingExposure, build_exposure
@@ -31,8 +32,29 @@ def pending(n: int, *, user: str | None = "u1", session: str | None = None) -> P
     )
 
 
+class FakeBatch:
+    """aiokafka's ``BatchBuilder`` as the log uses it: takes ``capacity`` records (the first
+    always), then reports itself full."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.records: list[tuple[bytes, bytes]] = []
+        self.closed = False
+
+    def append(self, *, timestamp: float | None, key: bytes, value: bytes) -> object | None:
+        assert timestamp is None  # the broker stamps it
+        if self.closed or (self.records and len(self.records) >= self.capacity):
+            self.closed = True
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeProducer:
-    """Records sends; fails ``start()`` while ``down`` is set."""
+    """Records batches sent; fails ``start()`` while ``down`` is set."""
 
     def __init__(self, broker: FakeBroker) -> None:
         self.broker = broker
@@ -41,12 +63,22 @@ class FakeProducer:
         if self.broker.down:
             raise KafkaConnectionError("broker down")
 
-    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future[None]:
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.broker.partitions))
+
+    def create_batch(self) -> FakeBatch:
+        return FakeBatch(self.broker.batch_capacity)
+
+    async def send_batch(
+        self, batch: FakeBatch, topic: str, *, partition: int
+    ) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.broker.fail_sends:
             future.set_exception(KafkaConnectionError("send failed"))
         else:
-            self.broker.messages.append((topic, key, orjson.loads(value)))
+            self.broker.batches.append((partition, len(batch.records)))
+            for key, value in batch.records:
+                self.broker.messages.append((topic, key, orjson.loads(value)))
             future.set_result(None)
         return future
 
@@ -55,10 +87,13 @@ class FakeProducer:
 
 
 class FakeBroker:
-    def __init__(self) -> None:
+    def __init__(self, partitions: int = 1, batch_capacity: int = 100) -> None:
         self.down = False
         self.fail_sends = False
+        self.partitions = partitions
+        self.batch_capacity = batch_capacity
         self.messages: list[tuple[str, bytes, dict[str, Any]]] = []
+        self.batches: list[tuple[int, int]] = []  # (partition, records) per batch sent
 
     def factory(self) -> FakeProducer:
         return FakeProducer(self)
@@ -181,3 +216,45 @@ async def test_an_invalid_event_is_dropped_not_fatal(bad_score: float) -> None:
     await log.stop(grace_s=2.0)
     assert broker.request_ids() == ["req-1"]
     assert log.dropped == 1
+
+
+async def test_one_batch_per_partition_by_the_default_partitioner_in_order() -> None:
+    broker = FakeBroker(partitions=3, batch_capacity=2)
+    log = make_log(broker)
+    await log.start()
+    users = ["u1", "u2", "u3", "u4", "u5", "u6"]
+    for n in range(12):
+        log.log(pending(n, user=users[n % len(users)]))
+    await log.stop(grace_s=2.0)
+    assert (log.sent, log.dropped) == (12, 0)
+    assert sorted(broker.request_ids()) == sorted(f"req-{n}" for n in range(12))
+    partitioner = DefaultPartitioner()
+    where = {u: partitioner(u.encode(), [0, 1, 2], [0, 1, 2]) for u in users}
+    assert len(set(where.values())) > 1  # the users do spread over partitions
+    # a full batch (2 records here) is sent and the partition's next records start another
+    assert all(records <= 2 for _, records in broker.batches)
+    assert sum(records for _, records in broker.batches) == 12
+    for partition in range(3):
+        mine = [m[2]["request_id"] for m in broker.messages if where[m[1].decode()] == partition]
+        assert mine == sorted(mine, key=lambda rid: int(rid.split("-")[1]))  # in order
+
+
+async def test_exposures_gather_for_the_linger_time() -> None:
+    broker = FakeBroker()
+    log = ExposureLog(
+        topic="p.exposures",
+        capacity=100,
+        producer_factory=broker.factory,
+        ack_timeout_s=1.0,
+        linger_s=0.2,
+    )
+    await log.start()
+    log.log(pending(0))
+    await asyncio.sleep(0.05)
+    log.log(pending(1))
+    log.log(pending(2))
+    await asyncio.sleep(0.05)
+    assert broker.messages == []  # still gathering
+    await log.stop(grace_s=2.0)
+    assert broker.batches == [(0, 3)]  # one request for the three
+    assert broker.request_ids() == ["req-0", "req-1", "req-2"]
