@@ -225,6 +225,8 @@ class ExposureLog:
         try:
             async with asyncio.timeout(self._ack_timeout_s):
                 partitions = sorted(await producer.partitions_for(self.topic))
+                if not partitions:
+                    raise KafkaError(f"no partition known for {self.topic}")
                 building: dict[int, tuple[Any, list[PendingExposure]]] = {}
                 for pending in batch:
                     record = self._record(pending)

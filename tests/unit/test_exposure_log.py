@@ -258,3 +258,15 @@ async def test_exposures_gather_for_the_linger_time() -> None:
     await log.stop(grace_s=2.0)
     assert broker.batches == [(0, 3)]  # one request for the three
     assert broker.request_ids() == ["req-0", "req-1", "req-2"]
+
+
+async def test_a_topic_without_partitions_is_retried_not_fatal() -> None:
+    broker = FakeBroker(partitions=0)
+    log = make_log(broker)
+    await log.start()
+    log.log(pending(1))
+    await asyncio.sleep(0.2)
+    assert log.failures >= 1 and log.depth == 1  # kept, retried with backoff
+    broker.partitions = 2
+    await log.stop(grace_s=5.0)
+    assert broker.request_ids() == ["req-1"]
