@@ -393,7 +393,7 @@ async def _connect(settings: Settings) -> tuple[StateStore, ReplayStateReader]:
     keys = Keyspace(settings.key_prefix)
     store = await StateStore.connect(settings.redis_url, keys, timeout_s=settings.network_timeout_s)
     try:
-        reader = await ReplayStateReader.connect(settings, attempts=3, neighbour_cache=False)
+        reader = await ReplayStateReader.connect(settings, attempts=3)
     except BaseException:
         await store.aclose()
         raise

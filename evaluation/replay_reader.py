@@ -74,6 +74,8 @@ SCOPE: ContextVar[PredictionScope | None] = ContextVar("replay_prediction", defa
 class ReplayStateReader(StateReader):
     """:class:`StateReader` whose ``read_neighbours`` answers from an exact cache."""
 
+    tracks_reads = False  # its own exact caches instead (read-your-writes)
+
     def __init__(
         self,
         redis: aioredis.Redis,

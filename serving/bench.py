@@ -49,6 +49,7 @@ from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
 from serving.server import Server, settle_heap
+from serving.state_reader import StateReader
 from streamrec import kafka_admin
 from streamrec.bench_stats import median_round, spread
 from streamrec.errors import UnavailableError
@@ -236,6 +237,40 @@ async def drive_in_child(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict
     return result
 
 
+class _CacheCounts:
+    """Hits and misses of the server's tracked caches during the measured rounds."""
+
+    def __init__(self, reader: StateReader) -> None:
+        self.reader = reader
+        self.totals: Counter[str] = Counter()
+        self._mark: dict[str, int] = {}
+
+    def _now(self) -> dict[str, int]:
+        now: dict[str, int] = {}
+        rows, users = self.reader.neighbour_cache, self.reader.user_caches
+        if rows is not None:
+            now.update(rows_hit=rows.hits, rows_miss=rows.misses)
+        if users is not None:
+            counts = users.counts()
+            now.update(users_hit=counts["hit"], users_miss=counts["miss"])
+        return now
+
+    def mark(self) -> None:
+        self._mark = self._now()
+
+    def add_since_mark(self) -> None:
+        for name, value in self._now().items():
+            self.totals[name] += value - self._mark.get(name, 0)
+
+    def hit_rates(self) -> dict[str, float | None]:
+        """Share of lookups answered in process, per cache (None: cache off)."""
+        out: dict[str, float | None] = {}
+        for cache in ("rows", "users"):
+            hits, misses = self.totals[f"{cache}_hit"], self.totals[f"{cache}_miss"]
+            out[cache] = round(hits / (hits + misses), 4) if hits + misses else None
+        return out
+
+
 # --- echo baseline ------------------------------------------------------------------------------
 class _Echo(pb_grpc.RecommenderServicer):
     def __init__(self, response: pb.RecommendResponse) -> None:
@@ -323,16 +358,19 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         real_runs: list[dict[str, Any]] = []
         echo_cpu = real_cpu = 0.0
         trips = 0
+        caches = _CacheCounts(reader)
         try:
             for _ in range(max(1, cfg.rounds)):  # side by side: noise hits both alike
                 cpu_before = time.process_time()
                 echo_runs.append(await drive_in_child(echo_addr, cfg))
                 echo_cpu += time.process_time() - cpu_before
                 trips_before = reader.round_trips
+                caches.mark()
                 cpu_before = time.process_time()
                 real_runs.append(await drive_in_child(server.address, cfg))
                 real_cpu += time.process_time() - cpu_before
                 trips += reader.round_trips - trips_before
+                caches.add_since_mark()
             echo_open = await drive_in_child(echo_addr, cfg, cfg.rate) if cfg.rate > 0 else None
         finally:
             await echo.stop(1.0)
@@ -378,6 +416,7 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
         "echo_p99_ms": round(echo_result["p99_ms"], 3),
         "ratio": round(ratios[middle], 3),
         "redis_round_trips_per_request": round(trips / max(1, real_total), 3),
+        "cache_hit_rates": caches.hit_rates(),
         "cpu_ms_per_request": round(1000.0 * real_cpu / max(1, real_total), 3),
         "echo_cpu_ms_per_request": round(1000.0 * echo_cpu / max(1, echo_total), 3),
         "response_bytes": sample.ByteSize(),

@@ -61,6 +61,12 @@ ROW_CACHE = Counter(
     names.SERVING_ROW_CACHE.labels,
     registry=REGISTRY,
 )
+USER_CACHE = Counter(
+    _short(names.SERVING_USER_CACHE.name),
+    names.SERVING_USER_CACHE.help,
+    names.SERVING_USER_CACHE.labels,
+    registry=REGISTRY,
+)
 STATE_AGE = Gauge(names.SERVING_STATE_AGE.name, names.SERVING_STATE_AGE.help, registry=REGISTRY)
 
 #: ``stage`` label of the answers counter (the metric calls a non-fallback answer "primary").

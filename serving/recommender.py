@@ -120,7 +120,7 @@ class Recommender:
         segment = segment_id(context.tenant, context.surface, context.locale)
         segment_pop = self.shared.segment(segment)
         limit = self._deadline(deadline)
-        recent: list[tuple[float, str]] = []
+        recent: Sequence[tuple[float, str]] = ()
         seen: frozenset[str] = frozenset()
         neighbours: dict[str, Row] = {}
         degraded = not self._usable(limit)

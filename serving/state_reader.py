@@ -3,7 +3,10 @@
 Request path (``read_user`` then ``read_neighbours``, or ``read_similar`` alone):
 
 * RT1 — pipeline: LRANGE recent (user or session), ZRANGE seen (users), and the segment's
-  popularity top-N when the in-process cache does not hold that segment yet.
+  popularity top-N when the in-process cache does not hold that segment yet. Recent and seen
+  items read by an earlier request of the same user stay in the in-process user caches until
+  Redis says the user's keys changed (an event of the user); no RT1 at all when both are
+  cached and the segment is known.
 * RT2 — pipeline: ZREVRANGE covis(anchor) WITHSCORES for each anchor whose row is not in the
   in-process :class:`~serving.neighbour_cache.NeighbourCache` (kept exact by Redis
   invalidation messages); no RT2 at all when every row is cached.
@@ -32,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -42,6 +45,7 @@ from redis.exceptions import RedisError
 from schemas.keyspace import Keyspace
 from serving import metrics
 from serving.neighbour_cache import NeighbourCache
+from serving.tracked_cache import WHOLE, TrackedCache
 from serving.wire import Command, WireClient
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
@@ -54,6 +58,7 @@ SESSION_SEEN_MAX = 200
 _REQUEST_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_REQUEST)
 _BACKGROUND_TRIPS = metrics.REDIS_ROUNDTRIPS.labels(metrics.ROLE_BACKGROUND)
 _ROW_CACHE = {r: metrics.ROW_CACHE.labels(r) for r in ("hit", "miss", "invalidated")}
+_USER_CACHE = {r: metrics.USER_CACHE.labels(r) for r in ("hit", "miss", "invalidated")}
 _CACHING_YES: Command = ("CLIENT", "CACHING", "YES")  # track the key of the next command
 
 
@@ -76,6 +81,13 @@ def _pairs(raw: Sequence[Any]) -> Pairs:
     return [(_text(member), float(score)) for member, score in zip(flat, flat, strict=True)]
 
 
+def _members(raw: Sequence[Any]) -> frozenset[str]:
+    """The members of a ZRANGE reply (decoded already by the wire client)."""
+    if raw and type(raw[0]) is str:
+        return frozenset(raw)
+    return frozenset(_text(m) for m in raw)
+
+
 def _float_or_none(value: object) -> float | None:
     if value is None:
         return None
@@ -85,13 +97,40 @@ def _float_or_none(value: object) -> float | None:
         return None
 
 
+Recent = tuple[tuple[float, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class UserState:
     """What RT1 returns: recent ``(ts, item)`` newest first, seen items, maybe popularity."""
 
-    recent: list[tuple[float, str]]
+    recent: Sequence[tuple[float, str]]  # read-only: may be shared with the user cache
     seen: frozenset[str]
     segment_popularity: Pairs | None
+
+
+@dataclass(slots=True)
+class UserCaches:
+    """What the server keeps of users between their requests (see :mod:`serving.tracked_cache`).
+
+    ``recent``: parsed LRANGE of a user's (or a session's) recent list; ``seen``: a user's
+    whole seen set.
+    """
+
+    recent: TrackedCache[Recent]
+    seen: TrackedCache[frozenset[str]]
+
+    @classmethod
+    def sized(cls, users: int) -> UserCaches:
+        return cls(TrackedCache(users), TrackedCache(users))
+
+    def counts(self) -> dict[str, int]:
+        recent, seen = self.recent, self.seen
+        return {
+            "hit": recent.hits + seen.hits,
+            "miss": recent.misses + seen.misses,
+            "invalidated": recent.invalidations + seen.invalidations,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +148,10 @@ class SharedRead:
 class StateReader:
     """Read-only domain access to the recommender state in Redis."""
 
+    #: False in readers that must see their own process's writes at once (the replay): an
+    #: invalidation push may still be on its way when the next read comes
+    tracks_reads: ClassVar[bool] = True
+
     def __init__(
         self, redis: aioredis.Redis, keys: Keyspace, *, retry_after_s: float = 0.5
     ) -> None:
@@ -123,18 +166,21 @@ class StateReader:
         self.wire: WireClient | None = None
         #: co-visitation rows kept in process (set by :meth:`connect`, needs ``wire``)
         self.neighbour_cache: NeighbourCache | None = None
-        self._cache_published: dict[str, int] = {}
+        #: users' recent and seen items kept in process (likewise)
+        self.user_caches: UserCaches | None = None
+        self._cache_published: dict[str, dict[str, int]] = {}
 
     @classmethod
     async def connect(
-        cls, settings: Settings, *, attempts: int = 1, neighbour_cache: bool = True
+        cls, settings: Settings, *, attempts: int = 1, tracked_caches: bool = True
     ) -> StateReader:
         """Create a client for ``settings.redis_url``; ping up to ``attempts`` times.
 
         The reader is returned even when Redis does not answer (the server must start and
         serve fallbacks with Redis down); ``available`` then starts False. With
-        ``neighbour_cache`` (and ``serving_neighbour_cache_rows`` > 0) the request connection
-        keeps co-visitation rows in process.
+        ``tracked_caches`` the request connection keeps co-visitation rows (when
+        ``serving_neighbour_cache_rows`` > 0) and users' recent and seen items (when
+        ``serving_user_cache_users`` > 0) in process.
         """
         client = aioredis.Redis.from_url(
             settings.redis_url,
@@ -152,9 +198,12 @@ class StateReader:
             connect_timeout_s=min(settings.network_timeout_s, 1.0),
             socket_timeout_s=settings.network_timeout_s,
         )
-        rows = settings.serving_neighbour_cache_rows
-        if reader.wire is not None and neighbour_cache and rows > 0:
-            reader.use_neighbour_cache(NeighbourCache(rows))
+        rows, users = settings.serving_neighbour_cache_rows, settings.serving_user_cache_users
+        if reader.wire is not None and tracked_caches and cls.tracks_reads:
+            reader.use_tracked_caches(
+                NeighbourCache(rows) if rows > 0 else None,
+                UserCaches.sized(users) if users > 0 else None,
+            )
         for attempt in range(max(1, attempts)):
             try:
                 deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
@@ -172,33 +221,58 @@ class StateReader:
         return reader
 
     def publish_cache_metrics(self) -> None:
-        """Add the row cache's counts since the last call to ``streamrec_serving_row_cache``.
+        """Add the caches' counts since the last call to ``streamrec_serving_row_cache`` and
+        ``streamrec_serving_user_cache``.
 
         Called by the refresher, so the request path pays no metric update per lookup.
         """
-        cache = self.neighbour_cache
-        if cache is None:
-            return
-        now = {"hit": cache.hits, "miss": cache.misses, "invalidated": cache.invalidations}
-        for result, total in now.items():
-            delta = total - self._cache_published.get(result, 0)
-            if delta > 0:
-                _ROW_CACHE[result].inc(delta)
-        self._cache_published = now
+        rows, users = self.neighbour_cache, self.user_caches
+        if rows is not None:
+            self._publish("rows", _ROW_CACHE, {
+                "hit": rows.hits, "miss": rows.misses, "invalidated": rows.invalidations
+            })
+        if users is not None:
+            self._publish("users", _USER_CACHE, users.counts())
 
-    def use_neighbour_cache(self, cache: NeighbourCache) -> None:
-        """Keep co-visitation rows in ``cache``; call before the first request."""
+    def _publish(self, name: str, counters: dict[str, Any], now: dict[str, int]) -> None:
+        published = self._cache_published.get(name, {})
+        for result, total in now.items():
+            delta = total - published.get(result, 0)
+            if delta > 0:
+                counters[result].inc(delta)
+        self._cache_published[name] = now
+
+    def use_tracked_caches(
+        self, rows: NeighbourCache | None, users: UserCaches | None = None
+    ) -> None:
+        """Keep co-visitation rows and users' items in process; call before the first request.
+
+        Both are kept exact by the invalidation messages Redis pushes on the request
+        connection (see :mod:`serving.tracked_cache`); a new or lost connection empties them.
+        """
         wire = self.wire
         if wire is None:
-            raise ValueError("the neighbour cache needs the wire client (Redis invalidations)")
-        self.neighbour_cache = cache
+            raise ValueError("tracked caches need the wire client (Redis invalidations)")
+        self.neighbour_cache, self.user_caches = rows, users
+        caches: list[TrackedCache[Any]] = []
+        if rows is not None:
+            caches.append(rows)
+        if users is not None:
+            caches.extend((users.recent, users.seen))
+        if not caches:
+            return
 
         def on_push(push: list[Any]) -> None:
             if len(push) == 2 and push[0] == "invalidate":
-                cache.invalidate(push[1])
+                for cache in caches:
+                    cache.invalidate(push[1])
+
+        def on_reset() -> None:
+            for cache in caches:
+                cache.clear()
 
         wire.on_push = on_push
-        wire.on_reset = cache.clear
+        wire.on_reset = on_reset
 
     async def aclose(self) -> None:
         try:
@@ -270,20 +344,21 @@ class StateReader:
         deadline: float | None,
     ) -> UserState:
         """RT1: recent items, seen items and (when asked) a segment's popularity."""
+        users = self.user_caches
+        if users is not None and self.wire is not None and self.wire.tracking:
+            return await self._read_user_cached(
+                users, user_id, session_id, max_recent, with_seen, segment, top_n, deadline
+            )
         commands = self.user_commands(user_id, session_id, max_recent, with_seen, segment, top_n)
         replies = await self._request(commands, deadline) if commands else []
         pos = 0
-        recent: list[tuple[float, str]] = []
+        recent: Sequence[tuple[float, str]] = []
         seen: frozenset[str] = frozenset()
         if user_id:
             recent = parse_recent(replies[pos])
             pos += 1
             if with_seen:
-                members = replies[pos]
-                if members and type(members[0]) is str:  # the wire client: decoded already
-                    seen = frozenset(members)
-                else:
-                    seen = frozenset(_text(m) for m in members)
+                seen = _members(replies[pos])
                 pos += 1
         elif session_id:
             session = parse_recent(replies[pos])
@@ -292,6 +367,57 @@ class StateReader:
             seen = frozenset(item for _, item in session)
         popularity = _pairs(replies[pos]) if segment is not None else None
         return UserState(recent, seen, popularity)
+
+    async def _read_user_cached(
+        self,
+        users: UserCaches,
+        user_id: str | None,
+        session_id: str | None,
+        max_recent: int,
+        with_seen: bool,
+        segment: str | None,
+        top_n: int,
+        deadline: float | None,
+    ) -> UserState:
+        """:meth:`read_user` through the user caches: Redis only for what they lack."""
+        keys = self.keys
+        if user_id:
+            recent_key, recent_n = keys.user_recent(user_id), max_recent
+        elif session_id:
+            recent_key, recent_n = keys.session_recent(session_id), SESSION_SEEN_MAX
+        else:
+            recent_key, recent_n = None, 0
+        seen_key = keys.user_seen(user_id) if user_id and with_seen else None
+        recent = users.recent.lookup(recent_key, recent_n) if recent_key else ()
+        seen_set = users.seen.lookup(seen_key, WHOLE) if seen_key else frozenset()
+        commands: list[Command] = []
+        if recent is None and recent_key is not None:
+            (recent_token,) = users.recent.reserve([recent_key])
+            commands += [_CACHING_YES, ("LRANGE", recent_key, 0, recent_n - 1)]
+        if seen_set is None and seen_key is not None:
+            (seen_token,) = users.seen.reserve([seen_key])
+            commands += [_CACHING_YES, ("ZRANGE", seen_key, 0, -1)]
+        if segment is not None:
+            commands.append(("ZREVRANGE", keys.popularity(segment), 0, top_n - 1, "WITHSCORES"))
+        popularity: Pairs | None = None
+        if commands:
+            replies = await self._request(commands, deadline)
+            pos = 1  # past the first CLIENT CACHING reply
+            if recent is None and recent_key is not None:
+                recent = tuple(parse_recent(replies[pos]))
+                users.recent.fill(recent_key, recent_token, recent_n, recent)
+                pos += 2
+            if seen_set is None and seen_key is not None:
+                seen_set = _members(replies[pos])
+                users.seen.fill(seen_key, seen_token, WHOLE, seen_set)
+            if segment is not None:
+                popularity = _pairs(replies[-1])
+        assert recent is not None and seen_set is not None
+        if session_id and not user_id:  # the whole session was read: all of it counts as seen
+            seen_set = frozenset(item for _, item in recent)
+        if len(recent) > max_recent:  # cached for a request that wanted more
+            recent = recent[:max_recent]
+        return UserState(recent, seen_set, popularity)
 
     def user_commands(
         self,

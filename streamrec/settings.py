@@ -180,6 +180,14 @@ class Settings(BaseSettings):
         description="Co-visitation rows the server keeps in process, kept exact by Redis "
         "invalidation messages (CLIENT TRACKING, Redis 6+); 4.5-11 KB each; 0 = off.",
     )
+    serving_user_cache_users: int = Field(
+        10_000,
+        ge=0,
+        le=10_000_000,
+        description="Users (and sessions) whose recent and seen items the server keeps in "
+        "process between two of their requests, kept exact the same way (an event of the user "
+        "drops them); about 1-9 KB each; 0 = off.",
+    )
     last_known_file: Path | None = Field(
         None,
         description="JSON file holding the last non-empty global popularity list, read "

@@ -115,3 +115,4 @@ class ServerMetrics:
         self.exposure_dropped = _build(names.EXPOSURE_DROPPED, registry, Counter)
         self.state_age = _build(names.SERVING_STATE_AGE, registry, Gauge)
         self.row_cache = _build(names.SERVING_ROW_CACHE, registry, Counter)
+        self.user_cache = _build(names.SERVING_USER_CACHE, registry, Counter)

@@ -159,6 +159,11 @@ SERVING_ROW_CACHE = MetricSpec(
     "Co-visitation row lookups of the server's in-process cache by result (hit, miss), and "
     "rows dropped by Redis invalidations (invalidated).", _S,
 )
+SERVING_USER_CACHE = MetricSpec(
+    "streamrec_serving_user_cache_total", "counter", ("result",),
+    "Lookups of users' recent and seen items in the server's in-process cache by result (hit, "
+    "miss), and entries dropped by Redis invalidations (invalidated).", _S,
+)
 SERVING_STATE_AGE = MetricSpec(
     "streamrec_serving_state_age_seconds", "gauge", (),
     "Age of the state the server answers from (now minus the newest state write it read).", _S,
@@ -185,6 +190,7 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     EXPOSURE_BUFFER_DEPTH,
     EXPOSURE_DROPPED,
     SERVING_ROW_CACHE,
+    SERVING_USER_CACHE,
     SERVING_STATE_AGE,
 )
 

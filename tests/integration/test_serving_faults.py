@@ -102,16 +102,20 @@ async def test_hung_redis_does_not_hold_requests_past_their_budget(
         assert not (await stub.Recommend(request)).degraded
         own_redis.pause()
         try:
+            # u1's items are in the server's user cache now (nobody can change them while
+            # Redis is paused): a user the server has not read yet needs Redis
+            cold = pb.RecommendRequest(user_id="u-cold", k=3, context=pb.Context(tenant="shop"))
             started = time.monotonic()
-            reply = await stub.Recommend(request, timeout=5.0)
+            reply = await stub.Recommend(cold, timeout=5.0)
             elapsed = time.monotonic() - started
             assert reply.degraded and reply.items
             assert 0.15 < elapsed < 1.0  # the server budget (0.2 s), not the client's 5 s
 
-            for deadline in (0.05, 0.01, 0.001):
+            for n, deadline in enumerate((0.05, 0.01, 0.001)):
+                cold = pb.RecommendRequest(user_id=f"u-cold-{n}", k=3)
                 started = time.monotonic()
                 try:
-                    reply = await stub.Recommend(request, timeout=deadline)
+                    reply = await stub.Recommend(cold, timeout=deadline)
                     assert reply.items
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED

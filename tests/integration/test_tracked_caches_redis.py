@@ -1,4 +1,4 @@
-"""The server's in-process co-visitation rows stay exact through Redis invalidations."""
+"""The server's in-process rows and user items stay exact through Redis invalidations."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from schemas.keyspace import Keyspace
 from serving import metrics
-from serving.state_reader import StateReader
+from serving.state_reader import StateReader, UserState
 from streamrec.settings import Settings
 from tests.integration.serving_support import RedisProcess
 
@@ -62,23 +62,23 @@ async def test_a_cached_row_is_replaced_as_soon_as_redis_changes_it(
         await redis.delete(keys.covis("x"))
         await _read_until(reader, "x", [])
 
-        before = {r: _row_cache_sample(r) for r in ("hit", "miss", "invalidated")}
+        before = {r: _sample("row", r) for r in ("hit", "miss", "invalidated")}
         reader.publish_cache_metrics()
-        published = {r: _row_cache_sample(r) - before[r] for r in before}
+        published = {r: _sample("row", r) - before[r] for r in before}
         assert published == {
             "hit": cache.hits,
             "miss": cache.misses,
             "invalidated": cache.invalidations,
         }
         reader.publish_cache_metrics()  # nothing new since: nothing added
-        assert {r: _row_cache_sample(r) - before[r] for r in before} == published
+        assert {r: _sample("row", r) - before[r] for r in before} == published
     finally:
         await reader.aclose()
 
 
-def _row_cache_sample(result: str) -> float:
+def _sample(cache: str, result: str) -> float:
     value = metrics.REGISTRY.get_sample_value(
-        "streamrec_serving_row_cache_total", {"result": result}
+        f"streamrec_serving_{cache}_cache_total", {"result": result}
     )
     return value or 0.0
 
@@ -92,14 +92,17 @@ async def test_rows_are_forgotten_when_the_connection_is_lost(own_redis: RedisPr
     reader = await StateReader.connect(settings)
     try:
         await writer.zadd(keys.covis("a"), {"old": 1.0})
+        await writer.lpush(keys.user_recent("u1"), "1.000|old")
         assert list((await reader.read_neighbours(["a"], 10, deadline=in_(2.0)))["a"]) == [
             ("old", 1.0)
         ]
+        assert list((await _read_user(reader, "u1")).recent) == [(1.0, "old")]
         await writer.aclose()
         own_redis.stop()
         own_redis.start()  # empty, and it never heard of our tracking
         writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
         await writer.zadd(keys.covis("a"), {"new": 2.0})
+        await writer.lpush(keys.user_recent("u1"), "2.000|new")
         for _ in range(50):  # the first reads may still hit the dead socket
             try:
                 rows = await reader.read_neighbours(["a"], 10, deadline=in_(2.0))
@@ -107,6 +110,7 @@ async def test_rows_are_forgotten_when_the_connection_is_lost(own_redis: RedisPr
             except Exception:  # noqa: BLE001 - UnavailableError until reconnected
                 await asyncio.sleep(0.05)
         assert list(rows["a"]) == [("new", 2.0)]
+        assert list((await _read_user(reader, "u1")).recent) == [(2.0, "new")]
     finally:
         await writer.aclose()
         await reader.aclose()
@@ -128,16 +132,106 @@ async def test_flushall_empties_the_cache(own_redis: RedisProcess) -> None:
         await reader.aclose()
 
 
-async def test_the_cache_can_be_turned_off(settings: Settings, redis: Redis) -> None:
+async def test_the_caches_can_be_turned_off(settings: Settings, redis: Redis) -> None:
     keys = Keyspace(settings.key_prefix)
     await redis.zadd(keys.covis("a"), {"b": 1.0})
     reader = await StateReader.connect(
-        settings.model_copy(update={"serving_neighbour_cache_rows": 0})
+        settings.model_copy(
+            update={"serving_neighbour_cache_rows": 0, "serving_user_cache_users": 0}
+        )
     )
     try:
-        assert reader.neighbour_cache is None
+        assert reader.neighbour_cache is None and reader.user_caches is None
         for _ in range(2):
             await reader.read_neighbours(["a"], 10, deadline=in_(2.0))
-        assert reader.round_trips == 2
+            await _read_user(reader, "u1")
+        assert reader.round_trips == 4
+    finally:
+        await reader.aclose()
+
+
+async def _read_user(reader: StateReader, user: str, max_recent: int = 20) -> UserState:
+    return await reader.read_user(
+        user_id=user,
+        session_id=None,
+        max_recent=max_recent,
+        with_seen=True,
+        segment=None,
+        top_n=10,
+        deadline=in_(2.0),
+    )
+
+
+async def test_a_users_items_are_reread_as_soon_as_an_event_of_theirs_lands(
+    settings: Settings, redis: Redis
+) -> None:
+    """The worker's write to a user's keys drops them from every server's user cache."""
+    keys = Keyspace(settings.key_prefix)
+    await redis.lpush(keys.user_recent("u1"), "100.000|a", "200.000|b")
+    await redis.zadd(keys.user_seen("u1"), {"a": 100.0, "b": 200.0})
+    reader = await StateReader.connect(settings)
+    try:
+        users = reader.user_caches
+        assert users is not None
+        first = await _read_user(reader, "u1")
+        assert list(first.recent) == [(200.0, "b"), (100.0, "a")]
+        assert first.seen == {"a", "b"}
+        trips = reader.round_trips
+        again = await _read_user(reader, "u1")
+        assert reader.round_trips == trips  # both from the cache, no round trip
+        assert again == first and again.recent is first.recent
+        assert list((await _read_user(reader, "u1", max_recent=1)).recent) == [(200.0, "b")]
+        assert reader.round_trips == trips  # fewer entries than cached: still a hit
+
+        # the worker applies an event of u1 (another connection): recent and seen change
+        await redis.lpush(keys.user_recent("u1"), "300.000|c")
+        await redis.zadd(keys.user_seen("u1"), {"c": 300.0})
+        end = asyncio.get_running_loop().time() + 2.0
+        reads = 0
+        while True:
+            reads += 1
+            state = await _read_user(reader, "u1")
+            if state.seen == {"a", "b", "c"} and state.recent[0] == (300.0, "c"):
+                break
+            assert asyncio.get_running_loop().time() < end, f"still {state} after {reads}"
+            await asyncio.sleep(0.001)
+        assert reads <= 2  # the push is read within an event-loop iteration or two
+        assert users.recent.invalidations >= 1 and users.seen.invalidations >= 1
+
+        # more entries than were read: a miss, read again
+        trips = reader.round_trips
+        await redis.rpush(keys.user_recent("u2"), *[f"{t}.000|i{t}" for t in range(30, 0, -1)])
+        assert len((await _read_user(reader, "u2", max_recent=5)).recent) == 5
+        assert len((await _read_user(reader, "u2", max_recent=20)).recent) == 20
+        assert reader.round_trips == trips + 2
+
+        before = {r: _sample("user", r) for r in ("hit", "miss", "invalidated")}
+        reader.publish_cache_metrics()
+        published = {r: _sample("user", r) - before[r] for r in before}
+        assert published == users.counts() and published["hit"] >= 3
+    finally:
+        await reader.aclose()
+
+
+async def test_a_session_read_once_answers_from_the_cache(
+    settings: Settings, redis: Redis
+) -> None:
+    keys = Keyspace(settings.key_prefix)
+    await redis.lpush(keys.session_recent("s1"), "100.000|a", "200.000|b", "300.000|c")
+    reader = await StateReader.connect(settings)
+    try:
+        for _ in range(2):
+            state = await reader.read_user(
+                user_id=None,
+                session_id="s1",
+                max_recent=2,
+                with_seen=True,
+                segment=None,
+                top_n=10,
+                deadline=in_(2.0),
+            )
+            assert list(state.recent) == [(300.0, "c"), (200.0, "b")]
+            assert state.seen == {"a", "b", "c"}  # the whole session counts as seen
+        assert reader.round_trips == 1
     finally:
         await reader.aclose()

@@ -1,10 +1,11 @@
-"""NeighbourCache: reservations, invalidation races, resets, bounds (no Redis here)."""
+"""TrackedCache / NeighbourCache: reservations, invalidation races, resets, bounds (no Redis)."""
 
 from __future__ import annotations
 
 import pytest
 
 from serving.neighbour_cache import NeighbourCache
+from serving.tracked_cache import WHOLE, TrackedCache
 
 ROW = (("b", 3.0), ("c", 2.0), ("d", 1.0))
 
@@ -80,3 +81,18 @@ def test_the_oldest_entries_go_first_when_full() -> None:
 def test_a_size_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         NeighbourCache(0)
+
+
+def test_a_whole_key_answers_every_request_and_a_prefix_only_shorter_ones() -> None:
+    seen: TrackedCache[frozenset[str]] = TrackedCache(10)
+    (token,) = seen.reserve(["seen"])
+    members = frozenset({"a", "b"})
+    seen.fill("seen", token, WHOLE, members)
+    assert seen.lookup("seen", WHOLE) is members
+    recent: TrackedCache[tuple[str, ...]] = TrackedCache(10)
+    (token,) = recent.reserve(["recent"])
+    recent.fill("recent", token, 2, ("x", "y"))  # LRANGE 0 1 returned 2: there may be more
+    assert recent.lookup("recent", 2) == ("x", "y")
+    assert recent.lookup("recent", 1) == ("x", "y")  # the caller takes what it needs
+    assert recent.lookup("recent", 3) is None
+    assert (recent.hits, recent.misses) == (2, 1)
