@@ -29,12 +29,11 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
 from schemas.keyspace import Keyspace
-from serving.state_reader import Row, StateReader, UserState, _pairs, _text
+from serving.state_reader import Row, StateReader, UserQuery, UserState, _pairs, _text
 from streams.processor import format_recent, parse_recent
 
 
@@ -48,23 +47,12 @@ class PendingEvent:
     recent: bool
 
 
-class _UserQuestion(NamedTuple):
-    """The arguments of ``read_user`` but the deadline (the key of a shared read)."""
-
-    user_id: str | None
-    session_id: str | None
-    max_recent: int
-    with_seen: bool
-    segment: str | None
-    top_n: int
-
-
 @dataclass(slots=True)
 class PredictionScope:
     """One prediction: its user's pending events (oldest first) and its shared reads."""
 
     pending: tuple[PendingEvent, ...] = ()
-    reads: dict[_UserQuestion, asyncio.Future[UserState]] = field(default_factory=dict)
+    reads: dict[UserQuery, asyncio.Future[UserState]] = field(default_factory=dict)
 
 
 #: the prediction being answered (None outside the evaluator's predictions)
@@ -128,7 +116,7 @@ class ReplayStateReader(StateReader):
         deadline: float | None,
     ) -> UserState:
         """The server's RT1, shared inside a :data:`SCOPE`, with its pending events on top."""
-        question = _UserQuestion(user_id, session_id, max_recent, with_seen, segment, top_n)
+        question = UserQuery(user_id, session_id, max_recent, with_seen, segment, top_n)
         scope = SCOPE.get()
         if scope is None:
             return await self._read_user((), question, deadline)
@@ -140,7 +128,7 @@ class ReplayStateReader(StateReader):
         return await shared
 
     async def _read_user(
-        self, pending: tuple[PendingEvent, ...], question: _UserQuestion, deadline: float | None
+        self, pending: tuple[PendingEvent, ...], question: UserQuery, deadline: float | None
     ) -> UserState:
         user_id, max_recent, with_seen, segment = (
             question.user_id,

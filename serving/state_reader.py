@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, TypeVar, cast
+from typing import Any, ClassVar, NamedTuple, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -98,6 +98,17 @@ def _float_or_none(value: object) -> float | None:
 
 
 Recent = tuple[tuple[float, str], ...]
+
+
+class UserQuery(NamedTuple):
+    """The arguments of :meth:`StateReader.read_user` but the deadline."""
+
+    user_id: str | None
+    session_id: str | None
+    max_recent: int
+    with_seen: bool
+    segment: str | None
+    top_n: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,9 +357,8 @@ class StateReader:
         """RT1: recent items, seen items and (when asked) a segment's popularity."""
         users = self.user_caches
         if users is not None and self.wire is not None and self.wire.tracking:
-            return await self._read_user_cached(
-                users, user_id, session_id, max_recent, with_seen, segment, top_n, deadline
-            )
+            query = UserQuery(user_id, session_id, max_recent, with_seen, segment, top_n)
+            return await self._read_user_cached(users, query, deadline)
         commands = self.user_commands(user_id, session_id, max_recent, with_seen, segment, top_n)
         replies = await self._request(commands, deadline) if commands else []
         pos = 0
@@ -369,17 +379,10 @@ class StateReader:
         return UserState(recent, seen, popularity)
 
     async def _read_user_cached(
-        self,
-        users: UserCaches,
-        user_id: str | None,
-        session_id: str | None,
-        max_recent: int,
-        with_seen: bool,
-        segment: str | None,
-        top_n: int,
-        deadline: float | None,
+        self, users: UserCaches, query: UserQuery, deadline: float | None
     ) -> UserState:
         """:meth:`read_user` through the user caches: Redis only for what they lack."""
+        user_id, session_id, max_recent, with_seen, segment, top_n = query
         keys = self.keys
         if user_id:
             recent_key, recent_n = keys.user_recent(user_id), max_recent
