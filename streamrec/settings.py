@@ -186,7 +186,7 @@ class Settings(BaseSettings):
         le=10_000_000,
         description="Users (and sessions) whose recent and seen items the server keeps in "
         "process between two of their requests, kept exact the same way (an event of the user "
-        "drops them); about 1-9 KB each; 0 = off.",
+        "drops them); up to ~19 KB each at the user caps (20 recent, 128 seen); 0 = off.",
     )
     last_known_file: Path | None = Field(
         None,
