@@ -239,9 +239,8 @@ class StateReader:
         """
         rows, users = self.neighbour_cache, self.user_caches
         if rows is not None:
-            self._publish("rows", _ROW_CACHE, {
-                "hit": rows.hits, "miss": rows.misses, "invalidated": rows.invalidations
-            })
+            counts = {"hit": rows.hits, "miss": rows.misses, "invalidated": rows.invalidations}
+            self._publish("rows", _ROW_CACHE, counts)
         if users is not None:
             self._publish("users", _USER_CACHE, users.counts())
 
