@@ -205,8 +205,13 @@ async def describe_topics(settings: Settings) -> list[TopicInfo]:
     ]
 
 
-async def delete_topics(settings: Settings) -> list[str]:
-    """Delete this deployment's topics (those that exist); return the names deleted."""
+async def delete_topics(settings: Settings, *, gone_timeout_s: float = 30.0) -> list[str]:
+    """Delete this deployment's topics (those that exist); return the names deleted.
+
+    Returns once the broker's metadata no longer lists them (the controller accepts the
+    deletion before every broker has applied it), so a ``missing_topics`` or a
+    ``create_topics`` right after sees them gone; UnavailableError after ``gone_timeout_s``.
+    """
     names = [plan.name for plan in topic_plan(settings)]
     async with admin_client(settings) as admin:
         present = sorted(set(names) & await _existing(settings, admin))
@@ -216,6 +221,14 @@ async def delete_topics(settings: Settings) -> list[str]:
         for name, code, *rest in response.topic_error_codes:
             if code not in (0, _UNKNOWN_TOPIC):
                 _raise_for(code, name, rest[0] if rest else None, "delete")
+        deadline = time.monotonic() + gone_timeout_s
+        while remaining := set(present) & await _existing(settings, admin):
+            if time.monotonic() > deadline:
+                raise UnavailableError(
+                    f"topics still listed {gone_timeout_s:.0f} s after their deletion: "
+                    f"{', '.join(sorted(remaining))}"
+                )
+            await asyncio.sleep(0.1)
     return present
 
 
