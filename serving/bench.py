@@ -247,12 +247,10 @@ class _CacheCounts:
 
     def _now(self) -> dict[str, int]:
         now: dict[str, int] = {}
-        rows, users = self.reader.neighbour_cache, self.reader.user_caches
-        if rows is not None:
-            now.update(rows_hit=rows.hits, rows_miss=rows.misses)
-        if users is not None:
-            counts = users.counts()
-            now.update(users_hit=counts["hit"], users_miss=counts["miss"])
+        sources = {"rows": self.reader.neighbour_cache, "users": self.reader.user_caches}
+        for cache, source in sources.items():
+            if source is not None:
+                now.update({f"{cache}_{result}": n for result, n in source.counts().items()})
         return now
 
     def mark(self) -> None:

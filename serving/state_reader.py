@@ -136,12 +136,9 @@ class UserCaches:
         return cls(TrackedCache(users), TrackedCache(users))
 
     def counts(self) -> dict[str, int]:
-        recent, seen = self.recent, self.seen
-        return {
-            "hit": recent.hits + seen.hits,
-            "miss": recent.misses + seen.misses,
-            "invalidated": recent.invalidations + seen.invalidations,
-        }
+        """Both caches' :meth:`~serving.tracked_cache.TrackedCache.counts`, added up."""
+        seen = self.seen.counts()
+        return {result: n + seen[result] for result, n in self.recent.counts().items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,8 +236,7 @@ class StateReader:
         """
         rows, users = self.neighbour_cache, self.user_caches
         if rows is not None:
-            counts = {"hit": rows.hits, "miss": rows.misses, "invalidated": rows.invalidations}
-            self._publish("rows", _ROW_CACHE, counts)
+            self._publish("rows", _ROW_CACHE, rows.counts())
         if users is not None:
             self._publish("users", _USER_CACHE, users.counts())
 

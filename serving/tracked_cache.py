@@ -63,6 +63,10 @@ class TrackedCache(Generic[V]):
     def __len__(self) -> int:
         return len(self._rows)
 
+    def counts(self) -> dict[str, int]:
+        """Lookups by result (``hit``, ``miss``) and entries ``invalidated``, so far."""
+        return {"hit": self.hits, "miss": self.misses, "invalidated": self.invalidations}
+
     def lookup(self, key: str, n: int) -> V | None:
         """The value read for ``key`` if it holds its first ``n`` elements, else None.
 

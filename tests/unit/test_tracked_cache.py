@@ -20,6 +20,7 @@ def test_a_filled_row_is_served_until_invalidated() -> None:
     cache.invalidate(["k", "unknown"])
     assert cache.get("k", 3) is None
     assert (cache.hits, cache.misses, cache.invalidations) == (1, 3, 1)
+    assert cache.counts() == {"hit": 1, "miss": 3, "invalidated": 1}
 
 
 def test_an_invalidation_between_the_reply_and_the_fill_wins() -> None:
