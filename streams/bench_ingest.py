@@ -9,6 +9,12 @@ the median round by ratio (of an even count, the lower middle one): its full and
 and their ratio, measured side by side; every round's ratio and the min / median / max of
 each series come with them. Then it replays the same stream shifted in time (the same
 catalog and users) and reports how much Redis memory grew.
+
+Over the same first-to-last-message window it also accounts CPU time per event: this
+process's (the faust app, bare or full, runs in it) and the Redis server's (``INFO cpu``, the
+whole server: other clients' load counts too). With the worker's utilisation (CPU seconds per
+wall second) they show where a ratio comes from: the Python side's cost per event against
+the bare agent's, and how much of another core Redis takes.
 """
 
 from __future__ import annotations
@@ -98,9 +104,41 @@ async def _produce(settings: Settings, events: list[tuple[bytes, bytes]]) -> Non
         await producer.flush()
 
 
-async def _consume_run(
-    settings: Settings, *, bare: bool, expected: int, timeout_s: float
+@dataclass(frozen=True, slots=True)
+class CpuClock:
+    """CPU seconds used so far by this process and by the Redis server, at one moment."""
+
+    process_s: float
+    redis_s: float
+
+    @classmethod
+    async def read(cls, client: aioredis.Redis) -> CpuClock:
+        info = await client.info("cpu")
+        redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return cls(time.process_time(), redis_s)
+
+
+def cpu_per_event(
+    start: CpuClock, end: CpuClock, *, events: int, elapsed_s: float
 ) -> dict[str, float]:
+    """CPU µs per event of the worker process and of Redis, and the worker's utilisation."""
+    worker_s, redis_s = end.process_s - start.process_s, end.redis_s - start.redis_s
+    per_event = 1e6 / events if events > 0 else 0.0
+    return {
+        "worker_us": worker_s * per_event,
+        "redis_us": redis_s * per_event,
+        "worker_utilisation": worker_s / elapsed_s if elapsed_s > 0 else 0.0,
+    }
+
+
+async def _consume_run(
+    settings: Settings,
+    client: aioredis.Redis,
+    *,
+    bare: bool,
+    expected: int,
+    timeout_s: float,
+) -> dict[str, Any]:
     app_id = f"{settings.topic_prefix}-{'bare' if bare else 'full'}-{uuid.uuid4().hex[:6]}"
     app = create_app(settings, bare=bare, app_id=app_id)
     counts: dict[str, Any] = app.conf.streamrec_counts
@@ -108,14 +146,17 @@ async def _consume_run(
     await app.start()
     first_at: float | None = None
     first_count = 0
+    first_cpu = await CpuClock.read(client)
     try:
         while counts["messages"] < expected:
             await asyncio.sleep(0.005)
             if first_at is None and counts["messages"] > 0:
                 first_at, first_count = time.perf_counter(), counts["messages"]
+                first_cpu = await CpuClock.read(client)
             if time.perf_counter() - started > timeout_s:
                 raise TimeoutError(f"{'bare' if bare else 'full'} run did not finish")
         elapsed = time.perf_counter() - (first_at or started)
+        last_cpu = await CpuClock.read(client)
     finally:
         await app.stop()
     measured = expected - first_count
@@ -123,6 +164,7 @@ async def _consume_run(
         "events_per_s": measured / elapsed if elapsed > 0 else 0.0,
         "roundtrips": float(counts.get("roundtrips", 0)),
         "messages": float(counts["messages"]),
+        "cpu": cpu_per_event(first_cpu, last_cpu, events=measured, elapsed_s=elapsed),
     }
 
 
@@ -167,17 +209,19 @@ async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, 
         await _produce(settings, events)
         bare: list[float] = []
         full: list[float] = []
+        cpu: list[dict[str, dict[str, float]]] = []
         roundtrips = 0.0
         for _ in range(cfg.rounds):
-            run = await _consume_run(
-                settings, bare=True, expected=len(events), timeout_s=cfg.timeout_s
+            bare_run = await _consume_run(
+                settings, client, bare=True, expected=len(events), timeout_s=cfg.timeout_s
             )
-            bare.append(run["events_per_s"])
+            bare.append(bare_run["events_per_s"])
             await _delete(client, keys)
             run = await _consume_run(
-                settings, bare=False, expected=len(events), timeout_s=cfg.timeout_s
+                settings, client, bare=False, expected=len(events), timeout_s=cfg.timeout_s
             )
             full.append(run["events_per_s"])
+            cpu.append({"full": run["cpu"], "bare": bare_run["cpu"]})
             roundtrips = run["roundtrips"]
         memory_once = await _memory(client, keys)
         flat = await _memory_flatness(base, cfg, client)
@@ -198,6 +242,7 @@ async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, 
         "bare": spread(bare),
         "ratio_per_round": ratios,
         "redis_roundtrips_per_event": roundtrips / len(events),
+        "cpu_per_event": cpu[middle],
         "batch_size": settings.batch_size,
         "bytes_per_item": memory_once["item_bytes"] / max(1.0, memory_once["items"]),
         "bytes_per_user": memory_once["user_bytes"] / max(1.0, memory_once["users"]),
@@ -228,11 +273,11 @@ async def _memory_flatness(
     try:
         start_ts = time.time() - 60 * 86400
         await _produce(settings, synthetic_events(mem_cfg, start_ts))
-        await _consume_run(settings, bare=False, expected=half, timeout_s=cfg.timeout_s)
+        await _consume_run(settings, client, bare=False, expected=half, timeout_s=cfg.timeout_s)
         once = await _memory(client, keys)
         # the same stream again, later in time: twice as long in total
         await _produce(settings, synthetic_events(mem_cfg, start_ts + 20 * 86400))
-        await _consume_run(settings, bare=False, expected=2 * half, timeout_s=cfg.timeout_s)
+        await _consume_run(settings, client, bare=False, expected=2 * half, timeout_s=cfg.timeout_s)
         twice = await _memory(client, keys)
     finally:
         await _delete(client, keys)

@@ -23,6 +23,7 @@ app.command("freshness")(bench_freshness.command)
 
 def _ingest_table(r: dict[str, Any]) -> str:
     full, bare = r["full"], r["bare"]
+    cpu_full, cpu_bare = r["cpu_per_event"]["full"], r["cpu_per_event"]["bare"]
     rows = [
         f"events                       {r['events']:,} x {r['rounds']} rounds",
         f"full processor events/s      {r['events_per_s']:,.0f} "
@@ -33,6 +34,10 @@ def _ingest_table(r: dict[str, Any]) -> str:
         f"(per round: {', '.join(f'{x:.2f}' for x in r['ratio_per_round'])})",
         f"Redis round trips per event  {r['redis_roundtrips_per_event']:.4f} "
         f"(batch size {r['batch_size']})",
+        f"CPU per event, full / bare   worker {cpu_full['worker_us']:,.1f} / "
+        f"{cpu_bare['worker_us']:,.1f} µs (busy {cpu_full['worker_utilisation']:.0%} / "
+        f"{cpu_bare['worker_utilisation']:.0%}), Redis {cpu_full['redis_us']:,.1f} / "
+        f"{cpu_bare['redis_us']:,.1f} µs",
         f"Redis bytes per item         {r['bytes_per_item']:,.0f}",
         f"Redis bytes per user         {r['bytes_per_user']:,.0f}",
         f"memory after 2x the stream   {r['memory_growth']:+.1%} "

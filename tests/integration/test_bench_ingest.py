@@ -45,3 +45,9 @@ def test_bench_ingest_json(run_cli: RunCli, kafka_bootstrap: str, redis_url: str
     # consumers start, so batches fill up): far below the 0.05 per event target
     assert 0 < report["redis_roundtrips_per_event"] <= 0.05
     assert report["bytes_per_item"] > 0 and report["bytes_per_user"] > 0
+    # CPU accounting over the measured window: both runs cost this process CPU; only the full
+    # processor makes Redis work (one Lua apply per batch), the bare agent never calls it
+    cpu = report["cpu_per_event"]
+    for run in ("full", "bare"):
+        assert cpu[run]["worker_us"] > 0 and cpu[run]["worker_utilisation"] > 0, run
+    assert cpu["full"]["redis_us"] > cpu["bare"]["redis_us"] >= 0
