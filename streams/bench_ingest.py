@@ -106,7 +106,8 @@ async def _produce(settings: Settings, events: list[tuple[bytes, bytes]]) -> Non
 
 @dataclass(frozen=True, slots=True)
 class CpuClock:
-    """CPU seconds used so far by this process and by the Redis server, at one moment."""
+    """CPU seconds used so far by this process (all its threads, so a utilisation can pass
+    1.0) and by the Redis server, at one moment."""
 
     process_s: float
     redis_s: float
@@ -146,8 +147,8 @@ async def _consume_run(
     await app.start()
     first_at: float | None = None
     first_count = 0
-    first_cpu = await CpuClock.read(client)
     try:
+        first_cpu = await CpuClock.read(client)  # replaced at the first message
         while counts["messages"] < expected:
             await asyncio.sleep(0.005)
             if first_at is None and counts["messages"] > 0:
