@@ -1,11 +1,12 @@
 """The faust app: a thin adapter from Kafka batches to :class:`streams.pipeline.BatchProcessor`.
 
 One agent consumes the outcomes, exposures and items topics together, takes batches of up to
-``batch_size`` events (waiting at most ``batch_within_s``), hands each batch to the processor
-(one atomic Redis update per batch) and sends rejected messages to the dead-letter topic. The
-batches are applied by a task of their own, one at a time and in order, each acked once
-applied, while the agent goes on taking the next one: faust's per-message work overlaps the
-batch's Redis round trips instead of waiting for them. ``create_app(settings, bare=True)``
+``batch_size`` events (waiting at most ``batch_within_s``), decodes them, hands each batch to
+the processor (one atomic Redis update per batch) and sends rejected messages to the
+dead-letter topic. The batches are applied by a task of their own, one at a time and in
+order, each acked once applied, while the agent goes on taking and decoding the next one:
+faust's per-message work and the decoding overlap the batch's Redis round trips instead of
+waiting for them. ``create_app(settings, bare=True)``
 builds the benchmark baseline: the same consumption, but the agent only counts messages.
 Both run on faust tuned by :mod:`streams.faust_tuning` (same behaviour, less per-message work).
 """
@@ -29,7 +30,7 @@ from schemas.topics import Topic
 from streamrec.errors import UnavailableError
 from streamrec.settings import Settings
 from streams.faust_tuning import EagerDeliveryTransport, LeanMonitor, RawSchema
-from streams.pipeline import BatchProcessor, BatchResult, RawMessage
+from streams.pipeline import BatchProcessor, BatchResult, Decoded, RawMessage
 from streams.processor import BatchPlanner, ProcessorConfig
 from streams.state_store import StateStore
 
@@ -40,7 +41,8 @@ BatchObserver = Callable[[BatchResult, float], None]
 
 
 class TakenEvents:
-    """Events the agent took from the stream, waiting to be applied (FIFO, about a batch).
+    """Events the agent took from the stream (each with its decoded message), waiting to be
+    applied (FIFO, about a batch).
 
     :meth:`put` waits while a full batch is already waiting, so the agent never runs more
     than a batch ahead of the applier; :meth:`get` waits for events and returns up to a
@@ -158,13 +160,13 @@ def create_app(
     app.on_partitions_assigned.connect(on_rebalance)  # type: ignore[arg-type]
 
     async def process_with_retry(
-        processor: BatchProcessor, messages: list[RawMessage]
+        processor: BatchProcessor, decoded: list[Decoded]
     ) -> BatchResult:
         """Retry a batch while Redis is unreachable: the batch is not acked until applied."""
         delay = 0.1
         while True:
             try:
-                return await processor.process(messages, now=time.time())
+                return await processor.process_decoded(decoded, now=time.time())
             except (RedisError, OSError, TimeoutError, UnavailableError) as exc:
                 log.warning("state update failed (%s); retrying in %.1f s", exc, delay)
                 processor.on_rebalance()
@@ -187,27 +189,32 @@ def create_app(
         state["store"], state["processor"] = store, processor
         taken = TakenEvents(settings.batch_size)
 
+        def decode(events: Sequence[Any]) -> list[tuple[Any, Decoded]]:
+            """The stream's events with their decoded messages (pure CPU work, no I/O)."""
+            messages = [
+                RawMessage(
+                    topic=logical[e.message.topic],
+                    topic_name=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
+                )
+                for e in events
+            ]
+            decoded = processor.decode_batch(messages, now=time.time())
+            return list(zip(events, decoded, strict=True))
+
         async def apply_batches() -> None:
             """Apply what the agent took, in order, one batch at a time; ack after each."""
             while True:
-                events = await taken.get()
-                messages = [
-                    RawMessage(
-                        topic=logical[e.message.topic],
-                        topic_name=e.message.topic,
-                        partition=e.message.partition,
-                        offset=e.message.offset,
-                        key=e.message.key,
-                        value=e.message.value,
-                    )
-                    for e in events
-                ]
+                taken_batch = await taken.get()
                 started = time.monotonic()
-                result = await process_with_retry(processor, messages)
+                result = await process_with_retry(processor, [d for _, d in taken_batch])
                 result.roundtrips = processor.last_roundtrips
-                for event in events:
+                for event, _ in taken_batch:
                     await stream.ack(event)
-                counts["messages"] += len(messages)
+                counts["messages"] += len(taken_batch)
                 counts["roundtrips"] += result.roundtrips
                 if observer is not None:
                     observer(result, time.monotonic() - started)
@@ -227,7 +234,7 @@ def create_app(
             # task, so the stream keeps taking (and faust keeps fetching) while a batch is in
             # Redis; what it took waits in `taken` (at most a batch) and forms the next batch.
             async for events in stream.noack_take(settings.batch_size, settings.batch_within_s):
-                await taken.put(events)
+                await taken.put(decode(events))
         except asyncio.CancelledError:
             if applier.done() and not applier.cancelled() and applier.exception() is not None:
                 raise cast(BaseException, applier.exception()) from None

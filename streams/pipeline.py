@@ -95,6 +95,8 @@ class RecentCache:
 
 
 DeadLetterSink = Callable[[Sequence[tuple[bytes | None, DeadLetter]]], Awaitable[None]]
+#: a message with its decoded record, or why it was rejected
+Decoded = tuple[RawMessage, Record | Rejected]
 
 
 class BatchProcessor:
@@ -124,15 +126,16 @@ class BatchProcessor:
         self.cache.clear()
 
     async def process(self, messages: Sequence[RawMessage], *, now: float) -> BatchResult:
-        before = self.store.roundtrips
-        try:
-            return await self._process(messages, now=now)
-        finally:
-            self.last_roundtrips = self.store.roundtrips - before
+        """Decode and apply one batch: :meth:`decode_batch`, then :meth:`process_decoded`."""
+        return await self.process_decoded(self.decode_batch(messages, now=now), now=now)
 
-    async def _process(self, messages: Sequence[RawMessage], *, now: float) -> BatchResult:
-        result = BatchResult(received=len(messages))
-        decoded: list[tuple[RawMessage, Record | Rejected]] = []
+    def decode_batch(self, messages: Sequence[RawMessage], *, now: float) -> list[Decoded]:
+        """Each message with its record or why it is rejected (pure: no state, no I/O).
+
+        The worker decodes a batch as it takes it, so decoding overlaps the previous batch's
+        Redis round trips instead of adding to them.
+        """
+        decoded: list[Decoded] = []
         for msg in messages:
             event = decode(
                 msg.value,
@@ -145,6 +148,18 @@ class BatchProcessor:
                 decoded.append((msg, event))
             else:
                 decoded.append((msg, Record(msg.topic, msg.partition, msg.offset, event)))
+        return decoded
+
+    async def process_decoded(self, decoded: Sequence[Decoded], *, now: float) -> BatchResult:
+        """Apply one decoded batch (see :meth:`decode_batch`) in one atomic state update."""
+        before = self.store.roundtrips
+        try:
+            return await self._process(list(decoded), now=now)
+        finally:
+            self.last_roundtrips = self.store.roundtrips - before
+
+    async def _process(self, decoded: list[Decoded], *, now: float) -> BatchResult:
+        result = BatchResult(received=len(decoded))
         stored: dict[str, int] | None = None
         for _attempt in range(MAX_APPLY_ATTEMPTS):
             cached, misses = self.cache.get_many(_users(decoded))
@@ -233,7 +248,7 @@ def _offsets(store: StateStore, messages: Sequence[RawMessage]) -> dict[str, tup
     return out
 
 
-def _users(decoded: Sequence[tuple[RawMessage, Record | Rejected]]) -> list[str]:
+def _users(decoded: Sequence[Decoded]) -> list[str]:
     return [
         d.event.user_id
         for _, d in decoded
@@ -241,7 +256,7 @@ def _users(decoded: Sequence[tuple[RawMessage, Record | Rejected]]) -> list[str]
     ]
 
 
-def _items(decoded: Sequence[tuple[RawMessage, Record | Rejected]]) -> list[str]:
+def _items(decoded: Sequence[Decoded]) -> list[str]:
     return [
         d.event.item_id
         for _, d in decoded
