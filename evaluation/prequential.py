@@ -12,8 +12,9 @@ Protocols (see docs/evaluation.md):
 * ``prequential`` (one log, no ``--test``): events in time order; an event is a *target*
   when its user is known (has an earlier event) and has not interacted with the item before,
   and its event type has a positive weight. Each target is scored first, then learned.
-* ``streaming`` (``--test``): learn the training log, then replay the test log the same way,
-  learning each test event after it was scored.
+* ``streaming`` (``--test``, or ``--holdout-days``: the end of the log cut off as the test
+  log, see :mod:`evaluation.holdout`): learn the training log, then replay the test log the
+  same way, learning each test event after it was scored.
 * ``batch`` (``--test``): learn the training log, then score the test log without learning it;
   only each user's (session's) own history moves (recent list and seen set, written with the
   processor's own encoding), so a prediction still sees its prefix.
@@ -51,6 +52,7 @@ from typing import Any
 import orjson
 
 from evaluation.baselines import PopularityBaseline
+from evaluation.holdout import Holdout, split_holdout
 from evaluation.metrics import Accumulator, Scores
 from evaluation.protocol import PrequentialSpec, Progress, Protocol
 from evaluation.replay_reader import SCOPE, PendingEvent, PredictionScope, ReplayStateReader
@@ -60,7 +62,7 @@ from schemas.topics import Topic
 from serving.config import RankerConfig
 from serving.recommender import Recommender
 from serving.shared_state import SharedState
-from streamrec.datasets import ReadOptions, load_dataset
+from streamrec.datasets import Dataset, DatasetFormat, ReadOptions, load_dataset
 from streamrec.errors import ConfigError, UnavailableError
 from streamrec.settings import Settings
 from streams.pipeline import BatchProcessor, RawMessage
@@ -446,6 +448,12 @@ async def run_prequential(
     options = ReadOptions()
     train = load_dataset(spec.path, spec.fmt, options)
     test = load_dataset(spec.test, spec.fmt, options) if spec.test is not None else None
+    holdout: Holdout | None = None
+    if spec.holdout_days is not None:
+        holdout = split_holdout(
+            train.events, spec.holdout_days, whole_sessions=spec.fmt == DatasetFormat.SESSIONS
+        )
+        train, test = Dataset(holdout.train, train.bad), Dataset(holdout.test)
     if not train.events and (test is None or not test.events):
         raise ConfigError(f"{spec.path}: no usable event in the log")
     catalog = {e.item_id for e in train.events}
@@ -484,6 +492,15 @@ async def run_prequential(
         "format": spec.fmt.value,
         "path": str(spec.path),
         "test": str(spec.test) if spec.test is not None else None,
+        "holdout": None
+        if holdout is None
+        else {
+            "days": spec.holdout_days,
+            "cutoff_ts": holdout.cutoff_ts,
+            "train_events": len(holdout.train),
+            "test_events": len(holdout.test),
+            "dropped": holdout.dropped,
+        },
         "targets": "session next item" if spec.session_protocol else "known user, new item",
         "pipeline": 1 if protocol == Protocol.BATCH else spec.pipeline,
         "refresh_every": spec.refresh_every,

@@ -36,6 +36,8 @@ class PrequentialSpec:
     fmt: DatasetFormat
     path: Path
     test: Path | None = None
+    #: replay the last N days of ``path`` as the test log (exclusive with ``test``)
+    holdout_days: float | None = None
     k: int = 20
     protocol: Protocol | None = None
     pipeline: int = 64
@@ -51,15 +53,30 @@ class PrequentialSpec:
             raise ConfigError(
                 "--pipeline, --concurrency, --refresh-every and the learn batch must be at least 1"
             )
-        if self.test is None:
+        if self.holdout_days is not None:
+            if self.test is not None:
+                raise ConfigError("--holdout-days tests on the end of PATH itself: drop --test")
+            if not self.holdout_days > 0:
+                raise ConfigError(f"--holdout-days must be positive, got {self.holdout_days}")
+        if not self.has_test:
             if self.protocol not in (None, Protocol.PREQUENTIAL):
-                raise ConfigError(f"--protocol {self.protocol.value} needs --test PATH")
+                raise ConfigError(
+                    f"--protocol {self.protocol.value} needs a test log: "
+                    "--test PATH or --holdout-days D"
+                )
             return Protocol.PREQUENTIAL
         if self.protocol == Protocol.PREQUENTIAL:
-            raise ConfigError("--protocol prequential replays one log: drop --test")
+            raise ConfigError(
+                "--protocol prequential replays one log: drop --test / --holdout-days"
+            )
         return self.protocol or Protocol.STREAMING
+
+    @property
+    def has_test(self) -> bool:
+        """A test log to replay after the training log (``--test`` or ``--holdout-days``)."""
+        return self.test is not None or self.holdout_days is not None
 
     @property
     def session_protocol(self) -> bool:
         """Session-based next-item targets (every event but a session's first)."""
-        return self.fmt == DatasetFormat.SESSIONS and self.test is not None
+        return self.fmt == DatasetFormat.SESSIONS and self.has_test

@@ -50,6 +50,14 @@ def prequential(
         Path | None,
         typer.Option("--test", help="Test log: learn PATH first, then replay this one."),
     ] = None,
+    holdout_days: Annotated[
+        float | None,
+        typer.Option(
+            "--holdout-days",
+            help="Instead of --test: replay the last D days of PATH as the test log (tune "
+            "settings on this, report on the real test log; see docs/evaluation.md).",
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="List length.")] = 20,
     protocol: Annotated[
         Protocol | None,
@@ -84,6 +92,7 @@ def prequential(
         fmt=fmt,
         path=path,
         test=test,
+        holdout_days=holdout_days,
         k=k,
         protocol=protocol,
         pipeline=pipeline,

@@ -93,6 +93,41 @@ async def test_session_protocols_find_the_chains(
     assert await _eval_keys(redis, settings) == []
 
 
+async def test_holdout_replays_the_end_of_the_log_like_a_test_file(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    """``--holdout-days`` cut just before the test sessions == ``--test`` with those sessions."""
+    train, test, predictions = _planted(tmp_path)
+    train_rows = train.read_text().splitlines()[1:]
+    test_rows = test.read_text().splitlines()[1:]
+    whole = _write_sessions(tmp_path / "whole.tsv", train_rows + test_rows)
+    last_train = max(float(row.split("\t")[2]) for row in train_rows)
+    newest = max(float(row.split("\t")[2]) for row in test_rows)
+    days = (newest - (last_train + 50.0)) / 86_400  # the cut falls in the 100 s gap
+    for protocol in (Protocol.BATCH, Protocol.STREAMING):
+        held = await run_prequential(
+            settings,
+            PrequentialSpec(DatasetFormat.SESSIONS, whole, holdout_days=days, protocol=protocol),
+        )
+        files = await run_prequential(
+            settings, PrequentialSpec(DatasetFormat.SESSIONS, train, test, protocol=protocol)
+        )
+        assert held.streamrec.n == predictions
+        # the same predictions; sums may run in another order (concurrent scoring)
+        pairs = ((held.streamrec, files.streamrec), (held.popularity, files.popularity))
+        for mine, theirs in pairs:
+            assert mine.to_dict() == pytest.approx(theirs.to_dict(), rel=1e-12)
+        assert held.settings["holdout"] == {
+            "days": days,
+            "cutoff_ts": pytest.approx(last_train + 50.0),
+            "train_events": len(train_rows),
+            "test_events": len(test_rows),
+            "dropped": 0,
+        }
+        assert held.settings["targets"] == "session next item"
+    assert await _eval_keys(redis, settings) == []
+
+
 async def test_known_answer_batch(settings: Settings, tmp_path: Path) -> None:
     """A → B three times in training; test session A, B: B is the top answer at A."""
     train = _write_sessions(
@@ -128,7 +163,7 @@ async def test_synthetic_movielens_beats_popularity_twice(
 
 async def test_bad_combinations_fail_before_reading(settings: Settings, tmp_path: Path) -> None:
     missing = tmp_path / "missing.tsv"
-    with pytest.raises(ConfigError, match="needs --test"):
+    with pytest.raises(ConfigError, match="needs a test log"):
         await run_prequential(
             settings, PrequentialSpec(DatasetFormat.SESSIONS, missing, protocol=Protocol.BATCH)
         )
@@ -160,7 +195,21 @@ def test_cli_json_and_errors(run_cli: RunCli, tmp_path: Path, settings: Settings
     bad = run_cli("eval", "prequential", "--format", "sessions", str(train),
                   "--protocol", "batch", env=env)
     assert bad.returncode == 2
-    assert stderr_lines(bad) == ["streamrec: error: --protocol batch needs --test PATH"]
+    assert stderr_lines(bad) == [
+        "streamrec: error: --protocol batch needs a test log: --test PATH or --holdout-days D"
+    ]
+    both = run_cli("eval", "prequential", "--format", "sessions", str(train), "--test",
+                   str(test), "--holdout-days", "1", env=env)
+    assert both.returncode == 2
+    assert stderr_lines(both) == [
+        "streamrec: error: --holdout-days tests on the end of PATH itself: drop --test"
+    ]
+    too_long = run_cli("eval", "prequential", "--format", "sessions", str(train),
+                       "--holdout-days", "400", env=env)
+    assert too_long.returncode == 2
+    assert stderr_lines(too_long)[0].startswith(
+        "streamrec: error: --holdout-days 400 leaves no training events"
+    )
     unknown = run_cli("eval", "prequential", "--format", "csv", str(train), env=env)
     assert unknown.returncode == 2
     assert len(stderr_lines(unknown)) == 1
