@@ -15,7 +15,8 @@ Protocols (see docs/evaluation.md):
 * ``streaming`` (``--test``, or ``--holdout-days``: the end of the log cut off as the test
   log, see :mod:`evaluation.holdout`): learn the training log, then replay the test log the
   same way, learning each test event after it was scored.
-* ``batch`` (``--test``): learn the training log, then score the test log without learning it;
+* ``batch`` (``--test`` or ``--holdout-days``): learn the training log, then score the test
+  log without learning it;
   only each user's (session's) own history moves (recent list and seen set, written with the
   processor's own encoding), so a prediction still sees its prefix.
 
