@@ -16,9 +16,8 @@ Protocols (see docs/evaluation.md):
   log, see :mod:`evaluation.holdout`): learn the training log, then replay the test log the
   same way, learning each test event after it was scored.
 * ``batch`` (``--test`` or ``--holdout-days``): learn the training log, then score the test
-  log without learning it;
-  only each user's (session's) own history moves (recent list and seen set, written with the
-  processor's own encoding), so a prediction still sees its prefix.
+  log without learning it; only each user's (session's) own history moves (recent list and
+  seen set, written with the processor's own encoding), so a prediction still sees its prefix.
 
 With ``--format sessions --test`` the targets follow the session-based next-item protocol of
 the literature instead: every test event but the first of its session, whether or not the
