@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from schemas.events import Outcome
 from streamrec.errors import ConfigError
 
-__all__ = ["DAY_S", "Holdout", "split_holdout"]
+__all__ = ["DAY_S", "Holdout", "check_days", "split_holdout"]
 
 DAY_S = 86_400.0
 
@@ -42,38 +42,43 @@ class Holdout:
     dropped: int
 
 
+def check_days(days: float) -> None:
+    """Raise :class:`ConfigError` unless ``days`` is a positive number of days."""
+    if not days > 0:
+        raise ConfigError(f"--holdout-days must be positive, got {days}")
+
+
 def split_holdout(events: Sequence[Outcome], days: float, *, whole_sessions: bool) -> Holdout:
     """Split ``events`` (event-time order) into training and held-out parts (module doc).
 
     ``whole_sessions``: the session-log rules, with ``user_id`` as the session. Raises
     :class:`ConfigError` when ``days`` is not positive or either part would be empty.
     """
-    if not days > 0:
-        raise ConfigError(f"--holdout-days must be positive, got {days}")
+    check_days(days)
     if not events:
         raise ConfigError("--holdout-days: the log has no usable event to split")
-    cutoff = max(e.ts.timestamp() for e in events) - days * DAY_S
+    stamps = [e.ts.timestamp() for e in events]
+    cutoff = max(stamps) - days * DAY_S
     if whole_sessions:
-        train, test, dropped = _split_sessions(events, cutoff)
+        train, test, dropped = _split_sessions(events, stamps, cutoff)
     else:
-        train = [e for e in events if e.ts.timestamp() < cutoff]
-        test = [e for e in events if e.ts.timestamp() >= cutoff]
+        train = [e for e, ts in zip(events, stamps, strict=True) if ts < cutoff]
+        test = [e for e, ts in zip(events, stamps, strict=True) if ts >= cutoff]
         dropped = 0
     if not train or not test:
         part = "training" if not train else "held-out"
+        span = (max(stamps) - min(stamps)) / DAY_S
         raise ConfigError(
-            f"--holdout-days {days:g} leaves no {part} events "
-            f"(the log spans {_span_days(events):.2f} days)"
+            f"--holdout-days {days:g} leaves no {part} events (the log spans {span:.2f} days)"
         )
     return Holdout(train, test, cutoff, dropped)
 
 
 def _split_sessions(
-    events: Sequence[Outcome], cutoff: float
+    events: Sequence[Outcome], stamps: Sequence[float], cutoff: float
 ) -> tuple[list[Outcome], list[Outcome], int]:
     last: dict[str, float] = {}
-    for event in events:
-        ts = event.ts.timestamp()
+    for event, ts in zip(events, stamps, strict=True):
         if ts > last.get(event.user_id, -float("inf")):
             last[event.user_id] = ts
     held = {session for session, ts in last.items() if ts >= cutoff}
@@ -83,8 +88,3 @@ def _split_sessions(
     sizes = Counter(e.user_id for e in candidates)
     test = [e for e in candidates if sizes[e.user_id] >= 2]
     return train, test, len(events) - len(train) - len(test)
-
-
-def _span_days(events: Sequence[Outcome]) -> float:
-    stamps = [e.ts.timestamp() for e in events]
-    return (max(stamps) - min(stamps)) / DAY_S

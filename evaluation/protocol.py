@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from evaluation.holdout import check_days
 from streamrec.datasets import DatasetFormat
 from streamrec.errors import ConfigError
 
@@ -56,8 +57,7 @@ class PrequentialSpec:
         if self.holdout_days is not None:
             if self.test is not None:
                 raise ConfigError("--holdout-days tests on the end of PATH itself: drop --test")
-            if not self.holdout_days > 0:
-                raise ConfigError(f"--holdout-days must be positive, got {self.holdout_days}")
+            check_days(self.holdout_days)
         if not self.has_test:
             if self.protocol not in (None, Protocol.PREQUENTIAL):
                 raise ConfigError(
