@@ -59,6 +59,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'evaluation' has no attribute {name!r}")
     return getattr(import_module(module), name)
 
+
 __all__ = [
     "AbConfig",
     "AbResult",

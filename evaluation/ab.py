@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError
 from evaluation import stats
 from evaluation.ab_model import (
     AbConfig,
@@ -47,7 +48,6 @@ from evaluation.ab_model import (
 )
 from evaluation.arms import ArmData, collect_arms
 from evaluation.logs import Logs
-from streamrec.errors import ConfigError
 
 
 def _seed(config: AbConfig, name: str) -> int:
@@ -70,12 +70,21 @@ def _summarise(arm: ArmData, config: AbConfig, boot: stats.FloatArray | None) ->
         value = successes / n
         low, high = stats.wilson_interval(successes, n, config.alpha)
     return VariantSummary(
-        name=arm.name, requests=n, users=len(arm.users), value=value, ci_low=low, ci_high=high,
-        click_requests=arm.click_requests, purchase_requests=arm.purchase_requests,
-        impressions=arm.impressions, clicked_items=arm.clicked_items,
+        name=arm.name,
+        requests=n,
+        users=len(arm.users),
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        click_requests=arm.click_requests,
+        purchase_requests=arm.purchase_requests,
+        impressions=arm.impressions,
+        clicked_items=arm.clicked_items,
         items_ctr=arm.clicked_items / arm.impressions if arm.impressions else 0.0,
-        revenue_total=float(revenue.sum()), latency_p95_ms=arm.latency_p95(),
-        fallback_share=arm.fallbacks / n, error_share=arm.errors / n,
+        revenue_total=float(revenue.sum()),
+        latency_p95_ms=arm.latency_p95(),
+        fallback_share=arm.fallbacks / n,
+        error_share=arm.errors / n,
     )
 
 
@@ -84,23 +93,30 @@ def _srm(
 ) -> SrmCheck:
     names = sorted(split)
     observed = {
-        n: (len(arms[n].users) if by_users else arms[n].requests) if n in arms else 0
-        for n in names
+        n: (len(arms[n].users) if by_users else arms[n].requests) if n in arms else 0 for n in names
     }
     result = stats.srm_chisquare([observed[n] for n in names], [split[n] for n in names])
     return SrmCheck(
-        unit="users" if by_users else "requests", observed=observed,
-        expected_shares={n: split[n] for n in names}, statistic=result.statistic,
-        p_value=result.p_value, alpha=alpha, detected=result.p_value < alpha,
+        unit="users" if by_users else "requests",
+        observed=observed,
+        expected_shares={n: split[n] for n in names},
+        statistic=result.statistic,
+        p_value=result.p_value,
+        alpha=alpha,
+        detected=result.p_value < alpha,
     )
 
 
-def _rate_guardrail(name: str, c_hits: int, c_n: int, t_hits: int, t_n: int,
-                    config: AbConfig) -> Guardrail:
+def _rate_guardrail(
+    name: str, c_hits: int, c_n: int, t_hits: int, t_n: int, config: AbConfig
+) -> Guardrail:
     c_rate, t_rate = c_hits / c_n, t_hits / t_n
     test = stats.two_proportion_ztest(t_hits, t_n, c_hits, c_n)
-    breached = (t_rate - c_rate > config.rate_tolerance and test.statistic > 0
-                and test.p_value < config.alpha)
+    breached = (
+        t_rate - c_rate > config.rate_tolerance
+        and test.statistic > 0
+        and test.p_value < config.alpha
+    )
     return Guardrail(name, c_rate, t_rate, c_rate + config.rate_tolerance, breached)
 
 
@@ -110,10 +126,21 @@ def _guardrails(control: ArmData, treat: ArmData, config: AbConfig) -> tuple[Gua
     if c_p95 is not None and t_p95 is not None:
         limit = max(c_p95 * (1 + config.latency_tolerance), c_p95 + config.latency_slack_ms)
         out.append(Guardrail("latency_p95_ms", c_p95, t_p95, limit, t_p95 > limit))
-    out.append(_rate_guardrail("fallback_share", control.fallbacks, control.requests,
-                               treat.fallbacks, treat.requests, config))
-    out.append(_rate_guardrail("error_share", control.errors, control.requests,
-                               treat.errors, treat.requests, config))
+    out.append(
+        _rate_guardrail(
+            "fallback_share",
+            control.fallbacks,
+            control.requests,
+            treat.fallbacks,
+            treat.requests,
+            config,
+        )
+    )
+    out.append(
+        _rate_guardrail(
+            "error_share", control.errors, control.requests, treat.errors, treat.requests, config
+        )
+    )
     return tuple(out)
 
 
@@ -134,7 +161,8 @@ def _decide(cmp: dict[str, Any], config: AbConfig) -> tuple[Decision, list[str]]
     if breaches:
         return Decision.ROLLBACK, [
             f"guardrail breached: {g.name} {g.treatment:.4g} vs control {g.control:.4g} "
-            f"(limit {g.limit:.4g})" for g in breaches
+            f"(limit {g.limit:.4g})"
+            for g in breaches
         ]
     lift = "n/a" if cmp["lift"] is None else f"{cmp['lift']:+.2%}"
     evidence = f"lift {lift}, adjusted p={cmp['p_adjusted']:.3g} ({config.correction})"
@@ -142,7 +170,8 @@ def _decide(cmp: dict[str, Any], config: AbConfig) -> tuple[Decision, list[str]]
     if cmp["significant"] and cmp["diff"] < 0:
         return Decision.ROLLBACK, [f"significant degradation of {config.metric}: {evidence}"]
     power_note = (
-        "power cannot be assessed (degenerate control)" if power is None
+        "power cannot be assessed (degenerate control)"
+        if power is None
         else f"underpowered: power {power:.2f} < {config.power} for MDE {config.mde:.1%}, "
         f"need {required} requests per arm"
     )
@@ -178,16 +207,24 @@ def _compare(
         base = sc / control.requests
         diff = st / treat.requests - base
         low, high = stats.diff_interval_two_proportions(
-            st, treat.requests, sc, control.requests, config.alpha)
+            st, treat.requests, sc, control.requests, config.alpha
+        )
     es = _effect_size(control, config)
     return {
-        "variant": name, "diff": diff, "diff_low": low, "diff_high": high,
-        "lift": diff / base if base > 0 else None, "p_value": p,
-        "required_per_arm": None if es is None
+        "variant": name,
+        "diff": diff,
+        "diff_low": low,
+        "diff_high": high,
+        "lift": diff / base if base > 0 else None,
+        "p_value": p,
+        "required_per_arm": None
+        if es is None
         else math.ceil(stats.required_sample_size(es, alpha_plan, config.power)),
-        "achieved_power": None if es is None
-        else stats.achieved_power(es, control.requests, alpha_plan,
-                                  treat.requests / control.requests),
+        "achieved_power": None
+        if es is None
+        else stats.achieved_power(
+            es, control.requests, alpha_plan, treat.requests / control.requests
+        ),
         "guardrails": _guardrails(control, treat, config),
     }
 
@@ -197,15 +234,20 @@ def _blockers(srm: SrmCheck, logs: Logs, join_rate: float | None, config: AbConf
     blockers = []
     if srm.detected:
         shares = {k: round(v, 4) for k, v in srm.expected_shares.items()}
-        blockers.append(f"SRM detected: {srm.unit} {srm.observed} vs expected shares {shares} "
-                        f"(chi-square p={srm.p_value:.3g} < {srm.alpha})")
+        blockers.append(
+            f"SRM detected: {srm.unit} {srm.observed} vs expected shares {shares} "
+            f"(chi-square p={srm.p_value:.3g} < {srm.alpha})"
+        )
     total = logs.total_lines
     if total and logs.invalid_lines / total > config.max_invalid_share:
-        blockers.append(f"logs unreliable: {logs.invalid_lines}/{total} lines invalid "
-                        f"(> {config.max_invalid_share:.1%})")
+        blockers.append(
+            f"logs unreliable: {logs.invalid_lines}/{total} lines invalid "
+            f"(> {config.max_invalid_share:.1%})"
+        )
     if join_rate is not None and join_rate < config.join_floor:
-        blockers.append(f"logs unreliable: outcome join rate {join_rate:.2%} "
-                        f"< {config.join_floor:.2%}")
+        blockers.append(
+            f"logs unreliable: outcome join rate {join_rate:.2%} < {config.join_floor:.2%}"
+        )
     return blockers
 
 
@@ -216,16 +258,25 @@ def _overall(
     if blockers:
         # nothing is decided on untrustworthy data: every treatment holds, saying what it
         # would have been
-        held = [replace(c, decision=Decision.HOLD, reasons=(
-            "blocked by trust checks", f"would be {c.decision}", *c.reasons))
-            for c in comparisons]
+        held = [
+            replace(
+                c,
+                decision=Decision.HOLD,
+                reasons=("blocked by trust checks", f"would be {c.decision}", *c.reasons),
+            )
+            for c in comparisons
+        ]
         return Decision.HOLD, None, blockers, held
     shipping = [c for c in comparisons if c.decision is Decision.SHIP]
     if shipping:
         best = max(shipping, key=lambda c: c.diff)
         reasons = [f"{best.variant}: {r}" for r in best.reasons]
-        reasons += [f"{c.variant} ({c.decision}): {r}"
-                    for c in comparisons if c is not best for r in c.reasons]
+        reasons += [
+            f"{c.variant} ({c.decision}): {r}"
+            for c in comparisons
+            if c is not best
+            for r in c.reasons
+        ]
         return Decision.SHIP, best.variant, reasons, comparisons
     rollbacks = [c for c in comparisons if c.decision is Decision.ROLLBACK]
     reasons = [f"{c.variant}: {r}" for c in rollbacks or comparisons for r in c.reasons]
@@ -253,17 +304,22 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
     notes = [f"variant {name!r} expected but never served" for name in never]
     by_users = summary.multi_variant_users <= 0.01 * summary.total_users
     if not by_users:
-        notes.append(f"{summary.multi_variant_users} users saw several variants: "
-                     "SRM counted on requests (assignment is not per user)")
+        notes.append(
+            f"{summary.multi_variant_users} users saw several variants: "
+            "SRM counted on requests (assignment is not per user)"
+        )
     srm = _srm(arms, split, by_users, config.srm_alpha)
 
     treatments = sorted(n for n in arms if n != config.control)
     boots: dict[str, stats.FloatArray] = {}
     if config.metric is Metric.REVENUE:
-        boots = {n: stats.bootstrap_means(a.revenue_array(), config.n_boot, _seed(config, n))
-                 for n, a in arms.items()}
-    variants = tuple(_summarise(arms[n], config, boots.get(n))
-                     for n in [config.control, *treatments])
+        boots = {
+            n: stats.bootstrap_means(a.revenue_array(), config.n_boot, _seed(config, n))
+            for n, a in arms.items()
+        }
+    variants = tuple(
+        _summarise(arms[n], config, boots.get(n)) for n in [config.control, *treatments]
+    )
     bonferroni = config.correction is Correction.BONFERRONI
     # plan power at the per-comparison level the correction implies (BH adapts: plain alpha)
     alpha_plan = config.alpha / len(treatments) if bonferroni else config.alpha
@@ -280,8 +336,17 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
     cfg = asdict(config)
     cfg["expected_split"] = split
     return AbResult(
-        metric=config.metric, control=config.control, config=cfg, variants=variants,
-        comparisons=tuple(comparisons), srm=srm, join_rate=summary.join_rate,
-        invalid_lines=logs.invalid_lines, total_lines=logs.total_lines, decision=decision,
-        winner=winner, reasons=tuple(reasons), notes=tuple(notes),
+        metric=config.metric,
+        control=config.control,
+        config=cfg,
+        variants=variants,
+        comparisons=tuple(comparisons),
+        srm=srm,
+        join_rate=summary.join_rate,
+        invalid_lines=logs.invalid_lines,
+        total_lines=logs.total_lines,
+        decision=decision,
+        winner=winner,
+        reasons=tuple(reasons),
+        notes=tuple(notes),
     )

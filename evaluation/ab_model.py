@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from streamrec.errors import ConfigError
+from core.errors import ConfigError
 
 
 class Metric(StrEnum):

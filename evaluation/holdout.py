@@ -23,8 +23,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.errors import ConfigError
 from schemas.events import Outcome
-from streamrec.errors import ConfigError
 
 __all__ = ["DAY_S", "Holdout", "check_days", "split_holdout"]
 

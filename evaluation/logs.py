@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from core.errors import ConfigError
 from schemas.events import Exposure, Outcome
-from streamrec.errors import ConfigError
 
 MAX_STORED_ERRORS = 1000
 
@@ -270,6 +270,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
+
         def file_dict(stats: FileStats) -> dict[str, Any]:
             return {
                 "path": stats.path,

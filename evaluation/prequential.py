@@ -51,22 +51,22 @@ from typing import Any
 
 import orjson
 
+from core.errors import ConfigError, UnavailableError
+from core.settings import Settings
 from evaluation.baselines import PopularityBaseline
+from evaluation.datasets import Dataset, DatasetFormat, ReadOptions, load_dataset
 from evaluation.holdout import Holdout, split_holdout
 from evaluation.metrics import Accumulator, Scores
 from evaluation.protocol import PrequentialSpec, Progress, Protocol
 from evaluation.replay_reader import SCOPE, PendingEvent, PredictionScope, ReplayStateReader
 from schemas.events import Context, DeadLetter, Outcome
-from schemas.keyspace import Keyspace
+from schemas.keyspace import Keyspace, format_recent
 from schemas.topics import Topic
 from serving.config import RankerConfig
 from serving.recommender import Recommender
 from serving.shared_state import SharedState
-from streamrec.datasets import Dataset, DatasetFormat, ReadOptions, load_dataset
-from streamrec.errors import ConfigError, UnavailableError
-from streamrec.settings import Settings
 from streams.pipeline import BatchProcessor, RawMessage
-from streams.processor import BatchPlanner, ProcessorConfig, format_recent
+from streams.processor import BatchPlanner, ProcessorConfig
 from streams.state_store import StateStore
 
 __all__ = [

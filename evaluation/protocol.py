@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from core.errors import ConfigError
+from evaluation.datasets import DatasetFormat
 from evaluation.holdout import check_days
-from streamrec.datasets import DatasetFormat
-from streamrec.errors import ConfigError
 
 __all__ = ["PrequentialSpec", "Progress", "Protocol"]
 

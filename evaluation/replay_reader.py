@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from schemas.keyspace import Keyspace
+from schemas.keyspace import Keyspace, format_recent, parse_recent
 from serving.state_reader import Row, StateReader, UserQuery, UserState, _pairs, _text
-from streams.processor import format_recent, parse_recent
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,39 +55,100 @@ def render_markdown(result: AbResult, chart: str | None = None) -> str:
     m = result.metric
     level = f"{1 - float(result.config['alpha']):.0%}"
     winner = f" ({result.winner})" if result.winner else ""
-    out = [f"# A/B report — metric `{m}`, control `{result.control}`", "",
-           f"**Decision: {result.decision.upper()}**{winner}", ""]
+    out = [
+        f"# A/B report — metric `{m}`, control `{result.control}`",
+        "",
+        f"**Decision: {result.decision.upper()}**{winner}",
+        "",
+    ]
     out += [f"- {reason}" for reason in result.reasons]
     out += ["", "## Variants", ""]
-    rows = [[v.name, str(v.requests), str(v.users), _value(m, v.value),
-             f"[{_value(m, v.ci_low)}, {_value(m, v.ci_high)}]",
-             f"{v.items_ctr:.2%}", f"{v.revenue_total / v.requests:.3f}",
-             _opt(v.latency_p95_ms, ".1f"), f"{v.fallback_share:.2%}", f"{v.error_share:.2%}"]
-            for v in result.variants]
-    out += _table(["variant", "requests", "users", str(m), f"{level} CI", "clicks/impr.",
-                   "revenue/req", "latency p95 ms", "fallback", "errors"], rows)
+    rows = [
+        [
+            v.name,
+            str(v.requests),
+            str(v.users),
+            _value(m, v.value),
+            f"[{_value(m, v.ci_low)}, {_value(m, v.ci_high)}]",
+            f"{v.items_ctr:.2%}",
+            f"{v.revenue_total / v.requests:.3f}",
+            _opt(v.latency_p95_ms, ".1f"),
+            f"{v.fallback_share:.2%}",
+            f"{v.error_share:.2%}",
+        ]
+        for v in result.variants
+    ]
+    out += _table(
+        [
+            "variant",
+            "requests",
+            "users",
+            str(m),
+            f"{level} CI",
+            "clicks/impr.",
+            "revenue/req",
+            "latency p95 ms",
+            "fallback",
+            "errors",
+        ],
+        rows,
+    )
     out += ["", f"## Treatments vs `{result.control}`", ""]
-    rows = [[c.variant, _diff(m, c.diff), f"[{_diff(m, c.diff_low)}, {_diff(m, c.diff_high)}]",
-             _opt(c.lift, "+.2%"),
-             f"{c.p_value:.3g}", f"{c.p_adjusted:.3g}", _opt(c.achieved_power, ".2f"),
-             _opt(c.required_per_arm, "d"), c.decision.value]
-            for c in result.comparisons]
-    out += _table(["variant", "diff", f"{level} CI of diff", "lift", "p", "adjusted p",
-                   "power at MDE", "required/arm", "decision"], rows)
+    rows = [
+        [
+            c.variant,
+            _diff(m, c.diff),
+            f"[{_diff(m, c.diff_low)}, {_diff(m, c.diff_high)}]",
+            _opt(c.lift, "+.2%"),
+            f"{c.p_value:.3g}",
+            f"{c.p_adjusted:.3g}",
+            _opt(c.achieved_power, ".2f"),
+            _opt(c.required_per_arm, "d"),
+            c.decision.value,
+        ]
+        for c in result.comparisons
+    ]
+    out += _table(
+        [
+            "variant",
+            "diff",
+            f"{level} CI of diff",
+            "lift",
+            "p",
+            "adjusted p",
+            "power at MDE",
+            "required/arm",
+            "decision",
+        ],
+        rows,
+    )
     out += ["", "## Guardrails", ""]
-    rows = [[c.variant, g.name, f"{g.control:.4g}", f"{g.treatment:.4g}", f"{g.limit:.4g}",
-             "BREACHED" if g.breached else "ok"]
-            for c in result.comparisons for g in c.guardrails]
+    rows = [
+        [
+            c.variant,
+            g.name,
+            f"{g.control:.4g}",
+            f"{g.treatment:.4g}",
+            f"{g.limit:.4g}",
+            "BREACHED" if g.breached else "ok",
+        ]
+        for c in result.comparisons
+        for g in c.guardrails
+    ]
     out += _table(["variant", "guardrail", "control", "treatment", "limit", "status"], rows)
     srm = result.srm
     shares = ", ".join(f"{k}={v:.3f}" for k, v in srm.expected_shares.items())
     counts = ", ".join(f"{k}={v}" for k, v in srm.observed.items())
-    out += ["", "## Trust checks", "",
-            f"- sample ratio ({srm.unit}): {counts}; expected {shares}; chi-square "
-            f"{srm.statistic:.2f}, p={srm.p_value:.3g} → "
-            f"{'**SRM DETECTED**' if srm.detected else 'ok'} (alpha {srm.alpha})",
-            f"- outcome join rate: {_opt(result.join_rate, '.2%')}",
-            f"- invalid log lines: {result.invalid_lines}/{result.total_lines}"]
+    out += [
+        "",
+        "## Trust checks",
+        "",
+        f"- sample ratio ({srm.unit}): {counts}; expected {shares}; chi-square "
+        f"{srm.statistic:.2f}, p={srm.p_value:.3g} → "
+        f"{'**SRM DETECTED**' if srm.detected else 'ok'} (alpha {srm.alpha})",
+        f"- outcome join rate: {_opt(result.join_rate, '.2%')}",
+        f"- invalid log lines: {result.invalid_lines}/{result.total_lines}",
+    ]
     out += [f"- note: {n}" for n in result.notes]
     if chart:
         out += ["", f"![{m} per variant]({chart})"]
@@ -103,8 +164,10 @@ def plot_metric(result: AbResult, path: Path) -> Path:
 
     names = [v.name for v in result.variants]
     values = [v.value for v in result.variants]
-    err = [[v.value - v.ci_low for v in result.variants],
-           [v.ci_high - v.value for v in result.variants]]
+    err = [
+        [v.value - v.ci_low for v in result.variants],
+        [v.ci_high - v.value for v in result.variants],
+    ]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     try:
         colours = ["#7f7f7f"] + ["#1f77b4"] * (len(names) - 1)
@@ -132,8 +195,11 @@ def write_report(result: AbResult, out_dir: Path | str) -> dict[str, Path]:
     """Write report.md, report.json and report.png into ``out_dir`` (created if missing)."""
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    paths = {"md": directory / REPORT_MD, "json": directory / REPORT_JSON,
-             "png": directory / REPORT_PNG}
+    paths = {
+        "md": directory / REPORT_MD,
+        "json": directory / REPORT_JSON,
+        "png": directory / REPORT_PNG,
+    }
     plot_metric(result, paths["png"])
     paths["md"].write_text(render_markdown(result, chart=REPORT_PNG), encoding="utf-8")
     paths["json"].write_text(to_json(result.to_dict()) + "\n", encoding="utf-8")
@@ -151,34 +217,61 @@ def render_validation(report: ValidationReport, max_errors: int = 20) -> str:
     invalid_fail = not report.allow_invalid
     rate = join.join_rate
     rows = [
-        ("exposure lines (valid/total)", f"{exp.valid}/{exp.lines}",
-         status(bool(exp.invalid) and invalid_fail, bool(exp.invalid))),
-        ("outcome lines (valid/total)", f"{out.valid}/{out.lines}",
-         status(bool(out.invalid) and invalid_fail, bool(out.invalid))),
-        ("duplicate request_ids, conflicting", str(report.conflicting_duplicates),
-         status(report.conflicting_duplicates > 0)),
-        ("duplicate request_ids, identical", str(report.exact_duplicates),
-         status(False, report.exact_duplicates > 0)),
-        ("exposures out of time order",
-         f"{report.exposure_order.out_of_order} (max {report.exposure_order.max_backwards_s:.3f}"
-         " s back)", "info"),
-        ("outcomes out of time order",
-         f"{report.outcome_order.out_of_order} (max {report.outcome_order.max_backwards_s:.3f}"
-         " s back)", "info"),
-        ("join rate (floor)",
-         f"{_opt(rate, '.2%')} ({join.joined}/{join.attributed}; floor {report.join_floor:.2%})",
-         status(rate is not None and rate < report.join_floor, rate is None)),
+        (
+            "exposure lines (valid/total)",
+            f"{exp.valid}/{exp.lines}",
+            status(bool(exp.invalid) and invalid_fail, bool(exp.invalid)),
+        ),
+        (
+            "outcome lines (valid/total)",
+            f"{out.valid}/{out.lines}",
+            status(bool(out.invalid) and invalid_fail, bool(out.invalid)),
+        ),
+        (
+            "duplicate request_ids, conflicting",
+            str(report.conflicting_duplicates),
+            status(report.conflicting_duplicates > 0),
+        ),
+        (
+            "duplicate request_ids, identical",
+            str(report.exact_duplicates),
+            status(False, report.exact_duplicates > 0),
+        ),
+        (
+            "exposures out of time order",
+            f"{report.exposure_order.out_of_order} (max {report.exposure_order.max_backwards_s:.3f}"
+            " s back)",
+            "info",
+        ),
+        (
+            "outcomes out of time order",
+            f"{report.outcome_order.out_of_order} (max {report.outcome_order.max_backwards_s:.3f}"
+            " s back)",
+            "info",
+        ),
+        (
+            "join rate (floor)",
+            f"{_opt(rate, '.2%')} ({join.joined}/{join.attributed}; floor {report.join_floor:.2%})",
+            status(rate is not None and rate < report.join_floor, rate is None),
+        ),
         ("outcomes without request_id", str(join.unattributed), "info"),
         ("outcomes with unknown request_id", str(join.unknown_request), "info"),
         ("outcomes on an item not shown", str(join.item_not_shown), "info"),
-        ("joined outcomes before exposure", str(join.before_exposure),
-         status(False, join.before_exposure > 0)),
+        (
+            "joined outcomes before exposure",
+            str(join.before_exposure),
+            status(False, join.before_exposure > 0),
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
-    lines = [f"exposures: {exp.path}", f"outcomes:  {out.path}", "",
-             f"{'check':<{width}}  {'value':<{vwidth}}  status",
-             f"{'-' * width}  {'-' * vwidth}  ------"]
+    lines = [
+        f"exposures: {exp.path}",
+        f"outcomes:  {out.path}",
+        "",
+        f"{'check':<{width}}  {'value':<{vwidth}}  status",
+        f"{'-' * width}  {'-' * vwidth}  ------",
+    ]
     lines += [f"{name:<{width}}  {value:<{vwidth}}  {st}" for name, value, st in rows]
     errors = [*exp.errors, *out.errors]
     if errors:

@@ -72,9 +72,7 @@ def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def two_proportion_ztest(
-    successes1: int, n1: int, successes2: int, n2: int
-) -> ZTestResult:
+def two_proportion_ztest(successes1: int, n1: int, successes2: int, n2: int) -> ZTestResult:
     """Pooled two-proportion z-test of ``p1 = p2``; the statistic is positive when ``p1 > p2``.
 
     When both samples are all failures or all successes the pooled variance is zero; there is

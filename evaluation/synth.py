@@ -117,8 +117,12 @@ def synthetic_experiment(
                             {"item_id": item, "rank": rank, "score": round(1.0 / rank, 4)}
                             for rank, item in enumerate(items, start=1)
                         ],
-                        "context": {"tenant": "shop", "surface": "home", "locale": "en-GB",
-                                    "extra": extra},
+                        "context": {
+                            "tenant": "shop",
+                            "surface": "home",
+                            "locale": "en-GB",
+                            "extra": extra,
+                        },
                         "variant": arm.name,
                         "algo_version": f"{arm.name}-v1",
                         "latency_ms": round(float(latency[i]), 3),
@@ -129,8 +133,16 @@ def synthetic_experiment(
                 click_ts = ts + float(click_delay[i])
                 logs.outcomes.append(_outcome(user_id, item, "click", click_ts, request_id))
                 if bought[i]:
-                    logs.outcomes.append(_outcome(user_id, item, "purchase", click_ts + 60.0,
-                                                  request_id, round(float(value[i]), 2)))
+                    logs.outcomes.append(
+                        _outcome(
+                            user_id,
+                            item,
+                            "purchase",
+                            click_ts + 60.0,
+                            request_id,
+                            round(float(value[i]), 2),
+                        )
+                    )
             for _ in range(int(organic[i])):
                 item = f"i{int(organic_items[organic_at])}"
                 organic_at += 1

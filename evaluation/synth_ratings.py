@@ -137,4 +137,3 @@ def write_udata(path: Path, spec: RatingsSpec | None = None) -> int:
         for user, item, rating, ts in rows:
             out.write(f"{user}\t{item}\t{rating}\t{ts}\n")
     return len(rows)
-

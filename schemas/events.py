@@ -111,9 +111,7 @@ POSITIVE_EVENT_TYPES = frozenset(EventType) - {EventType.DISMISS}
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(
-        strict=True, extra="forbid", frozen=True, str_strip_whitespace=False
-    )
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, str_strip_whitespace=False)
 
 
 class Context(_Event):

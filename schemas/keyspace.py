@@ -38,6 +38,7 @@ key                         type       content / bound
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SEGMENT_SEP = "|"
@@ -156,3 +157,25 @@ class Keyspace:
     def pattern(self) -> str:
         """SCAN pattern matching every key of this prefix (used to delete throwaway prefixes)."""
         return f"{self.prefix}:*"
+
+
+# --- value codecs -------------------------------------------------------------------------
+
+
+def parse_recent(entries: Iterable[str | bytes]) -> list[tuple[float, str]]:
+    """Decode ``ts|item`` list entries (newest first) as stored by the planner."""
+    out: list[tuple[float, str]] = []
+    for raw in entries:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        ts, sep, item = text.partition("|")
+        if sep:
+            try:
+                out.append((float(ts), item))
+            except ValueError:
+                continue
+    return out
+
+
+def format_recent(ts: float, item_id: str) -> str:
+    """Encode one ``ts|item`` list entry (the planner's millisecond precision)."""
+    return f"{ts:.3f}|{item_id}"

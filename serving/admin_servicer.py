@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 from pydantic import SecretStr, ValidationError
 
+from core.errors import UnavailableError
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.rules import Rule
@@ -31,7 +32,6 @@ from serving.convert import (
 from serving.experiments import ExperimentPlan, parse_experiment
 from serving.recommender import Recommender
 from serving.servicer import deadline_of
-from streamrec.errors import UnavailableError
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 USER_HEADER = "x-streamrec-user"

@@ -3,7 +3,7 @@
 Every change is one atomic step (a Lua script or MULTI): store / delete the value, bump
 ``rules_version`` (servers reload rules when it moves) and append an audit entry to the
 ``audit`` stream (``XADD MAXLEN ~ 10000``; fields ``ts who action target detail``).
-Errors and timeouts raise :class:`~streamrec.errors.UnavailableError`.
+Errors and timeouts raise :class:`~core.errors.UnavailableError`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from core.errors import UnavailableError
 from schemas.keyspace import Keyspace
 from schemas.rules import AuditAction, AuditEntry, ExperimentConfig, Rule
-from streamrec.errors import UnavailableError
 
 T = TypeVar("T")
 AUDIT_MAXLEN = 10_000

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.settings import Settings
 from schemas.rules import ParamValue
-from streamrec.settings import Settings
 
 Normalisation = Literal["row", "none"]
 

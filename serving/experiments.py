@@ -16,9 +16,9 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from core.errors import ConfigError
 from schemas.rules import DEFAULT_EXPERIMENT, ExperimentConfig
 from serving.config import RankerConfig
-from streamrec.errors import ConfigError
 
 ExperimentSource = Literal["redis", "file", "default"]
 _SCALE = float(2**64)

@@ -37,10 +37,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
+from core.settings import Settings
 from schemas.events import Context, ExposedItem, Exposure, encode_event
 from schemas.topics import Topic
 from serving import metrics
-from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.serving.exposures")
 BATCH_MAX = 500

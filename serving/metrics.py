@@ -1,4 +1,4 @@
-"""Prometheus metrics of the server, built from the shared specs in ``streams.metrics_names``.
+"""Prometheus metrics of the server, built from the shared specs in ``schemas.metrics``.
 
 They live in their own registry (:data:`REGISTRY`), served by ``/metrics`` on
 ``server_metrics_port``, so a process that also imports the worker's metrics never sees a
@@ -11,8 +11,8 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from schemas import metrics as names
 from serving.ranker import Stage
-from streams import metrics_names as names
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -21,6 +21,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.errors import UnavailableError
+from core.settings import Settings
 from schemas.events import Context
 from schemas.keyspace import segment_id
 from schemas.rules import Rule
@@ -38,8 +40,6 @@ from serving.ranker import (
 )
 from serving.shared_state import SharedState
 from serving.state_reader import Row, StateReader
-from streamrec.errors import UnavailableError
-from streamrec.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from core.errors import ConfigError
+from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from serving.admin_servicer import AdminServicer
@@ -32,8 +34,6 @@ from serving.metrics import serve_metrics
 from serving.recommender import Recommender
 from serving.request_guard import MalformedRequestInterceptor
 from serving.servicer import RecommenderServicer
-from streamrec.errors import ConfigError
-from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.serving")
 

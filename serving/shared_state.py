@@ -27,6 +27,8 @@ from pathlib import Path
 import orjson
 from pydantic import ValidationError
 
+from core.errors import UnavailableError
+from core.settings import Settings
 from schemas.rules import ExperimentConfig, Rule
 from serving import metrics
 from serving.config import RankerConfig
@@ -38,8 +40,6 @@ from serving.experiments import (
 )
 from serving.ranker import EMPTY_POPULARITY, Popularity
 from serving.state_reader import StateReader
-from streamrec.errors import UnavailableError
-from streamrec.settings import Settings
 
 log = logging.getLogger("streamrec.serving")
 _UNSET = "\x00unset"

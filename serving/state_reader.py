@@ -23,7 +23,7 @@ refresher of :mod:`serving.shared_state` through ``read_shared`` and friends.
 
 Every Redis error or timeout is counted (``streamrec_serving_redis_errors_total``), opens a
 short circuit (requests skip Redis for ``retry_after_s``) and is raised as
-:class:`~streamrec.errors.UnavailableError`, which the recommender turns into a fallback.
+:class:`~core.errors.UnavailableError`, which the recommender turns into a fallback.
 ``deadline`` arguments are absolute event-loop times (``loop.time()``); None = no limit
 beyond the client's socket timeout.
 """
@@ -42,14 +42,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from schemas.keyspace import Keyspace
+from core.errors import UnavailableError
+from core.settings import Settings
+from schemas.keyspace import Keyspace, parse_recent
 from serving import metrics
 from serving.neighbour_cache import NeighbourCache
 from serving.tracked_cache import WHOLE, TrackedCache
 from serving.wire import Command, WireClient
-from streamrec.errors import UnavailableError
-from streamrec.settings import Settings
-from streams.processor import parse_recent
 
 T = TypeVar("T")
 Pairs = list[tuple[str, float]]

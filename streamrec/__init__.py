@@ -1,3 +1,6 @@
-"""streamrec: command line, settings and local stack shared by every process."""
+"""streamrec's top: the ``streamrec`` command line and the tools behind it (stack, bench, demo).
+
+Nothing below this package imports it (the layer contract in pyproject.toml).
+"""
 
 __all__: list[str] = []

@@ -13,8 +13,8 @@ from types import ModuleType
 import click
 import typer
 
-from streamrec.errors import StreamrecError
-from streamrec.settings import SettingsError
+from core.errors import StreamrecError
+from core.settings import SettingsError
 
 _typer_click: ModuleType
 try:  # typer >= 0.2x vendors click as typer._click and raises that copy's exceptions

@@ -1,1 +1,1 @@
-"""Stream processing: decoding, batch planning, atomic Redis updates, monitors, the faust app."""
+"""Ingest: decoding, batch planning, atomic Redis updates and the faust app that runs them."""

@@ -24,11 +24,11 @@ from typing import Any, cast
 import faust
 from redis.exceptions import RedisError
 
+from core.errors import UnavailableError
+from core.settings import Settings
 from schemas.events import DeadLetter, encode_event
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec.errors import UnavailableError
-from streamrec.settings import Settings
 from streams.faust_tuning import EagerDeliveryTransport, LeanMonitor, RawSchema
 from streams.pipeline import BatchProcessor, BatchResult, Decoded, RawMessage
 from streams.processor import BatchPlanner, ProcessorConfig
@@ -159,9 +159,7 @@ def create_app(
     app.on_partitions_revoked.connect(on_rebalance)  # type: ignore[arg-type]
     app.on_partitions_assigned.connect(on_rebalance)  # type: ignore[arg-type]
 
-    async def process_with_retry(
-        processor: BatchProcessor, decoded: list[Decoded]
-    ) -> BatchResult:
+    async def process_with_retry(processor: BatchProcessor, decoded: list[Decoded]) -> BatchResult:
         """Retry a batch while Redis is unreachable: the batch is not acked until applied."""
         delay = 0.1
         while True:

@@ -5,7 +5,7 @@ Per-message costs of faust-streaming that the worker does not need to pay (each 
 
 * :class:`LeanMonitor` — faust's default monitor sensor counts and times every message and
   event (four calls per event, each a few dict updates and clock reads). Nothing reads those
-  statistics here: the worker exports its own Prometheus metrics (:mod:`streams.metrics`)
+  statistics here: the worker exports its own Prometheus metrics (:mod:`monitoring.metrics`)
   and faust's web server is off. It keeps what faust itself reads (the partition's last
   stream inbound time, for the "partition not processed" warning; end and committed offsets).
 * :class:`RawSchema` — the topics carry raw bytes; faust's schema still looks the ``raw``

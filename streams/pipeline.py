@@ -171,9 +171,7 @@ class BatchProcessor:
             )
             state.recent.update(cached)
             stored = state.offsets if stored is None else {**stored, **state.offsets}
-            fresh = [
-                (m, d) for m, d in decoded if m.offset > stored.get(_field(self.store, m), -1)
-            ]
+            fresh = [(m, d) for m, d in decoded if m.offset > stored.get(_field(self.store, m), -1)]
             result.duplicates = len(decoded) - len(fresh)
             if result.duplicates:
                 # Messages already applied by someone else: another worker owns, or owned,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import EventType, Exposure, Item, Outcome
@@ -41,7 +41,7 @@ DAY_S = 86400.0
 
 @dataclass(frozen=True, slots=True)
 class ProcessorConfig:
-    """Tuning of the planner (built from :class:`streamrec.settings.Settings`)."""
+    """Tuning of the planner (built from :class:`core.settings.Settings`)."""
 
     window: int = 5
     session_gap_s: float = 1800.0
@@ -164,24 +164,6 @@ class BatchPlan:
     @property
     def is_empty(self) -> bool:
         return not self.offsets
-
-
-def parse_recent(entries: Iterable[str | bytes]) -> list[tuple[float, str]]:
-    """Decode ``ts|item`` list entries (newest first) as stored by the planner."""
-    out: list[tuple[float, str]] = []
-    for raw in entries:
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        ts, sep, item = text.partition("|")
-        if sep:
-            try:
-                out.append((float(ts), item))
-            except ValueError:
-                continue
-    return out
-
-
-def format_recent(ts: float, item_id: str) -> str:
-    return f"{ts:.3f}|{item_id}"
 
 
 def choose_landmark(first_ts: float) -> float:

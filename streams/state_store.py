@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as _RedisError
 
-from schemas.keyspace import Keyspace
-from streamrec.errors import UnavailableError
-from streams.processor import BatchPlan, parse_recent
+from core.errors import UnavailableError
+from schemas.keyspace import Keyspace, parse_recent
+from streams.processor import BatchPlan
 
 _SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text(encoding="utf-8")
 
@@ -226,4 +226,3 @@ def encode_plan(plan: BatchPlan, keys: Keyspace, *, now: float) -> dict[str, Any
             "ttl": plan.join_window_s,
         }
     return doc
-

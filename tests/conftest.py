@@ -7,7 +7,7 @@ Where the services come from:
    ``redis://127.0.0.1:26379/0`` (never the dev stack's ports).
 2. A stack someone started by hand is used as it is and left running.
 3. Local addresses, with java + redis-server available: the session takes a shared lease on
-   that stack (:meth:`streamrec.stack.LocalStack.lease`): what is down is started, and the
+   that stack (:meth:`streamrec.stack.local.LocalStack.lease`): what is down is started, and the
    last concurrent user (another pytest session, ``streamrec stack exec``) stops it.
 4. Else, if a Docker engine answers, Kafka and Redis run in throwaway containers.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from streamrec import kafka_admin
-from streamrec.settings import Settings, load_settings
-from streamrec.stack import LocalStack, kafka_libs_dir, missing_prerequisites
+from core.settings import Settings, load_settings
+from messaging import kafka_admin
+from streamrec.stack.local import LocalStack, kafka_libs_dir, missing_prerequisites
 from tests.support import (
     TEST_KAFKA_BOOTSTRAP,
     TEST_REDIS_URL,

@@ -15,9 +15,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from core.settings import Settings, load_settings
 from schemas.keyspace import Keyspace
-from streamrec.settings import Settings, load_settings
-from streamrec.stack import LocalStack
+from streamrec.stack.local import LocalStack
 
 REPO = Path(__file__).resolve().parent.parent
 STREAMREC = Path(sys.executable).with_name("streamrec")

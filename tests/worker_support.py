@@ -16,11 +16,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from messaging import kafka_admin
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec import kafka_admin
-from streamrec.children import child_env
-from streamrec.settings import Settings
+from streamrec.stack.children import child_env
 from tests.support import REPO, STREAMREC
 
 

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
+from core.errors import ConfigError
+from core.settings import settings
 from streamrec.commands import bench_freshness, bench_serve
-from streamrec.errors import ConfigError
-from streamrec.settings import settings
 
 app = typer.Typer(help="Benchmarks (ratios against a bare baseline, measured in one run).")
 app.command("serve")(bench_serve.command)
@@ -56,7 +56,7 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Sustained ingest throughput of the full processor vs a bare counting faust agent."""
-    from streams.bench_ingest import IngestBenchConfig, run_ingest_bench
+    from streamrec.bench.ingest import IngestBenchConfig, run_ingest_bench
 
     if users > events:
         raise ConfigError("--users must not exceed --events")

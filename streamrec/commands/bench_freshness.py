@@ -3,7 +3,7 @@
 Runs a worker and a server as subprocesses on throwaway topic and key prefixes (Kafka and
 Redis from the usual ``STREAMREC_*`` settings), produces ``--rate`` outcome events per second,
 and times probe events from the produce call to the first Recommend answer that reflects
-them. See :mod:`serving.bench_freshness`. Mounted by the ``bench`` group as ``freshness``.
+them. See :mod:`streamrec.bench.freshness`. Mounted by the ``bench`` group as ``freshness``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.bench_freshness import FreshnessConfig, run_freshness_bench
-from streamrec.settings import settings
+from core.settings import settings
+from streamrec.bench.freshness import FreshnessConfig, run_freshness_bench
 
 __all__ = ["command"]
 

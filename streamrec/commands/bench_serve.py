@@ -3,7 +3,7 @@
 Populates Redis (``STREAMREC_REDIS_URL``) under a throwaway key prefix, runs the real server
 and a bare grpc.aio echo server of the same response size in this process, drives each from a
 client process, prints the comparison and deletes the throwaway keys. See
-:mod:`serving.bench`. Mounted by the ``bench`` group as its ``serve`` command.
+:mod:`streamrec.bench.serve`. Mounted by the ``bench`` group as its ``serve`` command.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from serving.bench import BenchConfig, run_bench
-from streamrec.settings import settings
+from core.settings import settings
+from streamrec.bench.serve import BenchConfig, run_bench
 
 __all__ = ["command"]
 

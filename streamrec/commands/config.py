@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
-from streamrec.settings import ENV_PREFIX, Settings
-from streamrec.settings import settings as load
+from core.settings import ENV_PREFIX, Settings
+from core.settings import settings as load
 
 
 def command(

@@ -1,6 +1,6 @@
 """``streamrec demo``: the whole loop on this machine, live, with a summary at the end.
 
-Thin adapter: options → :func:`streamrec.demo_runner.run_demo`.
+Thin adapter: options → :func:`streamrec.demo.runner.run_demo`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated
 
 import typer
 
-from streamrec.demo_runner import DemoOptions, run_demo
-from streamrec.settings import load_settings
+from core.settings import load_settings
+from streamrec.demo.runner import DemoOptions, run_demo
 
 __all__ = ["command"]
 

@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from core.errors import ConfigError
 from evaluation import (
     AbConfig,
     Correction,
@@ -26,7 +27,6 @@ from evaluation import (
 )
 from evaluation.report import to_json
 from streamrec.commands.prequential import prequential
-from streamrec.errors import ConfigError
 
 app = typer.Typer(
     help="Validate exported exposure/outcome logs and analyse A/B experiments.",
@@ -44,7 +44,9 @@ Outcomes = Annotated[
 JoinFloor = Annotated[
     float,
     typer.Option(
-        "--join-floor", min=0.0, max=1.0,
+        "--join-floor",
+        min=0.0,
+        max=1.0,
         help="Lowest acceptable share of request-attributed outcomes that join an exposure.",
     ),
 ]
@@ -103,9 +105,7 @@ def ab(
         float, typer.Option("--srm-alpha", help="Sample-ratio-mismatch significance level.")
     ] = 0.001,
     join_floor: JoinFloor = 0.95,
-    n_boot: Annotated[
-        int, typer.Option("--n-boot", help="Bootstrap resamples (revenue).")
-    ] = 2000,
+    n_boot: Annotated[int, typer.Option("--n-boot", help="Bootstrap resamples (revenue).")] = 2000,
     seed: Annotated[int, typer.Option("--seed", help="Bootstrap seed.")] = 0,
     out: Annotated[
         Path, typer.Option("--out", help="Directory for report.md, report.json, report.png.")
@@ -114,10 +114,17 @@ def ab(
 ) -> None:
     """Compare variants on a metric, check trust and guardrails, decide ship/hold/rollback."""
     config = AbConfig(
-        metric=metric, control=control, alpha=alpha, mde=mde, power=power,
+        metric=metric,
+        control=control,
+        alpha=alpha,
+        mde=mde,
+        power=power,
         expected_split=parse_split(expected_split) if expected_split else None,
-        correction=correction, srm_alpha=srm_alpha, join_floor=join_floor,
-        n_boot=n_boot, seed=seed,
+        correction=correction,
+        srm_alpha=srm_alpha,
+        join_floor=join_floor,
+        n_boot=n_boot,
+        seed=seed,
     )
     from evaluation.ab import analyze  # scipy: imported only when analysing
 

@@ -22,10 +22,10 @@ import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from core.errors import ConfigError, UnavailableError
+from core.settings import Settings, settings
+from messaging import kafka_admin
 from schemas.topics import Topic
-from streamrec import kafka_admin
-from streamrec.errors import ConfigError, UnavailableError
-from streamrec.settings import Settings, settings
 
 __all__ = ["ExportResult", "command", "export_topic"]
 

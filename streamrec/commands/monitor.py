@@ -15,8 +15,8 @@ from typing import Annotated
 
 import typer
 
-from streamrec.errors import ConfigError
-from streamrec.settings import settings as load
+from core.errors import ConfigError
+from core.settings import settings as load
 
 
 def command(
@@ -33,7 +33,7 @@ def command(
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     from prometheus_client import start_http_server
 
-    from streams.lag_monitor_service import LagMonitorService
+    from monitoring.lag_monitor_service import LagMonitorService
 
     service = LagMonitorService(settings)
     if settings.monitor_metrics_port:

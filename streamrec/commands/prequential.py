@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from core.settings import load_settings
+from evaluation.datasets import DatasetFormat
 from evaluation.protocol import PrequentialSpec, Protocol
-from streamrec.datasets import DatasetFormat
-from streamrec.settings import load_settings
 
 if TYPE_CHECKING:
     from evaluation.prequential import PrequentialResult

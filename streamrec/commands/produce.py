@@ -24,11 +24,11 @@ from typing import Annotated
 
 import typer
 
+from core.errors import ConfigError
+from core.settings import Settings, settings
+from evaluation.datasets import BadLine, numbered_lines
+from messaging.producer import EventProducer, message_key
 from schemas.topics import Topic
-from streamrec.datasets import BadLine, numbered_lines
-from streamrec.errors import ConfigError
-from streamrec.producer import EventProducer, message_key
-from streamrec.settings import Settings, settings
 from streams.decode import Rejected, decode
 
 __all__ = ["ProduceTopic", "Validated", "command", "produce_lines", "validate_lines"]

@@ -27,11 +27,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from core.settings import Settings, settings
+from evaluation.datasets import BadLine, DatasetFormat, ReadOptions, load_dataset
+from messaging.producer import EventProducer, RateLimiter
 from schemas.events import Outcome
 from schemas.topics import Topic
-from streamrec.datasets import BadLine, DatasetFormat, ReadOptions, load_dataset
-from streamrec.producer import EventProducer, RateLimiter
-from streamrec.settings import Settings, settings
 
 __all__ = ["ReplayResult", "command", "produce_events"]
 

@@ -8,9 +8,9 @@ from typing import Annotated
 import orjson
 import typer
 
+from core.errors import ConfigError
 from schemas.events import EVENT_MODELS
 from schemas.jsonschema import event_json_schema, export_json_schemas
-from streamrec.errors import ConfigError
 
 app = typer.Typer(
     help="Event contracts as JSON Schema (draft 2020-12).",

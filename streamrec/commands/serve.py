@@ -14,8 +14,8 @@ from typing import Annotated
 
 import typer
 
+from core.settings import load_settings
 from serving.server import run_server
-from streamrec.settings import load_settings
 
 __all__ = ["command"]
 

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from streamrec import stack
-from streamrec.errors import ConfigError
-from streamrec.settings import settings
+from core.errors import ConfigError
+from core.settings import settings
+from streamrec.stack import local as stack
 
 app = typer.Typer(
     help="Local Kafka (KRaft) + Redis for development and tests.",

@@ -17,13 +17,13 @@ from typing import Annotated
 import orjson
 import typer
 
+from core.errors import ConfigError, UnavailableError
+from core.settings import Settings
+from core.settings import settings as load
+from monitoring.health import HealthThresholds
+from monitoring.monitor_io import MonitorStore, OffsetSample, OffsetsProbe
+from monitoring.status_report import Status, StatusInputs, build_status
 from schemas.keyspace import Keyspace
-from streamrec.errors import ConfigError, UnavailableError
-from streamrec.settings import Settings
-from streamrec.settings import settings as load
-from streams.health import HealthThresholds
-from streams.monitor_io import MonitorStore, OffsetSample, OffsetsProbe
-from streams.status_report import Status, StatusInputs, build_status
 
 
 async def _kafka_side(

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from streamrec import kafka_admin
-from streamrec.settings import settings
+from core.settings import settings
+from messaging import kafka_admin
 
 # aiokafka logs each failed connection attempt; the command reports the failure in one line.
 _QUIET_LOGGERS = ("aiokafka",)

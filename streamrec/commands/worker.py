@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from streamrec.errors import ConfigError
-from streamrec.settings import settings as load
+from core.errors import ConfigError
+from core.settings import settings as load
 
 
 def command(
@@ -27,16 +27,14 @@ def command(
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"--loglevel must be debug, info, warning or error, got {loglevel!r}")
     settings = load()
-    from streamrec import kafka_admin
+    from messaging import kafka_admin
 
     missing = asyncio.run(kafka_admin.missing_topics(settings))
     if missing:
-        raise ConfigError(
-            f"missing topics: {', '.join(missing)} (run 'streamrec topics create')"
-        )
+        raise ConfigError(f"missing topics: {', '.join(missing)} (run 'streamrec topics create')")
     import faust
 
-    from streams.worker_runtime import build_worker_app
+    from runtime.worker import build_worker_app
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_worker_app(settings)

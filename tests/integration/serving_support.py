@@ -20,11 +20,11 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
 from serving.server import Server
-from streamrec.settings import Settings
 
 TOKEN = "test-admin-token"
 ADMIN_MD = (("authorization", f"Bearer {TOKEN}"), ("x-streamrec-user", "alice"))

@@ -6,9 +6,9 @@ import json
 
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from messaging import kafka_admin
 from schemas.keyspace import Keyspace
-from streamrec import kafka_admin
-from streamrec.settings import Settings
 from tests.support import RunCli
 
 

@@ -15,9 +15,9 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec.settings import Settings
 from streams.pipeline import BatchProcessor, RawMessage
 from streams.processor import BatchPlanner, ProcessorConfig
 from streams.state_store import StateStore

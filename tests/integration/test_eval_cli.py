@@ -22,15 +22,23 @@ def _write(directory: Path, arms: list[ArmSpec], users: int, **kwargs: object) -
 
 def test_validate_exit_codes(run_cli: RunCli, tmp_path: Path) -> None:
     (tmp_path / "clean").mkdir()
-    clean = _write(tmp_path / "clean", [ArmSpec("control"), ArmSpec("treatment")], 2_000,
-                   organic_per_request=0.1)
+    clean = _write(
+        tmp_path / "clean",
+        [ArmSpec("control"), ArmSpec("treatment")],
+        2_000,
+        organic_per_request=0.1,
+    )
     ok = run_cli("eval", "validate", *clean)
     assert ok.returncode == 0, ok.stderr
     assert "result: OK" in ok.stdout
 
     (tmp_path / "gappy").mkdir()
-    gappy = _write(tmp_path / "gappy", [ArmSpec("control"), ArmSpec("treatment")], 2_000,
-                   drop_exposure_share=0.10)
+    gappy = _write(
+        tmp_path / "gappy",
+        [ArmSpec("control"), ArmSpec("treatment")],
+        2_000,
+        drop_exposure_share=0.10,
+    )
     failed = run_cli("eval", "validate", *gappy, "--json")
     assert failed.returncode == 1
     report = json.loads(failed.stdout)
@@ -45,8 +53,10 @@ def test_validate_exit_codes(run_cli: RunCli, tmp_path: Path) -> None:
     lines = exposures.read_bytes().count(b"\n")
     invalid = run_cli("eval", "validate", *clean)
     assert invalid.returncode == 1
-    assert (f"{exposures}:{lines}: items.0.rank: Input should be greater than or equal to 1"
-            in invalid.stdout)
+    assert (
+        f"{exposures}:{lines}: items.0.rank: Input should be greater than or equal to 1"
+        in invalid.stdout
+    )
     assert run_cli("eval", "validate", *clean, "--allow-invalid").returncode == 0
 
 
@@ -61,22 +71,28 @@ def test_ab_writes_report_and_chart(run_cli: RunCli, tmp_path: Path) -> None:
     assert json.loads((out / "report.json").read_text())["decision"] == "ship"
     assert (out / "report.md").read_text().startswith("# A/B report")
 
-    as_json = run_cli("eval", "ab", *args, "--metric", "conversion", "--out", str(out),
-                      "--json")
+    as_json = run_cli("eval", "ab", *args, "--metric", "conversion", "--out", str(out), "--json")
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout)["metric"] == "conversion"
 
 
 def test_bad_arguments_are_one_line_errors(run_cli: RunCli, tmp_path: Path) -> None:
-    missing = run_cli("eval", "validate", "--exposures", str(tmp_path / "nope.jsonl"),
-                      "--outcomes", str(tmp_path / "nope2.jsonl"))
+    missing = run_cli(
+        "eval",
+        "validate",
+        "--exposures",
+        str(tmp_path / "nope.jsonl"),
+        "--outcomes",
+        str(tmp_path / "nope2.jsonl"),
+    )
     assert missing.returncode == 2
     assert stderr_lines(missing) == [
         f"streamrec: error: log file not found: {tmp_path / 'nope.jsonl'}"
     ]
     args = _write(tmp_path, [ArmSpec("control"), ArmSpec("treatment")], 300)
-    bad_split = run_cli("eval", "ab", *args, "--expected-split", "control=1",
-                        "--out", str(tmp_path / "r"))
+    bad_split = run_cli(
+        "eval", "ab", *args, "--expected-split", "control=1", "--out", str(tmp_path / "r")
+    )
     assert bad_split.returncode == 2
     assert len(stderr_lines(bad_split)) == 1
     assert "expected split" in bad_split.stderr

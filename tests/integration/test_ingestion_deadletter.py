@@ -15,9 +15,9 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec.settings import Settings
 from tests.worker_support import (
     consume_all,
     outcome,

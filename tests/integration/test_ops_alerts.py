@@ -22,10 +22,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas.events import Alert
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec.settings import Settings
 from tests.support import REPO, STREAMREC
 from tests.worker_support import (
     consume_all,
@@ -75,7 +75,12 @@ def status(settings: Settings, *args: str, **overrides: str) -> subprocess.Compl
     env = worker_env(settings, None, **overrides)
     return subprocess.run(
         [str(STREAMREC), "status", *args],
-        env=env, capture_output=True, text=True, timeout=60, check=False, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
     )
 
 
@@ -92,14 +97,16 @@ def exposures(n: int, ts: float | None = None) -> list[tuple[bytes, bytes]]:
     return [
         (
             f"u{i}".encode(),
-            orjson.dumps({
-                "request_id": f"r{i}-{time.time_ns()}",
-                "user_id": f"u{i}",
-                "ts": ts or time.time(),
-                "items": [{"item_id": "i1", "rank": 1}, {"item_id": "i2", "rank": 2}],
-                "context": {"surface": "home"},
-                "variant": "control",
-            }),
+            orjson.dumps(
+                {
+                    "request_id": f"r{i}-{time.time_ns()}",
+                    "user_id": f"u{i}",
+                    "ts": ts or time.time(),
+                    "items": [{"item_id": "i1", "rank": 1}, {"item_id": "i2", "rank": 2}],
+                    "context": {"surface": "home"},
+                    "variant": "control",
+                }
+            ),
         )
         for i in range(n)
     ]
@@ -135,8 +142,7 @@ async def test_stuck_worker_lag_goes_warn_then_crit_and_clears(
     procs += [worker, monitor]
     await produce(settings, Topic.EXPOSURES, exposures(20))
     await produce(settings, Topic.OUTCOMES, outcomes(100))
-    await wait_applied(settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES), within_s=60,
-                       procs=procs)
+    await wait_applied(settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES), within_s=60, procs=procs)
     codes: list[int] = []
 
     def healthy() -> bool:
@@ -201,8 +207,7 @@ async def test_silent_producers_fire_freshness_alerts(
     last_ts = time.time()
     await produce(settings, Topic.EXPOSURES, exposures(10, last_ts))
     await produce(settings, Topic.OUTCOMES, outcomes(50, last_ts))
-    await wait_applied(settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES), within_s=60,
-                       procs=procs)
+    await wait_applied(settings, redis, (Topic.OUTCOMES, Topic.EXPOSURES), within_s=60, procs=procs)
     stopped_at = time.time()  # producers stop here
     procs.append(start_monitor(settings, tmp_path / "monitor.log", **quick))
 
@@ -234,16 +239,24 @@ async def test_silent_producers_fire_freshness_alerts(
     assert "freshness:topic=outcomes" in result.stdout
 
 
-async def test_status_json_shape_without_any_worker(
-    settings: Settings, tmp_path: Path
-) -> None:
+async def test_status_json_shape_without_any_worker(settings: Settings, tmp_path: Path) -> None:
     await produce(settings, Topic.OUTCOMES, outcomes(7))
     result = status(settings, "--json", "--sample", "0.3")
     assert result.returncode == 2, result.stderr
     doc = json.loads(result.stdout)
     assert set(doc) >= {
-        "overall", "exit_code", "generated_at", "group", "topics", "missing_topics", "state",
-        "workers", "monitor", "drift", "alerts", "lines",
+        "overall",
+        "exit_code",
+        "generated_at",
+        "group",
+        "topics",
+        "missing_topics",
+        "state",
+        "workers",
+        "monitor",
+        "drift",
+        "alerts",
+        "lines",
     }
     assert doc["overall"] == "CRIT" and doc["exit_code"] == 2
     assert doc["group"] == f"{settings.topic_prefix}-workers"

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from core.errors import ConfigError
+from core.settings import Settings
+from evaluation.datasets import DatasetFormat
 from evaluation.prequential import PrequentialSpec, Protocol, run_prequential
 from evaluation.synth_ratings import RatingsSpec, write_udata
-from streamrec.datasets import DatasetFormat
-from streamrec.errors import ConfigError
-from streamrec.settings import Settings
 from tests.support import RunCli, stderr_lines
 
 CHAINS = 12
@@ -132,14 +132,22 @@ async def test_known_answer_batch(settings: Settings, tmp_path: Path) -> None:
     """A → B three times in training; test session A, B: B is the top answer at A."""
     train = _write_sessions(
         tmp_path / "train.tsv",
-        [f"{s}\t{item}\t{1_400_000_000 + 10 * s + i}" for s in range(3) for i, item in
-         enumerate(("A", "B"))] + ["9\tC\t1400000100", "9\tD\t1400000101"],
+        [
+            f"{s}\t{item}\t{1_400_000_000 + 10 * s + i}"
+            for s in range(3)
+            for i, item in enumerate(("A", "B"))
+        ]
+        + ["9\tC\t1400000100", "9\tD\t1400000101"],
     )
     test = _write_sessions(tmp_path / "test.tsv", ["50\tA\t1400001000", "50\tB\t1400001010"])
     spec = PrequentialSpec(DatasetFormat.SESSIONS, train, test, k=2, protocol=Protocol.BATCH)
     result = await run_prequential(settings, spec)
     assert result.streamrec.to_dict() == {
-        "hr": 1.0, "mrr": 1.0, "ndcg": 1.0, "coverage": pytest.approx(2 / 4), "n": 1,
+        "hr": 1.0,
+        "mrr": 1.0,
+        "ndcg": 1.0,
+        "coverage": pytest.approx(2 / 4),
+        "n": 1,
     }
     assert result.popularity.n == 1
 
@@ -175,8 +183,17 @@ def test_cli_json_and_errors(run_cli: RunCli, tmp_path: Path, settings: Settings
     train, test, predictions = _planted(tmp_path)
     env = {"STREAMREC_REDIS_URL": settings.redis_url, "STREAMREC_KEY_PREFIX": settings.key_prefix}
     ok = run_cli(
-        "eval", "prequential", "--format", "sessions", str(train), "--test", str(test),
-        "-k", "5", "--json", env=env,
+        "eval",
+        "prequential",
+        "--format",
+        "sessions",
+        str(train),
+        "--test",
+        str(test),
+        "-k",
+        "5",
+        "--json",
+        env=env,
     )
     assert ok.returncode == 0, ok.stderr
     payload = json.loads(ok.stdout)
@@ -192,20 +209,32 @@ def test_cli_json_and_errors(run_cli: RunCli, tmp_path: Path, settings: Settings
     assert text.returncode == 0, text.stderr
     assert "streamrec" in text.stdout and "popularity" in text.stdout
 
-    bad = run_cli("eval", "prequential", "--format", "sessions", str(train),
-                  "--protocol", "batch", env=env)
+    bad = run_cli(
+        "eval", "prequential", "--format", "sessions", str(train), "--protocol", "batch", env=env
+    )
     assert bad.returncode == 2
     assert stderr_lines(bad) == [
         "streamrec: error: --protocol batch needs a test log: --test PATH or --holdout-days D"
     ]
-    both = run_cli("eval", "prequential", "--format", "sessions", str(train), "--test",
-                   str(test), "--holdout-days", "1", env=env)
+    both = run_cli(
+        "eval",
+        "prequential",
+        "--format",
+        "sessions",
+        str(train),
+        "--test",
+        str(test),
+        "--holdout-days",
+        "1",
+        env=env,
+    )
     assert both.returncode == 2
     assert stderr_lines(both) == [
         "streamrec: error: --holdout-days tests on the end of PATH itself: drop --test"
     ]
-    too_long = run_cli("eval", "prequential", "--format", "sessions", str(train),
-                       "--holdout-days", "400", env=env)
+    too_long = run_cli(
+        "eval", "prequential", "--format", "sessions", str(train), "--holdout-days", "400", env=env
+    )
     assert too_long.returncode == 2
     assert stderr_lines(too_long)[0].startswith(
         "streamrec: error: --holdout-days 400 leaves no training events"

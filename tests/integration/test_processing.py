@@ -10,9 +10,9 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas.keyspace import Keyspace, segment_id
 from schemas.topics import Topic
-from streamrec.settings import Settings
 from streams.processor import choose_landmark
 from tests.worker_support import (
     consume_all,

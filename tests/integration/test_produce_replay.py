@@ -11,12 +11,12 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from core.settings import Settings
+from messaging import kafka_admin
+from messaging.producer import EventProducer
 from schemas.events import Outcome, encode_event
 from schemas.topics import Topic
-from streamrec import kafka_admin
 from streamrec.commands.export import export_topic
-from streamrec.producer import EventProducer
-from streamrec.settings import Settings
 from tests.support import RunCli
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"

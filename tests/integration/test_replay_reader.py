@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
+from core.settings import Settings
 from evaluation.replay_reader import SCOPE, PendingEvent, PredictionScope, ReplayStateReader
 from schemas.events import DeadLetter, Outcome
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from serving.state_reader import UserState
-from streamrec.settings import Settings
 from streams.pipeline import BatchProcessor, RawMessage
 from streams.processor import BatchPlanner, ProcessorConfig
 from streams.state_store import StateStore

@@ -14,10 +14,10 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas.keyspace import Keyspace
 from serving import metrics
-from streamrec.settings import Settings
 from tests.integration.serving_support import (
     consume_exposures,
     ctx,

@@ -14,12 +14,12 @@ import grpc
 import pytest
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas.keyspace import Keyspace
 from schemas.rules import ExperimentConfig
 from serving.config import RankerConfig
 from serving.experiments import ExperimentPlan
-from streamrec.settings import Settings
 from tests.integration.serving_support import (
     ADMIN_MD,
     World,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from serving.bench import BenchConfig, run_bench
-from streamrec.settings import Settings
+from core.settings import Settings
+from streamrec.bench.serve import BenchConfig, run_bench
 
 
 async def test_bench_reports_server_and_echo_and_cleans_up(

@@ -14,10 +14,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas.keyspace import Keyspace
 from serving import metrics
-from streamrec.settings import Settings
 from tests.integration.serving_support import (
     RedisProcess,
     consume_exposures,

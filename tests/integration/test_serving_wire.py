@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import InvalidResponse, ResponseError
 
+from core.settings import Settings
 from schemas.keyspace import Keyspace, segment_id
 from serving.state_reader import StateReader
 from serving.wire import WireClient
-from streamrec.settings import Settings
 from tests.integration.serving_support import RedisProcess, seed
 
 

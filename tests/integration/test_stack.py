@@ -9,11 +9,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from core.errors import ConfigError, UnavailableError
+from core.settings import Settings, load_settings
+from messaging import kafka_admin
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec import kafka_admin
-from streamrec.errors import ConfigError, UnavailableError
-from streamrec.settings import Settings, load_settings
 from tests.support import RunCli, delete_prefix_keys
 
 

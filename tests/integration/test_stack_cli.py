@@ -8,9 +8,9 @@ import re
 import time
 from pathlib import Path
 
-from streamrec import procs
-from streamrec.settings import load_settings
-from streamrec.stack import LocalStack
+from core.settings import load_settings
+from streamrec.stack import procs
+from streamrec.stack.local import LocalStack
 from tests.conftest import Services
 from tests.support import STREAMREC, RunCli, free_ports
 

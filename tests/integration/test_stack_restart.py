@@ -7,11 +7,11 @@ import asyncio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from messaging import kafka_admin
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec import kafka_admin
-from streamrec.settings import Settings
-from streamrec.stack import LocalStack
+from streamrec.stack.local import LocalStack
 
 
 async def _produce(settings: Settings, values: list[bytes]) -> int:

@@ -6,10 +6,10 @@ import asyncio
 
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas.keyspace import Keyspace
 from serving import metrics
 from serving.state_reader import StateReader, UserState
-from streamrec.settings import Settings
 from tests.integration.serving_support import RedisProcess
 
 
@@ -213,9 +213,7 @@ async def test_a_users_items_are_reread_as_soon_as_an_event_of_theirs_lands(
         await reader.aclose()
 
 
-async def test_a_session_read_once_answers_from_the_cache(
-    settings: Settings, redis: Redis
-) -> None:
+async def test_a_session_read_once_answers_from_the_cache(settings: Settings, redis: Redis) -> None:
     keys = Keyspace(settings.key_prefix)
     await redis.lpush(keys.session_recent("s1"), "100.000|a", "200.000|b", "300.000|c")
     reader = await StateReader.connect(settings)

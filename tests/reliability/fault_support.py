@@ -21,10 +21,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from messaging import kafka_admin
 from schemas.keyspace import Keyspace
-from streamrec import kafka_admin
-from streamrec.settings import Settings
-from streamrec.stack import LocalStack
+from streamrec.stack.local import LocalStack
 from tests.integration.serving_support import env_for, free_port
 from tests.support import REPO, STREAMREC, delete_prefix_keys, stack_settings
 from tests.worker_support import outcome

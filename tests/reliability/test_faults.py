@@ -26,14 +26,14 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
+from core.settings import Settings
+from messaging.producer import EventProducer, ProducerConfig, RateLimiter
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from serving.bench import BenchConfig, populate
-from streamrec.producer import EventProducer, ProducerConfig, RateLimiter
-from streamrec.settings import Settings
-from streamrec.stack import LocalStack
+from streamrec.bench.serve import BenchConfig, populate
+from streamrec.stack.local import LocalStack
 from tests.conftest import Services
 from tests.integration.serving_support import (
     ctx,

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from core.settings import Settings
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec.settings import Settings
 from tests.support import delete_prefix_keys
 from tests.worker_support import (
     assert_same_state,

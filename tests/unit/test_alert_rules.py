@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from streamrec.settings import Settings
-from streams.metrics_names import ALL_METRICS, SERIES_NAMES
+from core.settings import Settings
+from schemas.metrics import ALL_METRICS, SERIES_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -105,10 +105,21 @@ def test_rule_thresholds_equal_the_settings_defaults(rules: list[dict[str, Any]]
         assert seconds(rule["for"]) == min_duration, rule["alert"]
         checked.add(name.strip())
     assert checked >= {
-        "lag_warn", "lag_crit", "freshness_warn_s", "freshness_crit_s", "drift_volume_ratio",
-        "drift_mix_psi", "drift_items_js", "drift_coldstart_delta", "drift_ctr_rel_drop",
-        "deadletter_rate_warn", "deadletter_rate_crit", "serving_p99_warn_s",
-        "serving_p99_crit_s", "event_lag_p99_warn_s", "event_lag_p99_crit_s",
+        "lag_warn",
+        "lag_crit",
+        "freshness_warn_s",
+        "freshness_crit_s",
+        "drift_volume_ratio",
+        "drift_mix_psi",
+        "drift_items_js",
+        "drift_coldstart_delta",
+        "drift_ctr_rel_drop",
+        "deadletter_rate_warn",
+        "deadletter_rate_crit",
+        "serving_p99_warn_s",
+        "serving_p99_crit_s",
+        "event_lag_p99_warn_s",
+        "event_lag_p99_crit_s",
     }
 
 
@@ -192,32 +203,47 @@ def test_dashboard_covers_every_metric_and_required_panel(dashboard: dict[str, A
     assert used == {spec.name for spec in ALL_METRICS}
     titles = " ".join(p["title"].lower() for p in panels(dashboard))
     for word in (
-        "throughput", "consumer lag", "event-time lag", "newest", "state write", "volume",
-        "psi", "js", "cold-start", "ctr", "latency", "fallback", "dead letters",
-        "exposure buffer", "dropped",
+        "throughput",
+        "consumer lag",
+        "event-time lag",
+        "newest",
+        "state write",
+        "volume",
+        "psi",
+        "js",
+        "cold-start",
+        "ctr",
+        "latency",
+        "fallback",
+        "dead letters",
+        "exposure buffer",
+        "dropped",
     ):
         assert word in titles, word
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
-def test_dashboard_queries_are_valid_promql(
-    dashboard: dict[str, Any], tmp_path: Path
-) -> None:
+def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:
     assert PROMTOOL is not None
     exprs = [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
     recording = {
-        "groups": [{
-            "name": "dashboard",
-            "rules": [
-                {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m")}
-                for i, e in enumerate(exprs)
-            ],
-        }]
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m")}
+                    for i, e in enumerate(exprs)
+                ],
+            }
+        ]
     }
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump(recording), encoding="utf-8")
     done = subprocess.run(
-        [PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60,
+        [PROMTOOL, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr

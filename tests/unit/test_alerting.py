@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from monitoring.alerting import AlertManager, AlertPolicy, Observation, make_alert_id
+from monitoring.levels import Direction, Level, level_for
 from schemas.events import Alert, Severity, encode_event
-from streams.alerting import AlertManager, AlertPolicy, Observation, make_alert_id
-from streams.levels import Direction, Level, level_for
 
 T0 = 1_700_000_000.0
 POLICY = AlertPolicy(min_duration_s=60, clear_ratio=0.8, stale_s=600)
@@ -86,7 +86,8 @@ def test_hysteresis_and_resolve_after_min_duration() -> None:
     values = (
         [150.0] * 7  # fires at 60
         + [90.0] * 30  # below threshold, above clear point (80): stays firing
-        + [70.0] * 5 + [85.0]  # cleared for 50 s only, then back in the band
+        + [70.0] * 5
+        + [85.0]  # cleared for 50 s only, then back in the band
         + [70.0] * 7  # cleared for 60 s → resolved
         + [70.0] * 10
     )
@@ -222,8 +223,6 @@ def test_alert_ids_are_stable_and_bounded() -> None:
     assert long_id == make_alert_id("drift_ctr", {"surface": "x" * 200})
     # the long id still yields a valid alert.v1 event
     manager = AlertManager(AlertPolicy(min_duration_s=0))
-    (event,) = manager.evaluate(
-        T0, [obs(150.0, kind="drift_ctr", labels={"surface": "x" * 200})]
-    )
+    (event,) = manager.evaluate(T0, [obs(150.0, kind="drift_ctr", labels={"surface": "x" * 200})])
     assert event.alert_id == long_id
     assert Level.WARN.label == "WARN"

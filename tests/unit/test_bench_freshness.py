@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import ConfigError
 from schemas import recommender_pb2 as pb
-from serving.bench_freshness import FreshnessConfig, reflects
-from streamrec.errors import ConfigError
+from streamrec.bench.freshness import FreshnessConfig, reflects
 
 
 def _reply(*reasons: tuple[str, ...]) -> pb.RecommendResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streams.bench_ingest import CpuClock, cpu_per_event
+from streamrec.bench.ingest import CpuClock, cpu_per_event
 
 
 def test_cpu_per_event_divides_each_clock_by_the_events_measured() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.bench_stats import median_round, spread
+from streamrec.bench.stats import median_round, spread
 
 
 def test_spread_of_repeated_measurements() -> None:

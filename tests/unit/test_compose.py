@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from streamrec.settings import (
+from core.settings import (
     DEFAULT_KAFKA_BOOTSTRAP,
     DEFAULT_REDIS_URL,
     ENV_PREFIX,

@@ -8,8 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from schemas.events import EventType, Outcome
-from streamrec.datasets import (
+from evaluation.datasets import (
     BAD_FORMAT,
     BadLine,
     DatasetError,
@@ -17,6 +16,7 @@ from streamrec.datasets import (
     load_dataset,
     read_dataset,
 )
+from schemas.events import EventType, Outcome
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 RSC15 = SHARED / "rsc15-100k" / "yoochoose-clicks-100k_train_full.txt"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import ConfigError
 from schemas.events import EventType
-from streamrec.demo_shop import Hits, Shop, ShopConfig
-from streamrec.demo_summary import Summary, percentile
-from streamrec.errors import ConfigError
+from streamrec.demo.shop import Hits, Shop, ShopConfig
+from streamrec.demo.summary import Summary, percentile
 
 
 def test_catalog_has_every_item_in_one_category_and_chain() -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from streams.drift import (
+from monitoring.drift import (
     OTHER,
     DriftThresholds,
     coldstart_ratio,
@@ -19,8 +19,8 @@ from streams.drift import (
     topn_with_other,
     volume_ratio,
 )
-from streams.levels import Level
-from streams.windows import Tally, WindowPair
+from monitoring.levels import Level
+from monitoring.windows import Tally, WindowPair
 
 LN2 = math.log(2)
 
@@ -262,7 +262,7 @@ def test_deadletter_rate_warn_and_crit() -> None:
 
 
 def test_thresholds_from_settings_and_validation() -> None:
-    from streamrec.settings import load_settings
+    from core.settings import load_settings
 
     th = DriftThresholds.from_settings(load_settings(drift_items_js=0.2, drift_ctr_z=4.0))
     assert th.items_js == 0.2 and th.ctr_z == 4.0

@@ -8,16 +8,18 @@ from typing import Any
 
 import pytest
 
+from core.errors import ConfigError
 from evaluation import AbConfig, Correction, Decision, Logs, Metric, analyze, parse_split, read_logs
 from evaluation.synth import ArmSpec, synthetic_experiment, write_jsonl
-from streamrec.errors import ConfigError
 
 
 def _logs(tmp_path: Path, arms: Sequence[ArmSpec], users: int, **kwargs: Any) -> Logs:
     """Generate, write as JSON lines and read back (the path the CLI takes)."""
     synth = synthetic_experiment(arms, users=users, **kwargs)
-    return read_logs(write_jsonl(tmp_path / "exposures.jsonl", synth.exposures),
-                     write_jsonl(tmp_path / "outcomes.jsonl", synth.outcomes))
+    return read_logs(
+        write_jsonl(tmp_path / "exposures.jsonl", synth.exposures),
+        write_jsonl(tmp_path / "outcomes.jsonl", synth.outcomes),
+    )
 
 
 # 40k users x 2 requests, split 50/50: ~40k requests per arm; base CTR 0.10
@@ -78,8 +80,9 @@ def test_sample_ratio_mismatch_blocks_the_decision(tmp_path: Path) -> None:
     assert cmp.decision is Decision.HOLD
     assert cmp.reasons[:2] == ("blocked by trust checks", "would be ship")
     # the designed split decides what a mismatch is: 55/45 was intended here
-    designed = analyze(logs, AbConfig(mde=0.10, expected_split={"control": .55,
-                                                                 "treatment": .45}))
+    designed = analyze(
+        logs, AbConfig(mde=0.10, expected_split={"control": 0.55, "treatment": 0.45})
+    )
     assert not designed.srm.detected
 
 
@@ -93,8 +96,10 @@ def test_planted_ten_percent_ctr_drop_rolls_back(tmp_path: Path) -> None:
 
 
 def test_guardrail_breach_rolls_back_a_winner(tmp_path: Path) -> None:
-    arms = [ArmSpec("control", fallback_rate=0.01),
-            ArmSpec("treatment", ctr=0.13, latency_ms=35.0, fallback_rate=0.05)]
+    arms = [
+        ArmSpec("control", fallback_rate=0.01),
+        ArmSpec("treatment", ctr=0.13, latency_ms=35.0, fallback_rate=0.05),
+    ]
     result = analyze(_logs(tmp_path, arms, 5_000), AbConfig(mde=0.3))
     assert result.decision is Decision.ROLLBACK
     breached = {g.name for g in result.comparisons[0].guardrails if g.breached}
@@ -103,8 +108,11 @@ def test_guardrail_breach_rolls_back_a_winner(tmp_path: Path) -> None:
 
 
 def test_three_arms_ship_the_winner_with_correction(tmp_path: Path) -> None:
-    arms = [ArmSpec("control", share=1 / 3), ArmSpec("a", share=1 / 3, ctr=0.13),
-            ArmSpec("b", share=1 / 3), ]
+    arms = [
+        ArmSpec("control", share=1 / 3),
+        ArmSpec("a", share=1 / 3, ctr=0.13),
+        ArmSpec("b", share=1 / 3),
+    ]
     logs = _logs(tmp_path, arms, 15_000)
     bh = analyze(logs, AbConfig(mde=0.2, correction=Correction.BH))
     bonf = analyze(logs, AbConfig(mde=0.2, correction=Correction.BONFERRONI))
@@ -139,8 +147,12 @@ def test_conversion_counts_purchases(tmp_path: Path) -> None:
 
 
 def test_low_join_rate_holds(tmp_path: Path) -> None:
-    logs = _logs(tmp_path, [ArmSpec("control"), ArmSpec("treatment", ctr=0.2)], 3_000,
-                 drop_exposure_share=0.2)
+    logs = _logs(
+        tmp_path,
+        [ArmSpec("control"), ArmSpec("treatment", ctr=0.2)],
+        3_000,
+        drop_exposure_share=0.2,
+    )
     result = analyze(logs, AbConfig(mde=0.5))
     assert result.decision is Decision.HOLD
     assert any("join rate" in r for r in result.reasons)
@@ -165,8 +177,10 @@ def test_bad_configuration_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("control=0.5,treatment=0.5", {"control": 0.5, "treatment": 0.5}),
-     ("a=1, b=3", {"a": 0.25, "b": 0.75})],
+    [
+        ("control=0.5,treatment=0.5", {"control": 0.5, "treatment": 0.5}),
+        ("a=1, b=3", {"a": 0.25, "b": 0.75}),
+    ],
 )
 def test_parse_split(text: str, expected: dict[str, float]) -> None:
     assert parse_split(text) == pytest.approx(expected)
@@ -182,8 +196,10 @@ def test_srm_counts_requests_when_assignment_is_not_per_user(tmp_path: Path) -> 
     synth = synthetic_experiment([ArmSpec("control")], users=2_000, requests_per_user=4)
     for i, exposure in enumerate(synth.exposures):  # per-request assignment, 60/40
         exposure["variant"] = "control" if i % 5 < 3 else "treatment"
-    logs = read_logs(write_jsonl(tmp_path / "e.jsonl", synth.exposures),
-                     write_jsonl(tmp_path / "o.jsonl", synth.outcomes))
+    logs = read_logs(
+        write_jsonl(tmp_path / "e.jsonl", synth.exposures),
+        write_jsonl(tmp_path / "o.jsonl", synth.outcomes),
+    )
     result = analyze(logs, AbConfig())
     assert result.srm.unit == "requests"
     assert result.srm.observed == {"control": 4_800, "treatment": 3_200}

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
+from evaluation.datasets import DatasetFormat
 from evaluation.holdout import DAY_S, split_holdout
 from evaluation.protocol import PrequentialSpec, Protocol
 from schemas.events import EventType, Outcome
-from streamrec.datasets import DatasetFormat
-from streamrec.errors import ConfigError
 
 T0 = 1_400_000_000.0
 
@@ -77,11 +77,14 @@ def test_other_logs_are_cut_in_time_and_keep_cold_items() -> None:
     assert split.dropped == 0
 
 
-@pytest.mark.parametrize(("days", "message"), [
-    (0.0, "must be positive"),
-    (-1.0, "must be positive"),
-    (10.0, "leaves no training events"),
-])
+@pytest.mark.parametrize(
+    ("days", "message"),
+    [
+        (0.0, "must be positive"),
+        (-1.0, "must be positive"),
+        (10.0, "leaves no training events"),
+    ],
+)
 def test_bad_holdouts_are_config_errors(days: float, message: str) -> None:
     events = [_event("u1", "a", 0.0), _event("u1", "b", 1.0)]
     with pytest.raises(ConfigError, match=message):
@@ -103,9 +106,7 @@ def test_spec_rules_for_holdout() -> None:
     assert batch.resolved_protocol() == Protocol.BATCH
     assert not batch.session_protocol
     with pytest.raises(ConfigError, match="drop --test"):
-        PrequentialSpec(
-            DatasetFormat.SESSIONS, log, test=log, holdout_days=1.0
-        ).resolved_protocol()
+        PrequentialSpec(DatasetFormat.SESSIONS, log, test=log, holdout_days=1.0).resolved_protocol()
     with pytest.raises(ConfigError, match="must be positive"):
         PrequentialSpec(DatasetFormat.SESSIONS, log, holdout_days=0.0).resolved_protocol()
     with pytest.raises(ConfigError, match="replays one log"):

@@ -21,8 +21,10 @@ def log_paths(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     directory = tmp_path_factory.mktemp("eval-logs")
     arms = [ArmSpec("control"), ArmSpec("treatment", ctr=0.14)]
     synth = synthetic_experiment(arms, users=6_000, organic_per_request=0.1)
-    return (write_jsonl(directory / "exposures.jsonl", synth.exposures),
-            write_jsonl(directory / "outcomes.jsonl", synth.outcomes))
+    return (
+        write_jsonl(directory / "exposures.jsonl", synth.exposures),
+        write_jsonl(directory / "outcomes.jsonl", synth.outcomes),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +44,7 @@ def test_markdown_leads_with_the_decision(result: AbResult) -> None:
     assert text.rstrip().endswith("![ctr per variant](report.png)")
 
 
-def test_write_report_writes_png_markdown_and_strict_json(
-    result: AbResult, tmp_path: Path
-) -> None:
+def test_write_report_writes_png_markdown_and_strict_json(result: AbResult, tmp_path: Path) -> None:
     paths = write_report(result, tmp_path / "out")
     assert paths["png"].read_bytes().startswith(PNG_MAGIC)
     assert paths["png"].stat().st_size > 5_000
@@ -59,19 +59,22 @@ def test_write_report_writes_png_markdown_and_strict_json(
 
 def test_cli_validate_clean_exits_zero(log_paths: tuple[Path, Path]) -> None:
     exposures, outcomes = log_paths
-    res = CliRunner().invoke(app, ["validate", "--exposures", str(exposures),
-                                   "--outcomes", str(outcomes)])
+    res = CliRunner().invoke(
+        app, ["validate", "--exposures", str(exposures), "--outcomes", str(outcomes)]
+    )
     assert res.exit_code == 0, res.output
     assert "result: OK" in res.output
-    res = CliRunner().invoke(app, ["validate", "--exposures", str(exposures),
-                                   "--outcomes", str(outcomes), "--json"])
+    res = CliRunner().invoke(
+        app, ["validate", "--exposures", str(exposures), "--outcomes", str(outcomes), "--json"]
+    )
     assert res.exit_code == 0
     assert json.loads(res.output)["join"]["join_rate"] == 1.0
 
 
 def test_cli_validate_fails_on_missing_exposures(tmp_path: Path) -> None:
-    synth = synthetic_experiment([ArmSpec("control"), ArmSpec("treatment")], users=2_000,
-                                 drop_exposure_share=0.1)
+    synth = synthetic_experiment(
+        [ArmSpec("control"), ArmSpec("treatment")], users=2_000, drop_exposure_share=0.1
+    )
     exposures = write_jsonl(tmp_path / "e.jsonl", synth.exposures)
     outcomes = write_jsonl(tmp_path / "o.jsonl", synth.outcomes)
     args = ["validate", "--exposures", str(exposures), "--outcomes", str(outcomes)]
@@ -84,11 +87,25 @@ def test_cli_validate_fails_on_missing_exposures(tmp_path: Path) -> None:
 def test_cli_ab_writes_the_report(log_paths: tuple[Path, Path], tmp_path: Path) -> None:
     exposures, outcomes = log_paths
     out = tmp_path / "report"
-    res = CliRunner().invoke(app, [
-        "ab", "--exposures", str(exposures), "--outcomes", str(outcomes), "--mde", "0.3",
-        "--expected-split", "control=0.5,treatment=0.5", "--correction", "bonferroni",
-        "--out", str(out), "--json",
-    ])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ab",
+            "--exposures",
+            str(exposures),
+            "--outcomes",
+            str(outcomes),
+            "--mde",
+            "0.3",
+            "--expected-split",
+            "control=0.5,treatment=0.5",
+            "--correction",
+            "bonferroni",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["decision"] == "ship"
     assert (out / "report.png").read_bytes().startswith(PNG_MAGIC)
@@ -97,11 +114,24 @@ def test_cli_ab_writes_the_report(log_paths: tuple[Path, Path], tmp_path: Path) 
 
 def test_cli_rejects_bad_arguments(log_paths: tuple[Path, Path], tmp_path: Path) -> None:
     exposures, outcomes = log_paths
-    res = CliRunner().invoke(app, ["ab", "--exposures", str(exposures), "--outcomes",
-                                   str(outcomes), "--metric", "clicks"])
+    res = CliRunner().invoke(
+        app,
+        ["ab", "--exposures", str(exposures), "--outcomes", str(outcomes), "--metric", "clicks"],
+    )
     assert res.exit_code == 2
-    res = CliRunner().invoke(app, ["ab", "--exposures", str(exposures), "--outcomes",
-                                   str(outcomes), "--expected-split", "control", "--out",
-                                   str(tmp_path)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "ab",
+            "--exposures",
+            str(exposures),
+            "--outcomes",
+            str(outcomes),
+            "--expected-split",
+            "control",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert res.exit_code != 0
     assert "expected split like" in str(res.exception)

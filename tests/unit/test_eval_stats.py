@@ -51,8 +51,12 @@ def test_ztest_false_positive_rate_is_alpha_under_the_null() -> None:
     rng = np.random.default_rng(7)
     trials, n = 4000, 20_000
     a, b = rng.binomial(n, 0.1, trials), rng.binomial(n, 0.1, trials)
-    p = np.array([stats.two_proportion_ztest(int(x), n, int(y), n).p_value
-                  for x, y in zip(a, b, strict=True)])
+    p = np.array(
+        [
+            stats.two_proportion_ztest(int(x), n, int(y), n).p_value
+            for x, y in zip(a, b, strict=True)
+        ]
+    )
     assert 0.04 < float(np.mean(p < 0.05)) < 0.06
     assert 0.005 < float(np.mean(p < 0.01)) < 0.015
 
@@ -65,8 +69,13 @@ def test_diff_interval_matches_statsmodels_wald() -> None:
 
 @pytest.mark.parametrize(
     ("observed", "shares"),
-    [([5000, 5100], [0.5, 0.5]), ([5500, 4500], [0.5, 0.5]), ([300, 330, 290], [1, 1, 1]),
-     ([700, 300], [0.7, 0.3]), ([10, 0], [0.5, 0.5])],
+    [
+        ([5000, 5100], [0.5, 0.5]),
+        ([5500, 4500], [0.5, 0.5]),
+        ([300, 330, 290], [1, 1, 1]),
+        ([700, 300], [0.7, 0.3]),
+        ([10, 0], [0.5, 0.5]),
+    ],
 )
 def test_srm_matches_scipy_chisquare(observed: list[int], shares: list[float]) -> None:
     result = stats.srm_chisquare(observed, shares)
@@ -97,7 +106,8 @@ def test_corrections_match_multipletests(pvalues: list[float]) -> None:
         stats.bonferroni(pvalues), multipletests(pvalues, method="bonferroni")[1], rtol=1e-12
     )
     np.testing.assert_allclose(
-        stats.benjamini_hochberg(pvalues), multipletests(pvalues, method="fdr_bh")[1],
+        stats.benjamini_hochberg(pvalues),
+        multipletests(pvalues, method="fdr_bh")[1],
         rtol=1e-12,
     )
 
@@ -115,8 +125,12 @@ def test_cohens_h_matches_statsmodels() -> None:
 
 @pytest.mark.parametrize(
     ("p_base", "mde", "nobs1", "ratio", "alpha"),
-    [(0.10, 0.10, 40000, 1.0, 0.05), (0.10, 0.05, 40000, 1.0, 0.05), (0.02, 0.2, 10000, 2.0, 0.01),
-     (0.5, -0.05, 3000, 0.5, 0.05)],
+    [
+        (0.10, 0.10, 40000, 1.0, 0.05),
+        (0.10, 0.05, 40000, 1.0, 0.05),
+        (0.02, 0.2, 10000, 2.0, 0.01),
+        (0.5, -0.05, 3000, 0.5, 0.05),
+    ],
 )
 def test_power_matches_normal_ind_power(
     p_base: float, mde: float, nobs1: int, ratio: float, alpha: float
@@ -141,8 +155,10 @@ def test_sample_size_matches_normal_ind_power(
     assert stats.required_sample_size(es, 0.05, power, ratio) == pytest.approx(ref, rel=1e-6)
     n = stats.required_sample_size_two_proportions(p_base, mde, 0.05, power, ratio)
     assert n == math.ceil(ref)
-    assert stats.achieved_power(es, n, 0.05, ratio) >= power > stats.achieved_power(
-        es, n - 1, 0.05, ratio
+    assert (
+        stats.achieved_power(es, n, 0.05, ratio)
+        >= power
+        > stats.achieved_power(es, n - 1, 0.05, ratio)
     )
 
 
@@ -169,8 +185,12 @@ def test_bootstrap_diff_matches_scipy_percentile() -> None:
     a, b = _revenue_like(rng, 3000, 36.0), _revenue_like(rng, 3000, 30.0)
     ours = stats.bootstrap_mean_diff_ci(a, b, alpha=0.05, n_boot=4000, seed=5)
     ref = sps.bootstrap(
-        (a, b), lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
-        method="percentile", n_resamples=4000, vectorized=True, random_state=5,
+        (a, b),
+        lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+        method="percentile",
+        n_resamples=4000,
+        vectorized=True,
+        random_state=5,
     ).confidence_interval
     width = ref.high - ref.low
     assert ours.diff == pytest.approx(a.mean() - b.mean())

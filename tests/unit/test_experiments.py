@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError
 from schemas.rules import ExperimentConfig
 from serving.config import RankerConfig
 from serving.experiments import (
@@ -16,7 +17,6 @@ from serving.experiments import (
     load_experiment_file,
     parse_experiment,
 )
-from streamrec.errors import ConfigError
 
 BASE = RankerConfig()
 

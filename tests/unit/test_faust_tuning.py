@@ -115,9 +115,7 @@ async def test_cancelling_the_continuation_cancels_the_delivery_where_it_waits()
 
 
 def test_raw_schema_returns_what_the_raw_codec_returns(tmp_path: Any) -> None:
-    app = faust.App(
-        "test-raw-schema", autodiscover=False, datadir=str(tmp_path), web_enabled=False
-    )
+    app = faust.App("test-raw-schema", autodiscover=False, datadir=str(tmp_path), web_enabled=False)
     stock: faust.Schema[Any, Any] = faust.Schema(key_serializer="raw", value_serializer="raw")
     raw = RawSchema(key_serializer="raw", value_serializer="raw")
     for key, value in [(b"k", b'{"a": 1}'), (None, b"\xff\x00"), (b"", None), (None, None)]:

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from streams.alerting import AlertManager, AlertPolicy, Observation
-from streams.drift import DriftReport, DriftSignal
-from streams.health import HealthThresholds, evaluate_health
-from streams.levels import Level
+from monitoring.alerting import AlertManager, AlertPolicy, Observation
+from monitoring.drift import DriftReport, DriftSignal
+from monitoring.health import HealthThresholds, evaluate_health
+from monitoring.levels import Level
 
 TH = HealthThresholds()
 
@@ -64,7 +64,12 @@ def test_drift_and_alert_lines() -> None:
         signals=(
             DriftSignal("items_js", "outcomes", 0.3, 0.1, Level.WARN, True, cause="JS 0.3"),
             DriftSignal(
-                "event_mix_psi", "outcomes", math.nan, 0.25, Level.OK, False,
+                "event_mix_psi",
+                "outcomes",
+                math.nan,
+                0.25,
+                Level.OK,
+                False,
                 cause="insufficient data: 10 events",
             ),
         ),
@@ -86,7 +91,7 @@ def test_drift_and_alert_lines() -> None:
 
 
 def test_thresholds() -> None:
-    from streamrec.settings import load_settings
+    from core.settings import load_settings
 
     assert HealthThresholds.from_settings(load_settings()) == HealthThresholds()
     with pytest.raises(ValueError, match="lag"):

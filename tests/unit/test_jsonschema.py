@@ -13,10 +13,10 @@ import typer
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from core.errors import ConfigError
 from schemas.events import EVENT_MODELS
 from schemas.jsonschema import DIALECT, ID_PREFIX, event_json_schema, export_json_schemas
 from streamrec.commands.schemas import app
-from streamrec.errors import ConfigError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
 NAMES = ("exposure.v1", "outcome.v1", "item.v1", "alert.v1", "deadletter.v1")

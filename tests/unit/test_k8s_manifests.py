@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamrec.settings import ENV_PREFIX, Settings, load_settings
+from core.settings import ENV_PREFIX, Settings, load_settings
 from tests.support import REPO, run_cli
 
 K8S = REPO / "deploy" / "k8s"

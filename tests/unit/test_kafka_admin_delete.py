@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from streamrec import kafka_admin
-from streamrec.errors import UnavailableError
-from streamrec.settings import Settings
+from core.errors import UnavailableError
+from core.settings import Settings
+from messaging import kafka_admin
 
 
 class _LaggingAdmin:

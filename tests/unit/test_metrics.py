@@ -7,10 +7,10 @@ import math
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.drift import DriftReport, DriftSignal
-from streams.levels import Level
-from streams.metrics import ServerMetrics, WorkerMetrics
-from streams.metrics_names import ALL_METRICS, DRIFT_SIGNALS, METRICS_BY_NAME, metrics_for
+from monitoring.drift import DriftReport, DriftSignal
+from monitoring.levels import Level
+from monitoring.metrics import ServerMetrics, WorkerMetrics
+from schemas.metrics import ALL_METRICS, DRIFT_SIGNALS, METRICS_BY_NAME, metrics_for
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -31,7 +31,7 @@ def test_specs_are_consistent() -> None:
     assert {s.name for s in metrics_for("worker")} | {s.name for s in metrics_for("server")} == {
         s.name for s in ALL_METRICS
     }
-    from streams.drift import SIGNAL_KINDS
+    from monitoring.drift import SIGNAL_KINDS
 
     assert set(DRIFT_SIGNALS) == set(SIGNAL_KINDS)
 
@@ -63,7 +63,13 @@ def test_publish_helpers_remove_vanished_series() -> None:
         return DriftReport(now=0.0, window_s=300.0, reference_s=3600.0, signals=signals)
 
     ctr = DriftSignal(
-        "ctr_rel_drop", "home|B", 0.5, 0.3, Level.OK, True, significant=False,
+        "ctr_rel_drop",
+        "home|B",
+        0.5,
+        0.3,
+        Level.OK,
+        True,
+        significant=False,
         labels={"surface": "home", "variant": "B"},
     )
     items = DriftSignal("items_js", "outcomes", math.nan, 0.1, Level.OK, False)

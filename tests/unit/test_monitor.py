@@ -16,10 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
+from core.settings import load_settings
+from monitoring.monitor import Monitor, MonitorConfig
 from schemas.events import Alert, Severity
-from streamrec.errors import ConfigError
-from streamrec.settings import load_settings
-from streams.monitor import Monitor, MonitorConfig
 
 T0 = 1_700_000_000.0
 STEP_S = 10.0
@@ -174,7 +174,11 @@ def test_stationary_stream_of_200k_events_fires_no_alert() -> None:
     # not vacuous: every drift signal was evaluable through the run after the first hour
     assert evaluations > 300 and evaluable == evaluations
     assert {s.signal for s in result.drift.signals} == {
-        "volume_ratio", "event_mix_psi", "items_js", "coldstart_delta", "ctr_rel_drop",
+        "volume_ratio",
+        "event_mix_psi",
+        "items_js",
+        "coldstart_delta",
+        "ctr_rel_drop",
         "deadletter_rate",
     }
     assert result.health.exit_code == 0
@@ -240,9 +244,7 @@ def test_pausing_the_worker_raises_lag_warn_then_crit_then_resolves() -> None:
 
 def test_stopping_producers_fires_freshness_after_the_configured_silence() -> None:
     settings = load_settings(freshness_warn_s=30, freshness_crit_s=90, alert_min_duration_s=10)
-    run = Run(
-        Monitor(MonitorConfig.from_settings(settings), started_at=T0), SyntheticStream(3), T0
-    )
+    run = Run(Monitor(MonitorConfig.from_settings(settings), started_at=T0), SyntheticStream(3), T0)
     while run.now < T0 + 300:
         batch = run.stream.step(run.now)
         run.now += STEP_S

@@ -10,21 +10,21 @@ import fakeredis
 import orjson
 import pytest
 
+from core.settings import load_settings
+from monitoring.alerting import AlertPolicy
+from monitoring.health import HealthThresholds
+from monitoring.lag_monitor import CtrCounters, LagMonitor, SilenceTracker
+from monitoring.levels import Level
+from monitoring.metrics import WorkerMetrics
+from monitoring.monitor import Monitor, MonitorConfig
+from monitoring.monitor_io import CONSUMED_TOPICS, FreshnessReading, MonitorStore, OffsetSample
+from monitoring.status_report import StatusInputs, build_status, report_doc
+from runtime.worker_monitor import WorkerMonitor, feed_batch
 from schemas.events import Alert, DeadLetter, Exposure, Outcome
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from streamrec.settings import load_settings
-from streams.alerting import AlertPolicy
-from streams.health import HealthThresholds
-from streams.lag_monitor import CtrCounters, LagMonitor, SilenceTracker
-from streams.levels import Level
-from streams.metrics import WorkerMetrics
-from streams.monitor import Monitor, MonitorConfig
-from streams.monitor_io import CONSUMED_TOPICS, FreshnessReading, MonitorStore, OffsetSample
 from streams.pipeline import BatchResult
 from streams.processor import Record
-from streams.status_report import StatusInputs, build_status, report_doc
-from streams.worker_monitor import WorkerMonitor, feed_batch
 
 T0 = 1_700_000_000.0
 TH = HealthThresholds(lag_warn=100, lag_crit=1000, freshness_warn_s=60, freshness_crit_s=300)
@@ -38,21 +38,32 @@ def _outcome(user: str, item: str, ts: float, kind: str = "view") -> Outcome:
 
 def _exposure(user: str, ts: float, surface: str = "home", variant: str = "B") -> Exposure:
     raw = {
-        "request_id": f"r-{user}-{ts}", "user_id": user, "ts": ts,
+        "request_id": f"r-{user}-{ts}",
+        "user_id": user,
+        "ts": ts,
         "items": [{"item_id": "a", "rank": 1}, {"item_id": "b", "rank": 2}],
-        "context": {"surface": surface}, "variant": variant,
+        "context": {"surface": surface},
+        "variant": variant,
     }
     return Exposure.model_validate_json(orjson.dumps(raw))
 
 
 def _dead(ts: float, reason: str = "not_json") -> DeadLetter:
-    raw = {"source_topic": "p.outcomes", "partition": 0, "offset": 1, "raw_b64": "",
-           "reason": reason, "error": "x", "ts": ts}
+    raw = {
+        "source_topic": "p.outcomes",
+        "partition": 0,
+        "offset": 1,
+        "raw_b64": "",
+        "reason": reason,
+        "error": "x",
+        "ts": ts,
+    }
     return DeadLetter.model_validate_json(orjson.dumps(raw))
 
 
-def _sample(ends: dict[tuple[str, int], int], committed: dict[tuple[str, int], int],
-            at: float = T0) -> OffsetSample:
+def _sample(
+    ends: dict[tuple[str, int], int], committed: dict[tuple[str, int], int], at: float = T0
+) -> OffsetSample:
     return OffsetSample(at=at, ends=ends, committed=committed)
 
 
@@ -184,20 +195,44 @@ def test_lag_monitor_ctr_drop_alerts_and_state_round_trip() -> None:
         LagMonitor(config, started_at=now, state={**state, "version": 99})
 
 
-def _doc(role: str, instance: str, lines: list[dict[str, Any]],
-         alerts: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"role": role, "instance": instance, "ts": T0 + 99, "host": "h", "pid": 1,
-            "report": {"level": "OK", "lines": lines, "alerts": alerts}}
+def _doc(
+    role: str, instance: str, lines: list[dict[str, Any]], alerts: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {
+        "role": role,
+        "instance": instance,
+        "ts": T0 + 99,
+        "host": "h",
+        "pid": 1,
+        "report": {"level": "OK", "lines": lines, "alerts": alerts},
+    }
 
 
 def test_build_status_levels_json_and_alerts() -> None:
-    drift_line = {"level": "WARN", "subject": "drift/outcomes", "metric": "volume_ratio",
-                  "value": 2.5, "detail": "x2.5"}
-    lag_copy = {"level": "CRIT", "subject": "outcomes", "metric": "consumer_lag",
-                "value": 1e9, "detail": "stale copy"}
-    alert = {"alert_id": "drift_volume:topic=outcomes", "kind": "drift_volume",
-             "labels": {"topic": "outcomes"}, "severity": "WARN", "value": 2.5,
-             "threshold": 2.0, "cause": "volume x2.5", "first_seen": T0 + 40}
+    drift_line = {
+        "level": "WARN",
+        "subject": "drift/outcomes",
+        "metric": "volume_ratio",
+        "value": 2.5,
+        "detail": "x2.5",
+    }
+    lag_copy = {
+        "level": "CRIT",
+        "subject": "outcomes",
+        "metric": "consumer_lag",
+        "value": 1e9,
+        "detail": "stale copy",
+    }
+    alert = {
+        "alert_id": "drift_volume:topic=outcomes",
+        "kind": "drift_volume",
+        "labels": {"topic": "outcomes"},
+        "severity": "WARN",
+        "value": 2.5,
+        "threshold": 2.0,
+        "cause": "volume x2.5",
+        "first_seen": T0 + 40,
+    }
     inputs = StatusInputs(
         now=T0 + 100,
         group="g",
@@ -215,8 +250,12 @@ def test_build_status_levels_json_and_alerts() -> None:
     status = build_status(TH, inputs)
     doc = status.doc
     assert doc["topics"]["outcomes"] == {
-        "lag": 200, "lag_max": 200, "partitions": {"0": 200, "1": 0},
-        "events_per_s": 15.0, "newest_event_age_s": 10.0, "silent_for_s": None,
+        "lag": 200,
+        "lag_max": 200,
+        "partitions": {"0": 200, "1": 0},
+        "events_per_s": 15.0,
+        "newest_event_age_s": 10.0,
+        "silent_for_s": None,
     }
     assert doc["topics"]["exposures"]["newest_event_age_s"] is None
     assert doc["state"] == {"write_age_s": 5.0}
@@ -234,14 +273,30 @@ def test_build_status_levels_json_and_alerts() -> None:
 
 
 def test_build_status_several_workers_are_told_apart() -> None:
-    line = {"level": "OK", "subject": "drift/all", "metric": "deadletter_rate",
-            "value": None, "detail": "insufficient data"}
-    alert = {"alert_id": "deadletter_rate", "kind": "deadletter_rate", "labels": {},
-             "severity": "WARN", "value": 0.02, "threshold": 0.01, "cause": "2 %",
-             "first_seen": T0}
+    line = {
+        "level": "OK",
+        "subject": "drift/all",
+        "metric": "deadletter_rate",
+        "value": None,
+        "detail": "insufficient data",
+    }
+    alert = {
+        "alert_id": "deadletter_rate",
+        "kind": "deadletter_rate",
+        "labels": {},
+        "severity": "WARN",
+        "value": 0.02,
+        "threshold": 0.01,
+        "cause": "2 %",
+        "first_seen": T0,
+    }
     crit = {**alert, "severity": "CRIT", "value": 0.09}
     inputs = StatusInputs(
-        now=T0 + 100, group="g", offsets=_sample({}, {}), later_ends=None, rate_window_s=0,
+        now=T0 + 100,
+        group="g",
+        offsets=_sample({}, {}),
+        later_ends=None,
+        rate_window_s=0,
         freshness=FreshnessReading({"outcomes": T0 + 99}, last_write=T0 + 99),
         workers=[_doc("worker", "a", [line], [alert]), _doc("worker", "b", [line], [crit])],
         monitors=[_doc("monitor", "m", [], [])],
@@ -256,9 +311,16 @@ def test_build_status_several_workers_are_told_apart() -> None:
 
 async def test_worker_monitor_tick_sends_alerts_writes_heartbeat_and_restores() -> None:
     settings = load_settings(
-        kafka_bootstrap="127.0.0.1:1", network_timeout_s=0.5, key_prefix="wm",
-        drift_bucket_s=1, drift_window_s=2, drift_reference_windows=2, drift_min_events=10,
-        alert_min_duration_s=0, monitor_interval_s=1, monitor_instance="w1",
+        kafka_bootstrap="127.0.0.1:1",
+        network_timeout_s=0.5,
+        key_prefix="wm",
+        drift_bucket_s=1,
+        drift_window_s=2,
+        drift_reference_windows=2,
+        drift_min_events=10,
+        alert_min_duration_s=0,
+        monitor_interval_s=1,
+        monitor_instance="w1",
     )
     server = fakeredis.FakeServer()
     clock = [T0]
@@ -271,7 +333,9 @@ async def test_worker_monitor_tick_sends_alerts_writes_heartbeat_and_restores() 
         from prometheus_client import CollectorRegistry
 
         wm = WorkerMonitor(
-            settings, WorkerMetrics(CollectorRegistry()), lambda: {"outcomes": clock[0]},
+            settings,
+            WorkerMetrics(CollectorRegistry()),
+            lambda: {"outcomes": clock[0]},
             clock=lambda: clock[0],
         )
         wm.send_alerts = sink
@@ -319,8 +383,9 @@ async def test_worker_monitor_tick_sends_alerts_writes_heartbeat_and_restores() 
 
 def test_report_doc_drops_non_finite_values() -> None:
     mon = LagMonitor(CONFIG, started_at=T0)
-    result = mon.evaluate(T0 + 1, offsets=None, freshness=FreshnessReading({}, None),
-                          ctr_counters=None)
+    result = mon.evaluate(
+        T0 + 1, offsets=None, freshness=FreshnessReading({}, None), ctr_counters=None
+    )
     doc = report_doc(result.health, mon.alerts.firing())
     orjson.dumps(doc)
     ages = [x for x in doc["lines"] if x["metric"] == "newest_event_age_s"]

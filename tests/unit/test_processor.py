@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from schemas.events import Exposure, Item, Outcome
-from schemas.keyspace import Keyspace
+from schemas.keyspace import Keyspace, parse_recent
 from schemas.topics import Topic
 from streams.pipeline import BatchProcessor, RecentCache
 from streams.processor import (
@@ -21,7 +21,6 @@ from streams.processor import (
     Record,
     choose_landmark,
     decay_factor,
-    parse_recent,
 )
 
 T0 = 1_700_006_400.0  # a UTC midnight

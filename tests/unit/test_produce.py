@@ -65,7 +65,7 @@ def app() -> typer.Typer:
 @pytest.fixture
 def unreachable_kafka(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Point settings at a closed port: these runs must not need Kafka at all."""
-    from streamrec.settings import settings
+    from core.settings import settings
 
     monkeypatch.setenv("STREAMREC_KAFKA_BOOTSTRAP", "127.0.0.1:1")
     monkeypatch.setenv("STREAMREC_NETWORK_TIMEOUT_S", "1")

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.errors import ConfigError, UnavailableError
+from core.settings import Settings
+from messaging.producer import EventProducer, RateLimiter, message_key
 from schemas.events import Alert, ExposedItem, Exposure, Item, Outcome, Severity
 from schemas.topics import Topic
-from streamrec.errors import ConfigError, UnavailableError
-from streamrec.producer import EventProducer, RateLimiter, message_key
-from streamrec.settings import Settings
 
 TS = datetime(2024, 5, 1, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.settings import (
+from core.settings import (
     DEFAULT_KAFKA_BOOTSTRAP,
     DEFAULT_REDIS_URL,
     Settings,

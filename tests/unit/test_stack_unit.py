@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from streamrec import procs
-from streamrec.errors import StackError
-from streamrec.settings import load_settings
-from streamrec.stack import (
+from core.errors import StackError
+from core.settings import load_settings
+from streamrec.stack import procs
+from streamrec.stack.local import (
     LocalStack,
     ServiceState,
     _server_properties,

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from streams.seen import RotatingBloomSet
-from streams.windows import Tally, WindowAccumulator, WindowConfig
+from monitoring.seen import RotatingBloomSet
+from monitoring.windows import Tally, WindowAccumulator, WindowConfig
 
 T0 = 1_700_000_000.0  # a multiple of 10
 SMALL = WindowConfig(bucket_s=10, window_s=30, reference_windows=2, seen_capacity=10_000)

@@ -1,0 +1,443 @@
+"""Typed settings for every streamrec process, read from ``STREAMREC_*`` environment variables.
+
+One model, validated once at start. A bad value raises :class:`SettingsError` whose message
+is one line naming the variable, so the CLI can print it and exit non-zero.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlparse
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "STREAMREC_"
+
+DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:16379/0"
+DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
+
+
+class SettingsError(ValueError):
+    """A setting has a value streamrec cannot use; the message is one line naming the variable."""
+
+
+def _check_host_port(value: str, what: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT for {what}, got {value!r}")
+    return value
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Connection, topic and tuning settings shared by the worker, the server and the tools."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- connections -----------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        DEFAULT_KAFKA_BOOTSTRAP,
+        description="Kafka bootstrap servers, comma-separated HOST:PORT. "
+        "Left at the default, `streamrec stack up` starts a local broker there.",
+    )
+    redis_url: str = Field(
+        DEFAULT_REDIS_URL,
+        description="Redis URL (redis:// or rediss://). Left at the default, "
+        "`streamrec stack up` starts a local redis-server there.",
+    )
+    grpc_addr: str = Field(DEFAULT_GRPC_ADDR, description="HOST:PORT the gRPC server listens on.")
+    topic_prefix: str = Field(
+        "streamrec",
+        pattern=r"^[A-Za-z0-9._-]{1,100}$",
+        description="Prefix of every Kafka topic name (topic = PREFIX.name).",
+    )
+    key_prefix: str = Field(
+        "sr",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="Prefix of every Redis key this deployment owns.",
+    )
+    network_timeout_s: PositiveFloat = Field(5.0, description="Timeout of one network call.")
+
+    # --- topics ------------------------------------------------------------------------------
+    partitions: int = Field(4, ge=1, le=1024, description="Partitions of the event topics.")
+    consumer_group: str = Field("streamrec-worker", min_length=1, description="Worker group id.")
+
+    # --- ingestion ---------------------------------------------------------------------------
+    max_event_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest accepted event payload; larger → dead letter."
+    )
+    max_future_skew_s: float = Field(
+        300.0, ge=0, description="How far in the future an event timestamp may be."
+    )
+    batch_size: int = Field(500, ge=1, le=100_000, description="Events per processor batch.")
+    batch_within_s: PositiveFloat = Field(
+        0.02, description="Longest wait to fill a batch before processing what has arrived."
+    )
+
+    # --- processing (co-visitation, popularity, user features) -----------------------------
+    covis_window: int = Field(
+        5, ge=1, le=50, description="W: each new event is paired with the user's last W items."
+    )
+    covis_session_gap_s: float = Field(
+        1800.0, gt=0, description="Items older than this before the new event are not paired."
+    )
+    covis_distance_decay: float = Field(
+        0.8, gt=0, le=1, description="Pair weight factor per step back in the window (d=1 → 1)."
+    )
+    covis_backward_weight: float = Field(
+        0.5, ge=0, le=1, description="Weight of the reverse edge (new item → earlier item)."
+    )
+    covis_half_life_s: float = Field(
+        14 * 86400.0, gt=0, description="Half-life of co-visitation weights (forward decay)."
+    )
+    # evaluation engineer (tuned by `streamrec eval prequential`, see docs/evaluation.md)
+    covis_self_weight: float = Field(
+        2.0,
+        ge=0,
+        description="Weight (× the pair weight at its distance) of the self edge covis(a→a) "
+        "added when a user comes back to an item inside the window; 0 = no self edges.",
+    )
+    covis_top_k: int = Field(100, ge=1, le=10_000, description="Neighbours kept per item (K).")
+    popularity_half_life_s: float = Field(
+        2 * 86400.0, gt=0, description="Half-life of popularity / trending (forward decay)."
+    )
+    popularity_top_n: int = Field(
+        1000,
+        ge=10,
+        description="Items kept per popularity list (≈ 115 B each; ×segments, so keep it modest).",
+    )
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 1.0,
+            "click": 1.0,
+            "add_to_cart": 2.0,
+            "purchase": 3.0,
+            "like": 2.0,
+            "dismiss": 0.0,
+        },
+        description="Weight of each event type in co-visitation and popularity (JSON object).",
+    )
+    user_recent_max: int = Field(50, ge=1, le=1000, description="Recent items kept per user.")
+    user_seen_max: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description="Seen items kept per user (≤ 128 stays in Redis' compact listpack encoding).",
+    )
+    user_affinity_max: int = Field(50, ge=1, description="Categories kept per user affinity.")
+    user_ttl_s: int = Field(30 * 86400, ge=60, description="TTL of every per-user key.")
+    segments_max: int = Field(1000, ge=1, description="Popularity segments kept (LRU).")
+    join_window_s: int = Field(
+        3600, ge=1, description="How long an exposure (or an early outcome) waits to be joined."
+    )
+    ctr_items_max: int = Field(100_000, ge=100, description="Items kept in impression counts.")
+    recent_cache_users: int = Field(
+        50_000, ge=0, description="Users whose recent items the worker caches in memory (LRU)."
+    )
+
+    # --- metrics / admin ---------------------------------------------------------------------
+    worker_metrics_port: int = Field(9464, ge=0, lt=65536, description="Worker /metrics port.")
+    server_metrics_port: int = Field(9465, ge=0, lt=65536, description="Server /metrics port.")
+    admin_token: SecretStr = Field(
+        SecretStr("change-me"), description="Bearer token required by the Admin gRPC service."
+    )
+
+    # --- serving -----------------------------------------------------------------------------
+    algo_version: str = Field(
+        "covis-v1", min_length=1, max_length=64, description="Ranker version in every answer."
+    )
+    request_timeout_s: PositiveFloat = Field(
+        0.25,
+        le=30,
+        description="Server-side budget of one request's Redis reads; past it the "
+        "answer falls back to in-process caches (a shorter client deadline wins).",
+    )
+    redis_retry_after_s: float = Field(
+        0.5, ge=0, le=60, description="After a Redis error, requests skip Redis this long."
+    )
+    serving_refresh_s: PositiveFloat = Field(
+        0.5,
+        le=1.0,
+        description="Refresh period of the popularity, rules, experiment, catalog "
+        "and state-age caches (a rule change takes effect within about twice this).",
+    )
+    serving_popularity_top_n: int = Field(
+        200, ge=10, le=10_000, description="Popularity items the server caches per segment."
+    )
+    serving_popularity_segments: int = Field(
+        256, ge=1, le=100_000, description="Segments whose popularity is cached in-process."
+    )
+    serving_neighbour_cache_rows: int = Field(
+        10_000,
+        ge=0,
+        le=10_000_000,
+        description="Co-visitation rows the server keeps in process, kept exact by Redis "
+        "invalidation messages (CLIENT TRACKING, Redis 6+); 4.5-11 KB each; 0 = off.",
+    )
+    serving_user_cache_users: int = Field(
+        10_000,
+        ge=0,
+        le=10_000_000,
+        description="Users (and sessions) whose recent and seen items the server keeps in "
+        "process between two of their requests, kept exact the same way (an event of the user "
+        "drops them); up to ~19 KB each at the user caps (20 recent, 128 seen); 0 = off.",
+    )
+    last_known_file: Path | None = Field(
+        None,
+        description="JSON file holding the last non-empty global popularity list, read "
+        "at start when Redis is down; default <home>/serving/last_known.json.",
+    )
+    experiments_file: Path | None = Field(
+        None, description="ExperimentConfig JSON file; a config set through Admin (Redis) wins."
+    )
+    exposure_buffer_size: int = Field(
+        10_000,
+        ge=1,
+        le=10_000_000,
+        description="Exposure events held while Kafka is away; "
+        "on overflow the oldest are dropped and counted.",
+    )
+    exposure_linger_ms: float = Field(
+        50.0,
+        ge=0,
+        le=5000,
+        description="How long the server gathers exposure events before producing them "
+        "(one Kafka request per partition per round): longer costs less CPU per answer.",
+    )
+    shutdown_grace_s: float = Field(
+        5.0, ge=0, le=300, description="Grace for in-flight requests and the exposure flush."
+    )
+    ranker_max_anchors: int = Field(10, ge=1, le=100, description="Recent items used as anchors.")
+    ranker_anchor_decay_s: PositiveFloat = Field(
+        86_400.0, description="Anchor weight time constant: w = exp(-age / this) · position decay."
+    )
+    ranker_anchor_position_decay: float = Field(
+        0.5, gt=0, le=1, description="Anchor weight factor per position back in recent history."
+    )
+    ranker_neighbours_per_anchor: int = Field(
+        50, ge=1, le=1000, description="Co-visitation neighbours read per anchor."
+    )
+    ranker_normalisation: str = Field(
+        "row", pattern="^(row|none)$", description="row: covis(a,b)/Σ covis(a,·); none: raw."
+    )
+    ranker_popularity_exponent: float = Field(
+        0.25, ge=0, le=2, description="β in score(b) = Σ_a w_a·covis(a,b) / pop(b)^β (0 = off)."
+    )
+    ranker_max_category_share: float = Field(
+        0.5, gt=0, le=1, description="Most of the top-k one category may take (1 = no cap)."
+    )
+    ranker_exclude_seen: bool = Field(True, description="Drop items the user has already seen.")
+    ranker_self_neighbours: bool = Field(
+        False,
+        description="Let an anchor's self edge (repeat clicks) recommend it again; for "
+        "session / repeat-consumption data, together with ranker_exclude_seen=false.",
+    )
+    ranker_demote_min_impressions: float = Field(
+        0.0, ge=0, description="Demote items shown at least this often but never clicked (0 = off)."
+    )
+    ranker_demote_factor: float = Field(
+        0.5, gt=0, le=1, description="Score multiplier of a demoted item."
+    )
+
+    # --- monitoring (thresholds) ------------------------------------------------------------
+    # Used by monitoring/monitor.py (built-in alerts, `streamrec status`) and mirrored literally in
+    # deploy/prometheus/alerts.yml (a test keeps them equal). Why each default: see the
+    # "Thresholds" section of monitoring/monitor.py. WARN < CRIT is checked when the monitor is built.
+    lag_warn: int = Field(
+        10_000,
+        ge=1,
+        description="Consumer lag (events) of one partition that warns: 20 batches of 500 "
+        "queued, i.e. the worker is not keeping up rather than between two polls.",
+    )
+    lag_crit: int = Field(
+        100_000, ge=1, description="Consumer lag (events) of one partition that is critical."
+    )
+    freshness_topics: tuple[str, ...] = Field(
+        ("outcomes", "exposures"),
+        description="Logical topics whose silence alerts (items is a compacted catalog "
+        "topic and is quiet for long stretches by design).",
+    )
+    freshness_warn_s: PositiveFloat = Field(
+        60.0,
+        description="Age (s) of the newest processed event / state write that warns "
+        "(silence of a live interaction stream for a minute is abnormal).",
+    )
+    freshness_crit_s: PositiveFloat = Field(
+        300.0,
+        description="Age (s) that is critical: one drift window without any new event, "
+        "so trending state is visibly stale.",
+    )
+    event_lag_p99_warn_s: PositiveFloat = Field(
+        30.0, description="p99 of processing time − event time (s) that warns."
+    )
+    event_lag_p99_crit_s: PositiveFloat = Field(
+        300.0, description="p99 of processing time − event time (s) that is critical."
+    )
+    monitor_interval_s: PositiveFloat = Field(
+        10.0, description="Period of the lag / freshness / drift evaluation timers."
+    )
+    drift_bucket_s: PositiveFloat = Field(
+        10.0, description="Drift window bucket size (s); window sizes are multiples of it."
+    )
+    drift_window_s: PositiveFloat = Field(
+        300.0, description="Current drift window (s) compared against the reference."
+    )
+    drift_reference_windows: int = Field(
+        12, ge=1, le=288, description="Reference = this many windows before the current one."
+    )
+    drift_min_events: int = Field(
+        500,
+        ge=1,
+        description="Events needed in both windows before a drift statistic is evaluated.",
+    )
+    drift_top_items: int = Field(
+        50, ge=1, le=10_000, description="Items compared by the item-popularity drift (+ other)."
+    )
+    drift_seen_capacity: int = Field(
+        1_000_000,
+        ge=1000,
+        description="Distinct users (and items) remembered for the cold-start ratio (~1.2 B each).",
+    )
+    drift_volume_ratio: float = Field(
+        2.0,
+        gt=1,
+        description="Event rate ratio current/reference that alerts (≥ this or ≤ 1/this).",
+    )
+    drift_mix_psi: PositiveFloat = Field(
+        0.25, description="PSI of the event-type mix that alerts ('major shift' rule of thumb)."
+    )
+    drift_items_js: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Jensen-Shannon divergence (bits) of the top-N item distribution that "
+        "alerts; 0.1 ≈ a fifth of the traffic moving to items outside the reference head.",
+    )
+    drift_coldstart_delta: float = Field(
+        0.10,
+        gt=0,
+        le=1,
+        description="Increase of the never-seen user / item share (absolute) that alerts.",
+    )
+    drift_ctr_rel_drop: float = Field(
+        0.3, gt=0, lt=1, description="Relative CTR drop per surface and variant that alerts."
+    )
+    drift_ctr_z: PositiveFloat = Field(
+        3.5, description="Two-proportion z a CTR drop must also reach (significance guard)."
+    )
+    drift_ctr_min_impressions: int = Field(
+        1000, ge=1, description="Impressions needed in each window before CTR is compared."
+    )
+    deadletter_rate_warn: float = Field(
+        0.01, gt=0, lt=1, description="Dead-letter share of consumed messages that warns."
+    )
+    deadletter_rate_crit: float = Field(
+        0.05, gt=0, le=1, description="Dead-letter share of consumed messages that is critical."
+    )
+    alert_min_duration_s: float = Field(
+        60.0,
+        ge=0,
+        description="A condition must hold (and later clear) this long before an alert fires "
+        "(resolves); also the Prometheus `for:`.",
+    )
+    alert_clear_ratio: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="Hysteresis: an alert resolves only once the value is back past "
+        "threshold × this (threshold / this for low-side thresholds).",
+    )
+    alert_stale_s: PositiveFloat = Field(
+        900.0, description="A firing alert whose signal is not observed this long resolves."
+    )
+    serving_p99_warn_s: PositiveFloat = Field(
+        0.05, description="Serving p99 latency (s) per method that warns."
+    )
+    serving_p99_crit_s: PositiveFloat = Field(
+        0.25, description="Serving p99 latency (s) per method that is critical."
+    )
+
+    # --- monitoring (wiring): worker monitor task, `streamrec monitor`, `streamrec status` ----
+    monitor_metrics_port: int = Field(
+        9466, ge=0, lt=65536, description="`streamrec monitor` /metrics port (0 = off)."
+    )
+    monitor_state_save_s: PositiveFloat = Field(
+        120.0,
+        description="How often the worker persists its monitor state (drift windows, open "
+        "alerts) to Redis; also saved on shutdown and restored at start.",
+    )
+    monitor_instance: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9._-]{0,64}$",
+        description="Name of this process in heartbeat and monitor-state keys (default: the "
+        "host name; a second live process with the same name gets NAME-PID instead).",
+    )
+
+    # --- local stack -------------------------------------------------------------------------
+    home: Path = Field(
+        Path.home() / ".cache" / "streamrec",
+        description="Where the local stack keeps jars, data, logs and pid files.",
+    )
+    kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="Local broker -Xmx.")
+
+    # --- local stack: foundation (streamrec/stack/local.py) ------------------------------------------
+    kafka_libs_dir: Path | None = Field(
+        None,
+        description="Where the local broker's jars are cached (default HOME/kafka/libs); "
+        "several homes may share one directory so the jars are fetched once.",
+    )
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for part in value.split(","):
+            _check_host_port(part.strip(), "Kafka bootstrap server")
+        return value
+
+    @field_validator("grpc_addr")
+    @classmethod
+    def _grpc(cls, value: str) -> str:
+        return _check_host_port(value, "gRPC address")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in {"redis", "rediss", "unix"} or not (parsed.hostname or parsed.path):
+            raise ValueError(f"expected redis://HOST:PORT/DB, got {value!r}")
+        return value
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a logical topic (``outcomes``, ``exposures`` …)."""
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def kafka_is_local_default(self) -> bool:
+        return self.kafka_bootstrap == DEFAULT_KAFKA_BOOTSTRAP
+
+    @property
+    def redis_is_local_default(self) -> bool:
+        return self.redis_url == DEFAULT_REDIS_URL
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; raise :class:`SettingsError` with a one-line reason."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{ENV_PREFIX}{field.upper()}: {message}") from exc
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """Process-wide settings, loaded once."""
+    return load_settings()

@@ -1,0 +1,114 @@
+"""``prometheus_client`` objects for the worker and the server, built from the metric specs.
+
+Specs (names, labels, help, buckets) live in :mod:`schemas.metrics`.
+
+Create one :class:`WorkerMetrics` (worker process) or :class:`ServerMetrics` (server process)
+per registry; pass a fresh ``CollectorRegistry`` in tests. The ``publish_*`` helpers turn
+monitor results into gauge values and remove label sets that disappeared (a CTR pair that
+is no longer served, a partition revoked in a rebalance), so dashboards show no stale series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from monitoring.drift import DriftReport
+from schemas import metrics as names
+from schemas.metrics import MetricSpec
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+def _build(spec: MetricSpec, registry: CollectorRegistry, cls: type[_M]) -> _M:
+    expected = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[cls]
+    if spec.kind != expected:
+        raise TypeError(f"{spec.name} is a {spec.kind}, not a {expected}")
+    if cls is Histogram:
+        assert spec.buckets is not None, spec.name
+        return cls(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+    return cls(spec.name, spec.help, spec.labels, registry=registry)
+
+
+class _Tracked:
+    """Remembers which label sets a labelled gauge has, to remove the ones that vanish."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        self.gauge = gauge
+        self._known: set[tuple[str, ...]] = set()
+
+    def replace(self, values: Mapping[tuple[str, ...], float], *, keep_zero: bool = False) -> None:
+        for labels, value in values.items():
+            self.gauge.labels(*labels).set(value)
+        for labels in self._known - set(values):
+            if keep_zero:
+                self.gauge.labels(*labels).set(0)
+            else:
+                self.gauge.remove(*labels)
+        self._known = set(values) | (self._known if keep_zero else set())
+
+
+class WorkerMetrics:
+    """Metrics exported by the faust worker (ingestion, freshness, lag, drift, alerts)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.events_processed = _build(names.EVENTS_PROCESSED, registry, Counter)
+        self.deadletter = _build(names.DEADLETTER, registry, Counter)
+        self.batch_seconds = _build(names.BATCH_SECONDS, registry, Histogram)
+        self.redis_roundtrips = _build(names.REDIS_ROUNDTRIPS, registry, Counter)
+        self.join_rate = _build(names.JOIN_RATE, registry, Gauge)
+        self.event_lag = _build(names.EVENT_LAG, registry, Histogram)
+        self.newest_event_age = _build(names.NEWEST_EVENT_AGE, registry, Gauge)
+        self.state_write_age = _build(names.STATE_WRITE_AGE, registry, Gauge)
+        self.consumer_lag = _build(names.CONSUMER_LAG, registry, Gauge)
+        self.drift_value = _build(names.DRIFT_VALUE, registry, Gauge)
+        self.drift_evaluable = _build(names.DRIFT_EVALUABLE, registry, Gauge)
+        self.drift_threshold = _build(names.DRIFT_THRESHOLD, registry, Gauge)
+        self.alerts_firing = _build(names.ALERTS_FIRING, registry, Gauge)
+        self._lag = _Tracked(self.consumer_lag)
+        self._drift = (
+            _Tracked(self.drift_value),
+            _Tracked(self.drift_evaluable),
+            _Tracked(self.drift_threshold),
+        )
+        self._alerts = _Tracked(self.alerts_firing)
+
+    def publish_lags(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Set ``streamrec_consumer_lag`` for the partitions measured now (logical topics)."""
+        self._lag.replace({(t, str(p)): max(0, lag) for (t, p), lag in lags.items()})
+
+    def publish_ages(self, event_ages: Mapping[str, float], state_write_age: float) -> None:
+        for topic, age in event_ages.items():
+            self.newest_event_age.labels(topic).set(age)
+        self.state_write_age.set(state_write_age)
+
+    def publish_drift(self, report: DriftReport) -> None:
+        """Set the drift gauges; value is NaN when not evaluable, evaluable=0/1 (guards)."""
+        value, evaluable, threshold = self._drift
+        value.replace({(s.signal, s.scope): s.value for s in report.signals})
+        evaluable.replace(
+            {(s.signal, s.scope): 1.0 if s.guards_passed else 0.0 for s in report.signals}
+        )
+        threshold.replace({(s.signal, s.scope): s.threshold for s in report.signals})
+
+    def publish_alerts(self, firing_counts: Mapping[tuple[str, str], int]) -> None:
+        """Set ``streamrec_alerts_firing``; kinds that stopped firing go to 0 (not removed)."""
+        self._alerts.replace({key: float(n) for key, n in firing_counts.items()}, keep_zero=True)
+
+
+class ServerMetrics:
+    """Metrics exported by the gRPC server."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.latency = _build(names.SERVING_LATENCY, registry, Histogram)
+        self.answers = _build(names.SERVING_ANSWERS, registry, Counter)
+        self.empty_answers = _build(names.SERVING_EMPTY, registry, Counter)
+        self.redis_errors = _build(names.SERVING_REDIS_ERRORS, registry, Counter)
+        self.redis_roundtrips = _build(names.REDIS_ROUNDTRIPS, registry, Counter)
+        self.exposure_buffer_depth = _build(names.EXPOSURE_BUFFER_DEPTH, registry, Gauge)
+        self.exposure_dropped = _build(names.EXPOSURE_DROPPED, registry, Counter)
+        self.state_age = _build(names.SERVING_STATE_AGE, registry, Gauge)
+        self.row_cache = _build(names.SERVING_ROW_CACHE, registry, Counter)
+        self.user_cache = _build(names.SERVING_USER_CACHE, registry, Counter)

@@ -1,0 +1,264 @@
+"""``streamrec status`` as data: measurements and heartbeat reports → lines, JSON, exit code. Pure.
+
+Inputs are gathered by :mod:`streamrec.commands.status` (Kafka offsets measured live, Redis
+freshness, the heartbeats of the live workers and of ``streamrec monitor`` with their last
+health reports). Each line is OK / WARN / CRIT (:mod:`monitoring.health`); the exit code is the
+worst level (0 OK, 1 WARN, 2 CRIT).
+
+Also holds the (de)serialisation of a health report inside a heartbeat document
+(:func:`report_doc`), written by the worker and the monitor each evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from monitoring.alerting import OpenAlert
+from monitoring.health import HealthReport, HealthThresholds, StatusLine, evaluate_health
+from monitoring.levels import Level
+from monitoring.monitor_io import FreshnessReading, OffsetSample
+
+#: Metrics ``streamrec status`` measures itself; copies in heartbeat reports are not shown.
+LIVE_METRICS = frozenset(
+    {"consumer_lag", "newest_event_age_s", "state_write_age_s", "event_lag_p99_s", "alert"}
+)
+
+
+def _num(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def line_doc(line: StatusLine) -> dict[str, Any]:
+    return {
+        "level": line.level.name,
+        "subject": line.subject,
+        "metric": line.metric,
+        "value": _num(line.value),
+        "detail": line.detail,
+    }
+
+
+def report_doc(health: HealthReport, firing: Sequence[OpenAlert]) -> dict[str, Any]:
+    """JSON-able form of a process's last health report and its firing alerts."""
+    return {
+        "level": health.level.name,
+        "lines": [line_doc(line) for line in health.lines if line.metric != "alert"],
+        "alerts": [
+            {
+                "alert_id": a.alert_id,
+                "kind": a.kind,
+                "labels": dict(a.labels),
+                "severity": a.severity.name,
+                "value": _num(a.value),
+                "threshold": a.threshold,
+                "cause": a.cause,
+                "first_seen": a.first_seen,
+            }
+            for a in firing
+            if a.phase == "firing"
+        ],
+    }
+
+
+def _level(name: object) -> Level:
+    try:
+        return Level[str(name)]
+    except KeyError as exc:
+        raise ValueError(f"bad level {name!r} in a health report") from exc
+
+
+def _line_from(doc: Mapping[str, Any], subject_suffix: str = "") -> StatusLine:
+    value = doc.get("value")
+    return StatusLine(
+        subject=str(doc["subject"]) + subject_suffix,
+        metric=str(doc["metric"]),
+        value=None if value is None else float(value),
+        level=_level(doc["level"]),
+        detail=str(doc.get("detail", "")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusInputs:
+    """Everything ``streamrec status`` measured."""
+
+    now: float
+    group: str
+    offsets: OffsetSample
+    """First sample: lag (end − committed) and end offsets."""
+    later_ends: Mapping[tuple[str, int], int] | None
+    """End offsets ``rate_window_s`` later (None: no rate sample)."""
+    rate_window_s: float
+    freshness: FreshnessReading
+    workers: Sequence[Mapping[str, Any]]
+    """Heartbeat documents of live workers."""
+    monitors: Sequence[Mapping[str, Any]]
+    """Heartbeat documents of live ``streamrec monitor`` processes."""
+    freshness_topics: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    report: HealthReport
+    doc: dict[str, Any]
+
+    @property
+    def exit_code(self) -> int:
+        return self.report.exit_code
+
+    def render(self) -> str:
+        return self.report.render()
+
+
+def _rates(inputs: StatusInputs) -> dict[str, float]:
+    if inputs.later_ends is None or inputs.rate_window_s <= 0:
+        return {}
+    rates: dict[str, float] = {}
+    for key, end in inputs.later_ends.items():
+        before = inputs.offsets.ends.get(key, end)
+        rates[key[0]] = rates.get(key[0], 0.0) + max(0, end - before) / inputs.rate_window_s
+    return rates
+
+
+def _process_lines(role: str, docs: Sequence[Mapping[str, Any]]) -> list[StatusLine]:
+    if docs:
+        names = ", ".join(str(d.get("instance", "?")) for d in docs)
+        return [StatusLine(role, "alive", len(docs), Level.OK, names)]
+    if role == "workers":
+        detail = "no worker heartbeat: nothing is processing the topics"
+    else:
+        detail = "`streamrec monitor` is not running: lag/freshness/CTR alerts are not emitted"
+    return [StatusLine(role, "alive", 0, Level.WARN, detail)]
+
+
+def _reported_lines(
+    docs: Sequence[Mapping[str, Any]], metrics: set[str] | None
+) -> list[StatusLine]:
+    out: list[StatusLine] = []
+    for doc in docs:
+        report = doc.get("report") or {}
+        suffix = f"@{doc.get('instance', '?')}" if len(docs) > 1 else ""
+        for raw in report.get("lines", []):
+            if raw.get("metric") in LIVE_METRICS:
+                continue
+            if (
+                metrics is not None
+                and raw.get("metric") not in metrics
+                and not str(raw.get("subject", "")).startswith("drift/")
+            ):
+                continue
+            out.append(_line_from(raw, suffix))
+    return out
+
+
+def _alerts(docs: Sequence[Mapping[str, Any]], now: float) -> list[dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for doc in docs:
+        for raw in (doc.get("report") or {}).get("alerts", []):
+            alert = {**raw, "source": f"{doc.get('role', '?')}:{doc.get('instance', '?')}"}
+            known = merged.get(raw["alert_id"])
+            if known is None or _level(raw["severity"]) > _level(known["severity"]):
+                merged[raw["alert_id"]] = alert
+    return [merged[k] for k in sorted(merged)]
+
+
+def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
+    """Lines, JSON document and exit code of ``streamrec status``."""
+    now = inputs.now
+    lags = inputs.offsets.lags
+    ages = inputs.freshness.event_ages(now, inputs.freshness_topics)
+    state_age = inputs.freshness.state_write_age(now)
+    base = evaluate_health(th, lags=lags, event_ages=ages, state_write_age=state_age)
+    lines = list(base.lines)
+    for topic in inputs.offsets.missing_topics:
+        lines.append(
+            StatusLine(topic, "topic", None, Level.CRIT, "missing: run 'streamrec topics create'")
+        )
+    rates = _rates(inputs)
+    for topic in sorted(rates):
+        lines.append(
+            StatusLine(
+                topic,
+                "events_per_s",
+                rates[topic],
+                Level.OK,
+                f"produced, over {inputs.rate_window_s:g} s",
+            )
+        )
+    lines += _process_lines("workers", inputs.workers)
+    lines += _process_lines("monitor", inputs.monitors)
+    lines += _reported_lines(inputs.monitors, {"silent_for_s"})
+    lines += _reported_lines(inputs.workers, None)
+    alerts = _alerts([*inputs.monitors, *inputs.workers], now)
+    for a in alerts:
+        since = max(0.0, now - float(a["first_seen"]))
+        lines.append(
+            StatusLine(
+                a["alert_id"],
+                "alert",
+                a.get("value"),
+                _level(a["severity"]),
+                f"firing {since:.0f} s (threshold {float(a['threshold']):g}): {a['cause']}",
+            )
+        )
+    if not inputs.workers and inputs.freshness.last_write is None:
+        lines.append(
+            StatusLine(
+                "state",
+                "never_written",
+                None,
+                Level.WARN,
+                "no worker has ever processed a batch for this key prefix",
+            )
+        )
+    report = HealthReport(tuple(lines))
+
+    silence: dict[str, float] = {}
+    for line in _reported_lines(inputs.monitors[:1], {"silent_for_s"}):
+        if line.metric == "silent_for_s" and line.value is not None:
+            silence[line.subject] = line.value
+    topics: dict[str, Any] = {}
+    for (topic, partition), lag in sorted(lags.items()):
+        entry = topics.setdefault(topic, {"lag": 0, "lag_max": 0, "partitions": {}})
+        entry["lag"] += lag
+        entry["lag_max"] = max(entry["lag_max"], lag)
+        entry["partitions"][str(partition)] = lag
+    for topic, entry in topics.items():
+        entry["events_per_s"] = rates.get(topic)
+        entry["newest_event_age_s"] = _num(ages.get(topic))
+        entry["silent_for_s"] = silence.get(topic)
+
+    def procs(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            {
+                "instance": d.get("instance"),
+                "host": d.get("host"),
+                "pid": d.get("pid"),
+                "heartbeat_age_s": max(0.0, now - float(d.get("ts", now))),
+            }
+            for d in docs
+        ]
+
+    doc: dict[str, Any] = {
+        "overall": report.level.name,
+        "exit_code": report.exit_code,
+        "generated_at": _iso(now),
+        "group": inputs.group,
+        "topics": topics,
+        "missing_topics": list(inputs.offsets.missing_topics),
+        "state": {"write_age_s": _num(state_age)},
+        "workers": procs(inputs.workers),
+        "monitor": procs(inputs.monitors),
+        "drift": [line_doc(line) for line in lines if line.subject.startswith("drift/")],
+        "alerts": alerts,
+        "lines": [line_doc(line) for line in lines],
+    }
+    return Status(report, doc)

@@ -1,0 +1,288 @@
+"""Every Prometheus metric streamrec exports: name, type, labels, help — in one place.
+
+Worker, server, alert rules (``deploy/prometheus/alerts.yml``) and the Grafana dashboard
+(``deploy/grafana/streamrec.json``) use these names; tests check that the rules and the
+dashboard mention only metrics listed here. :mod:`monitoring.metrics` builds the
+``prometheus_client`` objects from these specs.
+
+Label conventions:
+
+* ``topic`` is the *logical* topic name (``outcomes``, ``exposures``, ``items``,
+  ``deadletter``), not the prefixed physical name, so rules and dashboards work for any
+  ``STREAMREC_TOPIC_PREFIX``.
+* ``partition`` is the partition number as a decimal string.
+* ``signal`` / ``scope`` on the drift metrics are :data:`DRIFT_SIGNALS` and the signal's scope
+  (``outcomes``, ``users``, ``home|control``, ``all`` …).
+* ``stage`` on serving answers is the stage that supplied the answer's items
+  (:data:`SERVING_STAGES`); everything but ``primary`` is a fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricKind = Literal["counter", "gauge", "histogram"]
+Process = Literal["worker", "server"]
+
+#: Event-time lag buckets (seconds): sub-second up to an hour.
+EVENT_LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+#: Worker batch duration buckets (seconds).
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+#: Serving latency buckets (seconds): fine-grained around the 50 ms p99 target.
+SERVING_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+)
+
+#: ``signal`` label values of the drift metrics (see :mod:`monitoring.drift`).
+DRIFT_SIGNALS = (
+    "volume_ratio",
+    "event_mix_psi",
+    "items_js",
+    "coldstart_delta",
+    "ctr_rel_drop",
+    "deadletter_rate",
+)
+#: ``stage`` label values of ``streamrec_serving_answers_total``.
+SERVING_STAGES = ("primary", "segment_popularity", "global_popularity", "last_known")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One exported metric. ``name`` is the exposed family name (counters end in ``_total``)."""
+
+    name: str
+    kind: MetricKind
+    labels: tuple[str, ...]
+    help: str
+    processes: tuple[Process, ...]
+    buckets: tuple[float, ...] | None = None
+
+    @property
+    def series_names(self) -> tuple[str, ...]:
+        """Names that appear in PromQL for this metric (histograms expose three series)."""
+        if self.kind == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+_W: tuple[Process, ...] = ("worker",)
+_S: tuple[Process, ...] = ("server",)
+
+# --- worker: ingestion --------------------------------------------------------------------
+EVENTS_PROCESSED = MetricSpec(
+    "streamrec_events_processed_total",
+    "counter",
+    ("topic",),
+    "Valid events applied to the state, by logical topic.",
+    _W,
+)
+DEADLETTER = MetricSpec(
+    "streamrec_deadletter_total",
+    "counter",
+    ("topic", "reason"),
+    "Messages sent to the dead-letter topic, by source topic and reason.",
+    _W,
+)
+BATCH_SECONDS = MetricSpec(
+    "streamrec_batch_seconds",
+    "histogram",
+    (),
+    "Wall time to plan and apply one batch (one atomic Redis write).",
+    _W,
+    BATCH_BUCKETS,
+)
+REDIS_ROUNDTRIPS = MetricSpec(
+    "streamrec_redis_roundtrips_total",
+    "counter",
+    ("role",),
+    "Redis round trips, by role (worker, serving, monitor).",
+    ("worker", "server"),
+)
+JOIN_RATE = MetricSpec(
+    "streamrec_join_rate",
+    "gauge",
+    (),
+    "Share of attributed outcomes (with request_id) that joined their exposure, last window.",
+    _W,
+)
+
+# --- worker: freshness and lag ----------------------------------------------------------
+EVENT_LAG = MetricSpec(
+    "streamrec_event_lag_seconds",
+    "histogram",
+    ("topic",),
+    "Processing time minus event time of each applied event.",
+    _W,
+    EVENT_LAG_BUCKETS,
+)
+NEWEST_EVENT_AGE = MetricSpec(
+    "streamrec_newest_event_age_seconds",
+    "gauge",
+    ("topic",),
+    "Now minus the event time of the newest processed event, by topic (updated by a timer).",
+    _W,
+)
+STATE_WRITE_AGE = MetricSpec(
+    "streamrec_state_write_age_seconds",
+    "gauge",
+    (),
+    "Now minus the time of the newest state write to Redis (updated by a timer).",
+    _W,
+)
+CONSUMER_LAG = MetricSpec(
+    "streamrec_consumer_lag",
+    "gauge",
+    ("topic", "partition"),
+    "End offset minus committed offset of the worker group, per topic-partition.",
+    _W,
+)
+
+# --- worker: drift and alerts -----------------------------------------------------------
+DRIFT_VALUE = MetricSpec(
+    "streamrec_drift_value",
+    "gauge",
+    ("signal", "scope"),
+    "Drift statistic, current window vs reference window (see monitoring.drift).",
+    _W,
+)
+DRIFT_EVALUABLE = MetricSpec(
+    "streamrec_drift_evaluable",
+    "gauge",
+    ("signal", "scope"),
+    "1 when the drift statistic passed its sample-size and significance guards, else 0.",
+    _W,
+)
+DRIFT_THRESHOLD = MetricSpec(
+    "streamrec_drift_threshold",
+    "gauge",
+    ("signal", "scope"),
+    "Warn threshold configured for the drift statistic (for dashboard threshold lines).",
+    _W,
+)
+ALERTS_FIRING = MetricSpec(
+    "streamrec_alerts_firing",
+    "gauge",
+    ("kind", "severity"),
+    "Alerts currently firing in the built-in alert manager, by kind and severity.",
+    _W,
+)
+
+# --- server -------------------------------------------------------------------------------
+SERVING_LATENCY = MetricSpec(
+    "streamrec_serving_latency_seconds",
+    "histogram",
+    ("method",),
+    "Server-side latency of each gRPC call, by method.",
+    _S,
+    SERVING_BUCKETS,
+)
+SERVING_ANSWERS = MetricSpec(
+    "streamrec_serving_answers_total",
+    "counter",
+    ("method", "stage"),
+    "Answers served, by method and the stage that supplied them (primary or a fallback).",
+    _S,
+)
+SERVING_EMPTY = MetricSpec(
+    "streamrec_serving_empty_answers_total",
+    "counter",
+    ("method",),
+    "Answers with no items (must stay 0: the server never answers empty).",
+    _S,
+)
+SERVING_REDIS_ERRORS = MetricSpec(
+    "streamrec_serving_redis_errors_total",
+    "counter",
+    (),
+    "Redis calls from the server that failed or timed out.",
+    _S,
+)
+EXPOSURE_BUFFER_DEPTH = MetricSpec(
+    "streamrec_exposure_buffer_depth",
+    "gauge",
+    (),
+    "Exposure events waiting in the bounded buffer for Kafka.",
+    _S,
+)
+EXPOSURE_DROPPED = MetricSpec(
+    "streamrec_exposure_dropped_total",
+    "counter",
+    (),
+    "Exposure events dropped because the bounded buffer was full.",
+    _S,
+)
+SERVING_ROW_CACHE = MetricSpec(
+    "streamrec_serving_row_cache_total",
+    "counter",
+    ("result",),
+    "Co-visitation row lookups of the server's in-process cache by result (hit, miss), and "
+    "rows dropped by Redis invalidations (invalidated).",
+    _S,
+)
+SERVING_USER_CACHE = MetricSpec(
+    "streamrec_serving_user_cache_total",
+    "counter",
+    ("result",),
+    "Lookups of users' recent and seen items in the server's in-process cache by result (hit, "
+    "miss), and entries dropped by Redis invalidations (invalidated).",
+    _S,
+)
+SERVING_STATE_AGE = MetricSpec(
+    "streamrec_serving_state_age_seconds",
+    "gauge",
+    (),
+    "Age of the state the server answers from (now minus the newest state write it read).",
+    _S,
+)
+
+ALL_METRICS: tuple[MetricSpec, ...] = (
+    EVENTS_PROCESSED,
+    DEADLETTER,
+    BATCH_SECONDS,
+    REDIS_ROUNDTRIPS,
+    JOIN_RATE,
+    EVENT_LAG,
+    NEWEST_EVENT_AGE,
+    STATE_WRITE_AGE,
+    CONSUMER_LAG,
+    DRIFT_VALUE,
+    DRIFT_EVALUABLE,
+    DRIFT_THRESHOLD,
+    ALERTS_FIRING,
+    SERVING_LATENCY,
+    SERVING_ANSWERS,
+    SERVING_EMPTY,
+    SERVING_REDIS_ERRORS,
+    EXPOSURE_BUFFER_DEPTH,
+    EXPOSURE_DROPPED,
+    SERVING_ROW_CACHE,
+    SERVING_USER_CACHE,
+    SERVING_STATE_AGE,
+)
+
+METRICS_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}
+
+#: Every series name that may appear in PromQL → its spec.
+SERIES_NAMES: dict[str, MetricSpec] = {
+    series: spec for spec in ALL_METRICS for series in spec.series_names
+}
+
+
+def metrics_for(process: Process) -> tuple[MetricSpec, ...]:
+    """Specs exported by one process."""
+    return tuple(spec for spec in ALL_METRICS if process in spec.processes)

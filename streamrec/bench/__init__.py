@@ -1,0 +1,3 @@
+"""Benchmarks behind ``streamrec bench``: ingest, serve and freshness, each side by side."""
+
+__all__: list[str] = []
