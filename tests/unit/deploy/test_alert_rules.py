@@ -15,8 +15,9 @@ import yaml
 
 from core.settings import Settings
 from schemas.metrics import ALL_METRICS, SERIES_NAMES
+from tests.support import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "streamrec.json"

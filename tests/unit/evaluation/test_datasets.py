@@ -17,8 +17,9 @@ from evaluation.datasets import (
     read_dataset,
 )
 from schemas.events import EventType, Outcome
+from tests.support import REPO
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED = REPO.parent / "shared" / "data"
 RSC15 = SHARED / "rsc15-100k" / "yoochoose-clicks-100k_train_full.txt"
 NOW = datetime(2024, 5, 1, tzinfo=UTC).timestamp()
 OPTS = ReadOptions(now=NOW)

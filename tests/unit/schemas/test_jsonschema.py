@@ -17,8 +17,9 @@ from core.errors import ConfigError
 from schemas.events import EVENT_MODELS
 from schemas.jsonschema import DIALECT, ID_PREFIX, event_json_schema, export_json_schemas
 from streamrec.commands.schemas import app
+from tests.support import REPO
 
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "events.md"
+DOCS = REPO / "docs" / "events.md"
 NAMES = ("exposure.v1", "outcome.v1", "item.v1", "alert.v1", "deadletter.v1")
 
 

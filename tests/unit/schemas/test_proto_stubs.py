@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from schemas import recommender_pb2 as pb
+from tests.support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 STUBS = (
     "recommender_pb2.py",
     "recommender_pb2.pyi",
