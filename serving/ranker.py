@@ -125,16 +125,19 @@ def anchor_weights(
     """Anchors from explicit items (weight 1) and recent ``(ts, item)`` history, newest first.
 
     A recent item at position i with age t gets ``position_decay^i · exp(-t / decay_s)``;
-    duplicates keep their largest weight; the ``max_anchors`` heaviest are kept.
+    duplicates keep their largest weight; the ``max_anchors`` heaviest are kept. Ages are in
+    event time: measured from the user's newest event (``now`` only bounds it), so a replayed
+    historical log personalises exactly as a live one.
     """
     weights: dict[str, float] = {}
     for item in explicit:
         weights.setdefault(item, 1.0)
     get, time_constant, exp = weights.get, config.anchor_decay_s, math.exp
+    newest = min(max((ts for ts, _ in recent), default=now), now)
     for (ts, item), position_weight in zip(
         recent, _powers(config.anchor_position_decay, len(recent)), strict=False
     ):
-        weight = position_weight * exp(-(now - ts if ts < now else 0.0) / time_constant)
+        weight = position_weight * exp(-(newest - ts if ts < newest else 0.0) / time_constant)
         if weight > get(item, 0.0):
             weights[item] = weight
     # reverse=True keeps equal weights in insertion order, as a stable sort by -weight does

@@ -113,6 +113,16 @@ def test_anchor_weights_decay_with_position_and_age_and_keep_the_heaviest() -> N
     assert math.isclose(anchors[2].weight, 0.5 * math.exp(-1.0))
 
 
+def test_anchor_ages_are_measured_from_the_users_newest_event_not_the_wall_clock() -> None:
+    config = RankerConfig(max_anchors=3, anchor_decay_s=100.0, anchor_position_decay=1.0)
+    history = [(0.0, "newest"), (-100.0, "older")]
+    in_2014 = [(1_400_000_000.0 + ts, item) for ts, item in history]
+    live = [(NOW + ts, item) for ts, item in history]
+    replayed = anchor_weights(in_2014, [], now=NOW, config=config)
+    assert replayed == anchor_weights(live, [], now=NOW, config=config)
+    assert [a.weight for a in replayed] == [1.0, math.exp(-1.0)]
+
+
 def test_future_timestamps_count_as_age_zero() -> None:
     anchors = anchor_weights([(NOW + 50, "x")], [], now=NOW, config=RankerConfig())
     assert anchors == [Anchor("x", 1.0)]
