@@ -13,6 +13,11 @@ class ConfigError(StreamrecError):
     """Settings or arguments that cannot work; the message is one line for the user."""
 
 
+class SettingsError(ConfigError):
+    """A ``STREAMREC_*`` setting has a value streamrec cannot use; the message is one line
+    naming the variable (raised by :func:`core.settings.load_settings`)."""
+
+
 class UnavailableError(StreamrecError):
     """A dependency (Kafka, Redis) did not answer in time."""
 

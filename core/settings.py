@@ -1,7 +1,8 @@
 """Typed settings for every streamrec process, read from ``STREAMREC_*`` environment variables.
 
-One model, validated once at start. A bad value raises :class:`SettingsError` whose message
-is one line naming the variable, so the CLI can print it and exit non-zero.
+One model, validated once at start. A bad value raises :class:`core.errors.SettingsError` (a
+:class:`~core.errors.ConfigError`) whose message is one line naming the variable, so the CLI
+can print it and exit non-zero.
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from urllib.parse import urlparse
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.errors import SettingsError
+
 ENV_PREFIX = "STREAMREC_"
 
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:16379/0"
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
-
-
-class SettingsError(ValueError):
-    """A setting has a value streamrec cannot use; the message is one line naming the variable."""
 
 
 def _check_host_port(value: str, what: str) -> str:
@@ -246,9 +245,10 @@ class Settings(BaseSettings):
     )
 
     # --- monitoring (thresholds) ------------------------------------------------------------
-    # Used by monitoring/monitor.py (built-in alerts, `streamrec status`) and mirrored literally in
-    # deploy/prometheus/alerts.yml (a test keeps them equal). Why each default: see the
-    # "Thresholds" section of monitoring/monitor.py. WARN < CRIT is checked when the monitor is built.
+    # Used by monitoring/monitor.py (built-in alerts, `streamrec status`) and mirrored literally
+    # in deploy/prometheus/alerts.yml (a test keeps them equal). Why each default: see the
+    # "Thresholds" section of monitoring/monitor.py. WARN < CRIT is checked when the monitor is
+    # built.
     lag_warn: int = Field(
         10_000,
         ge=1,
@@ -386,7 +386,7 @@ class Settings(BaseSettings):
     )
     kafka_heap: str = Field("512m", pattern=r"^\d+[mMgG]$", description="Local broker -Xmx.")
 
-    # --- local stack: foundation (streamrec/stack/local.py) ------------------------------------------
+    # --- local stack: foundation (streamrec/stack/local.py) -----------------------------------
     kafka_libs_dir: Path | None = Field(
         None,
         description="Where the local broker's jars are cached (default HOME/kafka/libs); "

@@ -14,7 +14,6 @@ import click
 import typer
 
 from core.errors import StreamrecError
-from core.settings import SettingsError
 
 _typer_click: ModuleType
 try:  # typer >= 0.2x vendors click as typer._click and raises that copy's exceptions
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         fail(f"{exc.format_message()}{hint}")
     except (click.exceptions.Abort, typer.Abort):
         fail("aborted", 130)
-    except (SettingsError, StreamrecError) as exc:
+    except StreamrecError as exc:  # settings errors included (SettingsError)
         fail(str(exc))
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None

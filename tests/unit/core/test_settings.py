@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ConfigError, SettingsError, StreamrecError
 from core.settings import (
     DEFAULT_KAFKA_BOOTSTRAP,
     DEFAULT_REDIS_URL,
     Settings,
-    SettingsError,
     load_settings,
 )
 from tests.support import run_cli, stderr_lines
@@ -68,6 +68,9 @@ def test_bad_value_is_one_line_naming_the_variable(
     message = str(caught.value)
     assert message.startswith(f"{variable}:")
     assert "\n" not in message
+    # one hierarchy: the CLI maps every StreamrecError to one line and exit code 2
+    assert isinstance(caught.value, ConfigError) and isinstance(caught.value, StreamrecError)
+    assert not caught.value.retriable
 
 
 def test_settings_are_frozen() -> None:
