@@ -8,19 +8,23 @@ is never touched. Nothing here finds processes by name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
-import struct
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import redis
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError
 
 _PROC = Path("/proc")
 # Children started by this interpreter: kept so they can be reaped (no zombies) and so the
@@ -177,38 +181,52 @@ def log_hint(log: Path, offset: int) -> str:
 # --- probes --------------------------------------------------------------------------------
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
-        chunk = sock.recv(size - len(chunks))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        chunks.extend(chunk)
-    return bytes(chunks)
+#: threads running :func:`kafka_answers`; aiokafka's logging from them is dropped (a probe
+#: answers yes or no: "Unable connect to …" on stderr would only be noise)
+_KAFKA_PROBE_THREAD = "streamrec-kafka-probe"
+
+
+def _not_from_a_probe(record: logging.LogRecord) -> bool:
+    return not (record.threadName or "").startswith(_KAFKA_PROBE_THREAD)
+
+
+for _logger in ("aiokafka", "aiokafka.conn"):
+    logging.getLogger(_logger).addFilter(_not_from_a_probe)
+
+
+async def _kafka_metadata(host: str, port: int, timeout_s: float) -> bool:
+    client = AIOKafkaClient(
+        bootstrap_servers=f"{host}:{port}",
+        client_id="streamrec-stack",
+        request_timeout_ms=max(1, int(timeout_s * 1000)),
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.bootstrap()  # ApiVersions + Metadata on the bootstrap connection
+        return bool(client.cluster.brokers())
+    except (KafkaError, OSError, TimeoutError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout_s):
+                await client.close()
 
 
 def kafka_answers(host: str, port: int, timeout_s: float = 2.0) -> bool:
     """True when a Kafka broker at host:port answers Metadata with at least one live broker.
 
-    One bounded request on a plain socket (Metadata v4, no topics), so it works from any
-    thread or event loop without a Kafka client.
+    aiokafka's client bootstrap, bounded by ``timeout_s``, on a private event loop in a
+    short-lived thread: callable from any thread, inside a running event loop or not.
     """
-    client_id = b"streamrec-stack"
-    correlation_id = 0x5352
-    frame = struct.pack(">hhih", 3, 4, correlation_id, len(client_id)) + client_id
-    frame += struct.pack(">ib", 0, 0)  # topics: [] ; allow_auto_topic_creation: false
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
-            sock.sendall(struct.pack(">i", len(frame)) + frame)
-            (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-            if not 12 <= size <= 1 << 20:
-                return False
-            payload = _recv_exact(sock, size)
-    except OSError:
-        return False
-    got_id, _throttle_ms, brokers = struct.unpack_from(">iii", payload)
-    return bool(got_id == correlation_id and brokers >= 1)
+    answer: list[bool] = []
+
+    def probe() -> None:
+        answer.append(asyncio.run(_kafka_metadata(host, port, timeout_s)))
+
+    thread = threading.Thread(target=probe, name=_KAFKA_PROBE_THREAD, daemon=True)
+    thread.start()
+    thread.join(2 * timeout_s + 1.0)
+    return bool(answer and answer[0])
 
 
 def redis_answers(url: str, timeout_s: float = 2.0) -> bool:

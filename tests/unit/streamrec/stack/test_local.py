@@ -200,6 +200,23 @@ def test_kafka_probe_is_false_for_a_server_that_is_not_kafka() -> None:
     assert not thread.is_alive()
 
 
+def test_kafka_probe_gives_up_on_a_silent_server_within_its_timeout(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as server:  # accepts (backlog), never answers
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        started = time.monotonic()
+        assert not procs.kafka_answers("127.0.0.1", int(server.getsockname()[1]), timeout_s=0.5)
+        assert time.monotonic() - started < 3.0
+    assert not procs.kafka_answers("127.0.0.1", _free_port(), timeout_s=0.5)
+    assert capfd.readouterr().err == ""  # aiokafka's "Unable connect to …" is not printed
+
+
+async def test_kafka_probe_works_inside_a_running_event_loop() -> None:
+    assert not procs.kafka_answers("127.0.0.1", _free_port(), timeout_s=0.5)
+
+
 def test_only_the_last_lease_holder_stops_what_leases_started(tmp_path: Path) -> None:
     stack = LocalStack(load_settings(home=tmp_path, kafka_bootstrap="127.0.0.1:29092"))
     users, _, auto = stack._lease_paths()
