@@ -1,35 +1,21 @@
-"""``prometheus_client`` objects for the worker and the server, built from the metric specs.
+"""``prometheus_client`` objects of the worker and the lag monitor, built from the metric specs.
 
-Specs (names, labels, help, buckets) live in :mod:`schemas.metrics`.
-
-Create one :class:`WorkerMetrics` (worker process) or :class:`ServerMetrics` (server process)
-per registry; pass a fresh ``CollectorRegistry`` in tests. The ``publish_*`` helpers turn
-monitor results into gauge values and remove label sets that disappeared (a CTR pair that
-is no longer served, a partition revoked in a rebalance), so dashboards show no stale series.
+Specs (names, labels, help, buckets) live in :mod:`schemas.metrics`; the server's metrics are
+:mod:`serving.metrics`. Create one :class:`WorkerMetrics` per registry; pass a fresh
+``CollectorRegistry`` in tests. The ``publish_*`` helpers turn monitor results into gauge values
+and remove label sets that disappeared (a CTR pair that is no longer served, a partition
+revoked in a rebalance), so dashboards show no stale series.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from monitoring.drift import DriftReport
 from schemas import metrics as names
-from schemas.metrics import MetricSpec
-
-_M = TypeVar("_M", Counter, Gauge, Histogram)
-
-
-def _build(spec: MetricSpec, registry: CollectorRegistry, cls: type[_M]) -> _M:
-    expected = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[cls]
-    if spec.kind != expected:
-        raise TypeError(f"{spec.name} is a {spec.kind}, not a {expected}")
-    if cls is Histogram:
-        assert spec.buckets is not None, spec.name
-        return cls(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
-    return cls(spec.name, spec.help, spec.labels, registry=registry)
+from schemas.metrics import build_metric as _build
 
 
 class _Tracked:
@@ -96,19 +82,3 @@ class WorkerMetrics:
     def publish_alerts(self, firing_counts: Mapping[tuple[str, str], int]) -> None:
         """Set ``streamrec_alerts_firing``; kinds that stopped firing go to 0 (not removed)."""
         self._alerts.replace({key: float(n) for key, n in firing_counts.items()}, keep_zero=True)
-
-
-class ServerMetrics:
-    """Metrics exported by the gRPC server."""
-
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.latency = _build(names.SERVING_LATENCY, registry, Histogram)
-        self.answers = _build(names.SERVING_ANSWERS, registry, Counter)
-        self.empty_answers = _build(names.SERVING_EMPTY, registry, Counter)
-        self.redis_errors = _build(names.SERVING_REDIS_ERRORS, registry, Counter)
-        self.redis_roundtrips = _build(names.REDIS_ROUNDTRIPS, registry, Counter)
-        self.exposure_buffer_depth = _build(names.EXPOSURE_BUFFER_DEPTH, registry, Gauge)
-        self.exposure_dropped = _build(names.EXPOSURE_DROPPED, registry, Counter)
-        self.state_age = _build(names.SERVING_STATE_AGE, registry, Gauge)
-        self.row_cache = _build(names.SERVING_ROW_CACHE, registry, Counter)
-        self.user_cache = _build(names.SERVING_USER_CACHE, registry, Counter)

@@ -20,7 +20,9 @@ Label conventions:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 MetricKind = Literal["counter", "gauge", "histogram"]
 Process = Literal["worker", "server"]
@@ -78,6 +80,20 @@ class MetricSpec:
         if self.kind == "histogram":
             return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
         return (self.name,)
+
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+
+
+def build_metric(spec: MetricSpec, registry: CollectorRegistry, cls: type[_M]) -> _M:
+    """The ``prometheus_client`` object of ``spec`` in ``registry`` (its kind must match)."""
+    expected = {Counter: "counter", Gauge: "gauge", Histogram: "histogram"}[cls]
+    if spec.kind != expected:
+        raise TypeError(f"{spec.name} is a {spec.kind}, not a {expected}")
+    if cls is Histogram:
+        assert spec.buckets is not None, spec.name
+        return cls(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets)
+    return cls(spec.name, spec.help, spec.labels, registry=registry)
 
 
 _W: tuple[Process, ...] = ("worker",)

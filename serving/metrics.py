@@ -12,62 +12,22 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from schemas import metrics as names
+from schemas.metrics import build_metric
 from serving.ranker import Stage
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 
-def _short(full: str) -> str:
-    return full.removesuffix("_total")
-
-
-LATENCY = Histogram(
-    names.SERVING_LATENCY.name,
-    names.SERVING_LATENCY.help,
-    names.SERVING_LATENCY.labels,
-    buckets=names.SERVING_LATENCY.buckets or Histogram.DEFAULT_BUCKETS,
-    registry=REGISTRY,
-)
-ANSWERS = Counter(
-    _short(names.SERVING_ANSWERS.name),
-    names.SERVING_ANSWERS.help,
-    names.SERVING_ANSWERS.labels,
-    registry=REGISTRY,
-)
-EMPTY_ANSWERS = Counter(
-    _short(names.SERVING_EMPTY.name),
-    names.SERVING_EMPTY.help,
-    names.SERVING_EMPTY.labels,
-    registry=REGISTRY,
-)
-REDIS_ERRORS = Counter(
-    _short(names.SERVING_REDIS_ERRORS.name), names.SERVING_REDIS_ERRORS.help, registry=REGISTRY
-)
-REDIS_ROUNDTRIPS = Counter(
-    _short(names.REDIS_ROUNDTRIPS.name),
-    names.REDIS_ROUNDTRIPS.help,
-    names.REDIS_ROUNDTRIPS.labels,
-    registry=REGISTRY,
-)
-EXPOSURE_BUFFER_DEPTH = Gauge(
-    names.EXPOSURE_BUFFER_DEPTH.name, names.EXPOSURE_BUFFER_DEPTH.help, registry=REGISTRY
-)
-EXPOSURE_DROPPED = Counter(
-    _short(names.EXPOSURE_DROPPED.name), names.EXPOSURE_DROPPED.help, registry=REGISTRY
-)
-ROW_CACHE = Counter(
-    _short(names.SERVING_ROW_CACHE.name),
-    names.SERVING_ROW_CACHE.help,
-    names.SERVING_ROW_CACHE.labels,
-    registry=REGISTRY,
-)
-USER_CACHE = Counter(
-    _short(names.SERVING_USER_CACHE.name),
-    names.SERVING_USER_CACHE.help,
-    names.SERVING_USER_CACHE.labels,
-    registry=REGISTRY,
-)
-STATE_AGE = Gauge(names.SERVING_STATE_AGE.name, names.SERVING_STATE_AGE.help, registry=REGISTRY)
+LATENCY = build_metric(names.SERVING_LATENCY, REGISTRY, Histogram)
+ANSWERS = build_metric(names.SERVING_ANSWERS, REGISTRY, Counter)
+EMPTY_ANSWERS = build_metric(names.SERVING_EMPTY, REGISTRY, Counter)
+REDIS_ERRORS = build_metric(names.SERVING_REDIS_ERRORS, REGISTRY, Counter)
+REDIS_ROUNDTRIPS = build_metric(names.REDIS_ROUNDTRIPS, REGISTRY, Counter)
+EXPOSURE_BUFFER_DEPTH = build_metric(names.EXPOSURE_BUFFER_DEPTH, REGISTRY, Gauge)
+EXPOSURE_DROPPED = build_metric(names.EXPOSURE_DROPPED, REGISTRY, Counter)
+ROW_CACHE = build_metric(names.SERVING_ROW_CACHE, REGISTRY, Counter)
+USER_CACHE = build_metric(names.SERVING_USER_CACHE, REGISTRY, Counter)
+STATE_AGE = build_metric(names.SERVING_STATE_AGE, REGISTRY, Gauge)
 
 #: ``stage`` label of the answers counter (the metric calls a non-fallback answer "primary").
 STAGE_LABEL: dict[Stage, str] = {

@@ -9,8 +9,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.drift import DriftReport, DriftSignal
 from monitoring.levels import Level
-from monitoring.metrics import ServerMetrics, WorkerMetrics
+from monitoring.metrics import WorkerMetrics
 from schemas.metrics import ALL_METRICS, DRIFT_SIGNALS, METRICS_BY_NAME, metrics_for
+from serving import metrics as server_metrics
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -37,11 +38,10 @@ def test_specs_are_consistent() -> None:
 
 
 def test_every_spec_is_registered_with_its_labels() -> None:
-    worker_registry, server_registry = CollectorRegistry(), CollectorRegistry()
+    worker_registry = CollectorRegistry()
     WorkerMetrics(worker_registry)
-    ServerMetrics(server_registry)
     registered = {}
-    for registry in (worker_registry, server_registry):
+    for registry in (worker_registry, server_metrics.REGISTRY):
         text = generate_latest(registry).decode()
         for family in text_string_to_metric_families(text):
             registered[family.name] = family.type
