@@ -11,25 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import Annotated
-
-import typer
 
 from core.errors import ConfigError
 from core.settings import settings as load
+from streamrec.commands.logging_option import LogLevel, configure_logging
 
 
 def command(
-    loglevel: Annotated[
-        str, typer.Option("--loglevel", help="Log level: debug, info, warning, error.")
-    ] = "info",
+    loglevel: LogLevel = "info",
 ) -> None:
     """Watch consumer lag, freshness, topic silence and CTR; emit alert.v1 events."""
-    level = loglevel.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError(f"--loglevel must be debug, info, warning or error, got {loglevel!r}")
+    level = configure_logging(loglevel)
     settings = load()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     from prometheus_client import start_http_server
 

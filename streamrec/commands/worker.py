@@ -8,24 +8,17 @@ missing ones (create them with ``streamrec topics create``).
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Annotated
-
-import typer
 
 from core.errors import ConfigError
 from core.settings import settings as load
+from streamrec.commands.logging_option import LogLevel, configure_logging
 
 
 def command(
-    loglevel: Annotated[
-        str, typer.Option("--loglevel", help="Log level: debug, info, warning, error.")
-    ] = "info",
+    loglevel: LogLevel = "info",
 ) -> None:
     """Run the stream processor: Kafka events in, one atomic Redis update per batch."""
-    level = loglevel.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ConfigError(f"--loglevel must be debug, info, warning or error, got {loglevel!r}")
+    level = configure_logging(loglevel)
     settings = load()
     from messaging import kafka_admin
 
@@ -36,7 +29,6 @@ def command(
 
     from runtime.worker import build_worker_app
 
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_worker_app(settings)
     worker = faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
