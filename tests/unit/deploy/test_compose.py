@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -142,3 +143,15 @@ def test_container_commands_are_streamrec_commands(services: dict[str, Any]) -> 
         assert argv[0] == "streamrec"
         result = run_cli(*argv[1:], "--help", timeout=60)
         assert result.returncode == 0, f"{name}: `{' '.join(argv)}` does not exist: {result.stderr}"
+
+
+def test_the_image_copies_every_package_and_installs_the_lock() -> None:
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {
+        pattern.rstrip("*")
+        for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    dockerfile = (REPO / "deploy" / "docker" / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.M))
+    assert copied == packages
+    assert "uv export --frozen --no-dev" in dockerfile and "--require-hashes" in dockerfile
