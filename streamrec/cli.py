@@ -48,6 +48,7 @@ _COMMANDS: tuple[tuple[str, str], ...] = (
     ("config", "config"),
     ("monitor", "monitor"),
     ("status", "status"),
+    ("recommend", "recommend"),
 )
 
 
