@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import SettingsError
@@ -424,6 +425,30 @@ class Settings(BaseSettings):
     @property
     def redis_is_local_default(self) -> bool:
         return self.redis_url == DEFAULT_REDIS_URL
+
+
+def setting_default(name: str) -> Any:
+    """The declared default of ``Settings.<name>`` (not the environment's value).
+
+    For the config objects built from the settings (``ProcessorConfig``, ``RankerConfig``), so
+    that their defaults are the settings' defaults instead of a second copy of the values.
+    """
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+def setting_field(name: str) -> Any:
+    """A pydantic field with the default, bounds and description of ``Settings.<name>``.
+
+    ``x: int = setting_field("ranker_max_anchors")`` in another model validates ``x`` exactly as
+    the setting is validated (``ge=1, le=100`` …) and defaults to the setting's default.
+    """
+    source = Settings.model_fields[name]
+    constrained: Any = source.annotation
+    if source.metadata:
+        constrained = Annotated[constrained, *source.metadata]
+    return FieldInfo.from_annotated_attribute(
+        constrained, Field(setting_default(name), description=source.description)
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

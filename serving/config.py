@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.settings import Settings
+from core.settings import Settings, setting_default, setting_field
 from schemas.rules import ParamValue
 
 Normalisation = Literal["row", "none"]
@@ -18,52 +18,36 @@ class RankerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_anchors: int = Field(10, ge=1, le=100, description="Recent items used as anchors.")
-    anchor_decay_s: float = Field(
-        86_400.0, gt=0, description="Anchor weight time constant (exp(-age / this))."
-    )
-    anchor_position_decay: float = Field(
-        0.5, gt=0, le=1, description="Anchor weight factor per position back in history."
-    )
-    neighbours_per_anchor: int = Field(50, ge=1, le=1000, description="Neighbours per anchor.")
+    # Defaults, bounds and descriptions are those of the ranker_* settings (declared once, in
+    # core/settings.py); experiment variants override them within the same bounds.
+    max_anchors: int = setting_field("ranker_max_anchors")
+    anchor_decay_s: float = setting_field("ranker_anchor_decay_s")
+    anchor_position_decay: float = setting_field("ranker_anchor_position_decay")
+    neighbours_per_anchor: int = setting_field("ranker_neighbours_per_anchor")
     normalisation: Normalisation = Field(
-        "row", description="row: covis(a,b) / Σ covis(a,·) over the neighbours read; none: raw."
+        setting_default("ranker_normalisation"),
+        description="row: covis(a,b) / Σ covis(a,·) over the neighbours read; none: raw.",
     )
-    popularity_exponent: float = Field(
-        0.25, ge=0, le=2, description="β: a personal score is divided by relpop(b)^β."
-    )
-    max_category_share: float = Field(
-        0.5, gt=0, le=1, description="Most of the top-k one category may take (1 = no cap)."
-    )
-    exclude_seen: bool = Field(True, description="Drop items the user has already seen.")
-    self_neighbours: bool = Field(
-        False,
-        description="Let an anchor's self edge covis(a,a) (learned from repeat clicks, see "
-        "covis_self_weight) recommend the anchor again; for session / repeat-consumption "
-        "data with exclude_seen off.",
-    )
-    demote_min_impressions: float = Field(
-        0.0, ge=0, description="Demote items with this many impressions and no click (0 = off)."
-    )
-    demote_factor: float = Field(0.5, gt=0, le=1, description="Score factor of demoted items.")
+    popularity_exponent: float = setting_field("ranker_popularity_exponent")
+    max_category_share: float = setting_field("ranker_max_category_share")
+    exclude_seen: bool = setting_field("ranker_exclude_seen")
+    self_neighbours: bool = setting_field("ranker_self_neighbours")
+    demote_min_impressions: float = setting_field("ranker_demote_min_impressions")
+    demote_factor: float = setting_field("ranker_demote_factor")
+    # not a setting: only experiment variants change it
     backfill_depth: int = Field(
         20, ge=1, le=1000, description="Extra candidates taken from popularity beyond k."
     )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RankerConfig:
-        return cls(
-            max_anchors=settings.ranker_max_anchors,
-            anchor_decay_s=settings.ranker_anchor_decay_s,
-            anchor_position_decay=settings.ranker_anchor_position_decay,
-            neighbours_per_anchor=settings.ranker_neighbours_per_anchor,
-            normalisation="none" if settings.ranker_normalisation == "none" else "row",
-            popularity_exponent=settings.ranker_popularity_exponent,
-            max_category_share=settings.ranker_max_category_share,
-            exclude_seen=settings.ranker_exclude_seen,
-            self_neighbours=settings.ranker_self_neighbours,
-            demote_min_impressions=settings.ranker_demote_min_impressions,
-            demote_factor=settings.ranker_demote_factor,
+        """The ``ranker_<field>`` settings (every field but ``backfill_depth`` is one)."""
+        return cls.model_validate(
+            {
+                name: getattr(settings, f"ranker_{name}")
+                for name in cls.model_fields
+                if f"ranker_{name}" in Settings.model_fields
+            }
         )
 
     def with_overrides(self, params: Mapping[str, ParamValue]) -> RankerConfig:

@@ -27,8 +27,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from functools import partial
+from typing import Any
 
+from core.settings import Settings, setting_default
 from schemas.events import EventType, Exposure, Item, Outcome
 from schemas.keyspace import Keyspace, segment_id
 from schemas.topics import Topic
@@ -39,60 +42,44 @@ MAX_DECAY_EXPONENT = 600.0
 DAY_S = 86400.0
 
 
+def _setting(name: str) -> Any:
+    """A config field whose default is the setting ``name``'s (declared once, in core/settings)."""
+    default = setting_default(name)
+    if isinstance(default, Mapping):
+        return field(default_factory=partial(setting_default, name), metadata={"setting": name})
+    return field(default=default, metadata={"setting": name})
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessorConfig:
-    """Tuning of the planner (built from :class:`core.settings.Settings`)."""
+    """Tuning of the planner: the settings below, with their defaults."""
 
-    window: int = 5
-    session_gap_s: float = 1800.0
-    distance_decay: float = 0.8
-    backward_weight: float = 0.5
-    covis_half_life_s: float = 14 * DAY_S
-    self_weight: float = 2.0
-    top_k: int = 100
-    popularity_half_life_s: float = 2 * DAY_S
-    popularity_top_n: int = 1000
-    event_weights: Mapping[str, float] = field(
-        default_factory=lambda: {
-            "view": 1.0,
-            "click": 1.0,
-            "add_to_cart": 2.0,
-            "purchase": 3.0,
-            "like": 2.0,
-            "dismiss": 0.0,
-        }
-    )
-    recent_max: int = 50
-    seen_max: int = 128
-    affinity_max: int = 50
-    user_ttl_s: int = 30 * 86400
-    segments_max: int = 1000
-    join_window_s: int = 3600
-    ctr_items_max: int = 100_000
+    window: int = _setting("covis_window")
+    session_gap_s: float = _setting("covis_session_gap_s")
+    distance_decay: float = _setting("covis_distance_decay")
+    backward_weight: float = _setting("covis_backward_weight")
+    covis_half_life_s: float = _setting("covis_half_life_s")
+    self_weight: float = _setting("covis_self_weight")
+    top_k: int = _setting("covis_top_k")
+    popularity_half_life_s: float = _setting("popularity_half_life_s")
+    popularity_top_n: int = _setting("popularity_top_n")
+    event_weights: Mapping[str, float] = _setting("event_weights")
+    recent_max: int = _setting("user_recent_max")
+    seen_max: int = _setting("user_seen_max")
+    affinity_max: int = _setting("user_affinity_max")
+    user_ttl_s: int = _setting("user_ttl_s")
+    segments_max: int = _setting("segments_max")
+    join_window_s: int = _setting("join_window_s")
+    ctr_items_max: int = _setting("ctr_items_max")
 
     @classmethod
-    def from_settings(cls, settings: object) -> ProcessorConfig:
-        """Build from a Settings object (duck-typed to keep this module import-light)."""
-        g = settings.__getattribute__
-        return cls(
-            window=g("covis_window"),
-            session_gap_s=g("covis_session_gap_s"),
-            distance_decay=g("covis_distance_decay"),
-            backward_weight=g("covis_backward_weight"),
-            covis_half_life_s=g("covis_half_life_s"),
-            self_weight=g("covis_self_weight"),
-            top_k=g("covis_top_k"),
-            popularity_half_life_s=g("popularity_half_life_s"),
-            popularity_top_n=g("popularity_top_n"),
-            event_weights=dict(g("event_weights")),
-            recent_max=g("user_recent_max"),
-            seen_max=g("user_seen_max"),
-            affinity_max=g("user_affinity_max"),
-            user_ttl_s=g("user_ttl_s"),
-            segments_max=g("segments_max"),
-            join_window_s=g("join_window_s"),
-            ctr_items_max=g("ctr_items_max"),
-        )
+    def from_settings(cls, settings: Settings) -> ProcessorConfig:
+        """Every field from its setting (a mapping copied, so the config owns it)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = getattr(settings, f.metadata["setting"])
+            values[f.name] = dict(value) if isinstance(value, Mapping) else value
+        return cls(**values)
 
     @property
     def history_depth(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections import defaultdict
@@ -10,6 +11,7 @@ from itertools import pairwise
 import orjson
 import pytest
 
+from core.settings import Settings, setting_default
 from schemas.events import Exposure, Item, Outcome
 from schemas.keyspace import Keyspace, parse_recent
 from schemas.topics import Topic
@@ -228,3 +230,20 @@ def test_planned_state_is_the_same_for_any_batching() -> None:
         reference = _covis_through_batches(records, list(range(1, len(records))), config)
         cuts = sorted(rng.sample(range(1, len(records)), rng.randrange(0, 12)))
         assert _covis_through_batches(records, cuts, config) == pytest.approx(reference), cuts
+
+
+def test_config_defaults_are_the_settings_defaults() -> None:
+    """ProcessorConfig declares no value of its own: each default is its setting's."""
+    config = ProcessorConfig()
+    for f in dataclasses.fields(ProcessorConfig):
+        assert getattr(config, f.name) == setting_default(f.metadata["setting"]), f.name
+    assert config.event_weights is not ProcessorConfig().event_weights  # one dict each
+
+
+def test_config_from_settings_takes_every_field() -> None:
+    settings = Settings(covis_window=7, user_seen_max=64, event_weights={"view": 0.5})
+    config = ProcessorConfig.from_settings(settings)
+    assert (config.window, config.seen_max, config.event_weights) == (7, 64, {"view": 0.5})
+    assert config.event_weights is not settings.event_weights
+    for f in dataclasses.fields(ProcessorConfig):
+        assert getattr(config, f.name) == getattr(settings, f.metadata["setting"]), f.name
