@@ -11,24 +11,25 @@ broker rejects raises :class:`~core.errors.ConfigError` (bad request) or
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
 
+from core import kafka_clients
 from core.errors import ConfigError, UnavailableError
 from core.settings import Settings
 from schemas.topics import TOPIC_SPECS, Topic
 
 T = TypeVar("T")
 
+CLIENT_ID = "streamrec-admin"
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
 # Broker error codes that mean "your request is wrong", not "the broker is unwell".
@@ -98,18 +99,12 @@ async def kafka_call(settings: Settings, what: str, awaitable: Awaitable[T]) -> 
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[Any]:
     """A started ``AIOKafkaAdminClient``, closed on exit."""
-    client = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap,
-        client_id="streamrec-admin",
-        request_timeout_ms=int(settings.network_timeout_s * 1000),
-    )
+    client = kafka_clients.admin(settings, client_id=CLIENT_ID)
     try:
         await kafka_call(settings, "connect", client.start())
         yield client
     finally:
-        # Closing a client whose broker is gone: nothing is left to release.
-        with contextlib.suppress(TimeoutError, KafkaError, OSError):
-            await asyncio.wait_for(client.close(), settings.network_timeout_s)
+        await kafka_clients.close(client, settings)
 
 
 def _raise_for(code: int, topic: str, message: str | None, what: str) -> None:
@@ -244,15 +239,10 @@ async def end_offsets(
         if topic["error_code"] != 0:
             _raise_for(topic["error_code"], topic["topic"], None, "describe")
         partitions += [TopicPartition(topic["topic"], p["partition"]) for p in topic["partitions"]]
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        enable_auto_commit=False,
-        request_timeout_ms=int(settings.network_timeout_s * 1000),
-    )
+    consumer = kafka_clients.consumer(settings, client_id=CLIENT_ID)
     try:
         await kafka_call(settings, "connect", consumer.start())
         offsets = await kafka_call(settings, "end offsets", consumer.end_offsets(partitions))
     finally:
-        with contextlib.suppress(TimeoutError, KafkaError, OSError):
-            await asyncio.wait_for(consumer.stop(), settings.network_timeout_s)
+        await kafka_clients.close(consumer, settings)
     return {(tp.topic, tp.partition): int(offset) for tp, offset in offsets.items()}

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
+from core import kafka_clients
 from core.errors import ConfigError, UnavailableError
 from core.settings import Settings
 from schemas.events import encode_event
@@ -74,20 +75,20 @@ class EventProducer:
         if self._producer is not None:
             return
         cfg = self._config
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
+        producer = kafka_clients.producer(
+            self._settings,
             client_id=cfg.client_id,
+            request_timeout_s=self._timeout * 3,
             acks=cfg.acks,
             enable_idempotence=cfg.idempotent and cfg.acks == "all",
             linger_ms=cfg.linger_ms,
             max_batch_size=cfg.max_batch_bytes,
             max_request_size=max(cfg.max_batch_bytes, self._settings.max_event_bytes * 2),
-            request_timeout_ms=int(self._timeout * 3000),
         )
         try:
             await asyncio.wait_for(producer.start(), self._timeout)
         except (TimeoutError, KafkaError, OSError) as exc:
-            await asyncio.wait_for(producer.stop(), self._timeout)
+            await kafka_clients.close(producer, self._settings)
             raise UnavailableError(
                 f"Kafka at {self._settings.kafka_bootstrap} did not answer within "
                 f"{self._timeout:g} s ({type(exc).__name__}: {exc})"

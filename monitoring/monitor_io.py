@@ -20,7 +20,6 @@ Redis keys written here (all through :class:`~schemas.keyspace.Keyspace`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -32,11 +31,10 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka import TopicPartition
 from redis.exceptions import RedisError
 
+from core import kafka_clients
 from core.errors import UnavailableError
 from core.settings import Settings
 from messaging.kafka_admin import kafka_call
@@ -49,6 +47,7 @@ T = TypeVar("T")
 #: Topics the worker group consumes (must match ``streams.app.CONSUMED``; a unit test checks).
 CONSUMED_TOPICS: tuple[Topic, ...] = (Topic.OUTCOMES, Topic.EXPOSURES, Topic.ITEMS)
 _UNKNOWN_TOPIC = 3
+CLIENT_ID = "streamrec-monitor"
 
 log = logging.getLogger(__name__)
 
@@ -108,18 +107,8 @@ class OffsetsProbe:
         if self._admin is not None:
             return
         s = self.settings
-        timeout_ms = int(s.network_timeout_s * 1000)
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=s.kafka_bootstrap,
-            client_id="streamrec-monitor",
-            request_timeout_ms=timeout_ms,
-        )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
-            client_id="streamrec-monitor",
-            enable_auto_commit=False,
-            request_timeout_ms=timeout_ms,
-        )
+        admin = kafka_clients.admin(s, client_id=CLIENT_ID)
+        consumer = kafka_clients.consumer(s, client_id=CLIENT_ID)
         try:
             await _kafka(s, "connect", admin.start())
             await _kafka(s, "connect", consumer.start())
@@ -134,14 +123,8 @@ class OffsetsProbe:
         await self._close(admin, consumer)
 
     async def _close(self, admin: Any, consumer: Any) -> None:
-        timeout = self.settings.network_timeout_s
-        # a broker that is gone leaves nothing to release
-        if consumer is not None:
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
-                await asyncio.wait_for(consumer.stop(), timeout)
-        if admin is not None:
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
-                await asyncio.wait_for(admin.close(), timeout)
+        await kafka_clients.close(consumer, self.settings)
+        await kafka_clients.close(admin, self.settings)
 
     async def try_sample(self) -> OffsetSample | None:
         """Sample, (re)connecting as needed; None (logged) while Kafka does not answer.
@@ -236,25 +219,17 @@ class AlertProducer:
     async def start(self) -> None:
         if self._producer is not None:
             return
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            client_id="streamrec-monitor",
-            acks="all",
-            request_timeout_ms=int(self.settings.network_timeout_s * 1000),
-        )
+        producer = kafka_clients.producer(self.settings, client_id=CLIENT_ID, acks="all")
         try:
             await _kafka(self.settings, "connect", producer.start())
         except UnavailableError:
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
-                await asyncio.wait_for(producer.stop(), self.settings.network_timeout_s)
+            await kafka_clients.close(producer, self.settings)
             raise
         self._producer = producer
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(TimeoutError, KafkaError, OSError):
-                await asyncio.wait_for(producer.stop(), self.settings.network_timeout_s)
+        await kafka_clients.close(producer, self.settings)
 
     async def send(self, alerts: Sequence[Alert]) -> int:
         """Send buffered and new alerts in order; return how many were sent.
@@ -305,6 +280,24 @@ class FreshnessReading:
         return math.inf if self.last_write is None else max(0.0, now - self.last_write)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """The exception's message on one line, or its type name when the message is empty.
+
+    Timeouts and connection errors often carry no message (``str(TimeoutError())`` is ``""``);
+    an error line must still say what happened.
+    """
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def redis_failure(exc: BaseException, timeout_s: float) -> str:
+    """One-line reason of a failed Redis call (never an empty reason)."""
+    if isinstance(exc, TimeoutError) and not str(exc).strip():
+        # asyncio.timeout around the call: no byte came back in time (a hung or saturated
+        # server, or a network that drops packets)
+        return f"Redis did not answer within {timeout_s:g} s (TimeoutError)"
+    return f"Redis did not answer: {failure_reason(exc)}"
+
+
 def _text(raw: object) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
@@ -352,7 +345,7 @@ class MonitorStore:
             async with asyncio.timeout(self.timeout_s):
                 return await awaitable
         except (TimeoutError, OSError, RedisError) as exc:
-            raise UnavailableError(f"Redis did not answer: {exc or type(exc).__name__}") from exc
+            raise UnavailableError(redis_failure(exc, self.timeout_s)) from exc
 
     # --- freshness -----------------------------------------------------------------------------
     async def record_newest(self, newest_by_topic: Mapping[str, float]) -> None:

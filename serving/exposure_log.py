@@ -37,6 +37,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
+from core import kafka_clients
 from core.settings import Settings
 from schemas.events import Context, ExposedItem, Exposure, encode_event
 from schemas.topics import Topic
@@ -131,16 +132,14 @@ class ExposureLog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExposureLog:
-        timeout_ms = int(settings.network_timeout_s * 1000)
 
         def factory() -> AIOKafkaProducer:
-            return AIOKafkaProducer(
-                bootstrap_servers=settings.kafka_bootstrap,
+            return kafka_clients.producer(
+                settings,
                 client_id="streamrec-serving",
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
-                request_timeout_ms=timeout_ms,
             )
 
         return cls(

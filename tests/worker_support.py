@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from redis.asyncio import Redis
 
+from core import kafka_clients
 from core.settings import Settings
 from messaging import kafka_admin
 from schemas.keyspace import Keyspace
@@ -60,6 +60,9 @@ def stop_worker(
         proc.wait(timeout=10)
 
 
+CLIENT_ID = "streamrec-test"
+
+
 def outcome(user: str, item: str, ts: float, event_type: str = "view", **extra: object) -> bytes:
     return orjson.dumps(
         {"user_id": user, "item_id": item, "event_type": event_type, "ts": ts, **extra}
@@ -73,11 +76,12 @@ async def produce(
     *,
     max_request_size: int = 1_048_576,
 ) -> int:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+    producer = kafka_clients.producer(
+        settings,
+        client_id=CLIENT_ID,
+        request_timeout_s=30,
         linger_ms=5,
         max_request_size=max_request_size,
-        request_timeout_ms=30_000,
         acks="all",
     )
     await producer.start()
@@ -99,7 +103,7 @@ async def end_offsets(settings: Settings, topics: Sequence[Topic]) -> dict[tuple
     wanted = {settings.topic(t.value): t.value for t in topics}
     infos = [i for i in await kafka_admin.describe_topics(settings) if i.name in wanted]
     tps = [TopicPartition(i.name, p) for i in infos for p in range(i.partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = kafka_clients.consumer(settings, client_id=CLIENT_ID)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(tps)
@@ -140,11 +144,12 @@ async def consume_all(settings: Settings, topic: Topic, within_s: float = 60.0) 
     """Every message currently on a topic (from the beginning to the end offsets)."""
     ends = await end_offsets(settings, [topic])
     total = sum(ends.values())
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         settings.topic(topic.value),
-        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=CLIENT_ID,
+        request_timeout_s=30,  # joins a group: the broker may hold the join a few seconds
         auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=f"read-{uuid.uuid4().hex[:8]}",
     )
     await consumer.start()

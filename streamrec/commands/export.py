@@ -22,6 +22,7 @@ import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from core import kafka_clients
 from core.errors import ConfigError, UnavailableError
 from core.settings import Settings, settings
 from messaging import kafka_admin
@@ -70,12 +71,8 @@ async def export_topic(
     # partitions and end offsets, captured before reading starts
     offsets = await kafka_admin.end_offsets(cfg, [name])
     end = {TopicPartition(t, p): offset for (t, p), offset in sorted(offsets.items())}
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=cfg.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id="streamrec-export",
-        request_timeout_ms=int(wait * 3000),
+    consumer = kafka_clients.consumer(
+        cfg, client_id="streamrec-export", request_timeout_s=wait * 3, group_id=None
     )
     try:
         await asyncio.wait_for(consumer.start(), wait)

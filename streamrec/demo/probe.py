@@ -8,9 +8,9 @@ import time
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 from redis.asyncio import Redis
 
+from core import kafka_clients
 from core.settings import Settings
 from messaging import kafka_admin
 from schemas.keyspace import Keyspace
@@ -20,6 +20,7 @@ from streamrec.demo.summary import Summary
 __all__ = ["Probe", "delete_keys", "read_alerts"]
 
 _FLOW_TOPICS = (Topic.OUTCOMES, Topic.EXPOSURES, Topic.ITEMS)
+CLIENT_ID = "streamrec-demo"
 
 
 class Probe:
@@ -41,19 +42,13 @@ class Probe:
             if info.name in self._names
             for p in range(info.partitions)
         ]
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            request_timeout_ms=int(self._settings.network_timeout_s * 1000),
-        )
+        consumer = kafka_clients.consumer(self._settings, client_id=CLIENT_ID)
         await asyncio.wait_for(consumer.start(), self._settings.network_timeout_s)
         self._consumer = consumer
 
     async def stop(self) -> None:
         consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with contextlib.suppress(KafkaError, OSError, TimeoutError):
-                await asyncio.wait_for(consumer.stop(), self._settings.network_timeout_s)
+        await kafka_clients.close(consumer, self._settings)
 
     async def applied(self) -> dict[tuple[str, int], int]:
         """Next offset to apply per (logical topic, partition), from the worker's Redis offsets."""
@@ -88,11 +83,11 @@ class Probe:
 
 async def read_alerts(settings: Settings) -> list[str]:
     """Kinds of the ``firing`` alert events on the run's alerts topic."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         settings.topic(Topic.ALERTS.value),
-        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=CLIENT_ID,
         auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=None,
     )
     timeout = settings.network_timeout_s
@@ -113,8 +108,7 @@ async def read_alerts(settings: Settings) -> list[str]:
                         if event.get("state") == "firing":
                             kinds.append(f"{event.get('kind')}/{event.get('severity')}")
     finally:
-        with contextlib.suppress(KafkaError, OSError, TimeoutError):
-            await asyncio.wait_for(consumer.stop(), timeout)
+        await kafka_clients.close(consumer, settings)
     return kinds
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import grpc
 import orjson
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from core import kafka_clients
 from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
@@ -124,11 +124,11 @@ async def consume_exposures(
     settings: Settings, request_ids: Sequence[str], timeout_s: float = 30.0
 ) -> dict[str, tuple[bytes | None, dict[str, Any]]]:
     """Read the exposures topic from the start until every request id is seen."""
-    consumer = AIOKafkaConsumer(
+    consumer = kafka_clients.consumer(
+        settings,
         settings.topic("exposures"),
-        bootstrap_servers=settings.kafka_bootstrap,
+        client_id="streamrec-test",
         auto_offset_reset="earliest",
-        enable_auto_commit=False,
         group_id=None,
     )
     await consumer.start()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
+from core import kafka_clients
 from core.settings import Settings
 from schemas.events import Alert
 from schemas.keyspace import Keyspace
@@ -294,7 +294,7 @@ async def test_status_unreachable_is_one_line(settings: Settings) -> None:
 
 async def _steady(settings: Settings, per_s: float, seconds: float, start: int) -> int:
     """Produce outcomes at ``per_s`` for ``seconds`` (event time = now); return the next id."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = kafka_clients.producer(settings, client_id="streamrec-test", linger_ms=5)
     await producer.start()
     n = start
     try:

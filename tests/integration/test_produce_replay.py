@@ -9,8 +9,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
+from core import kafka_clients
 from core.settings import Settings
 from messaging import kafka_admin
 from messaging.producer import EventProducer
@@ -39,7 +40,7 @@ async def messages(settings: Settings, topic: Topic) -> list[tuple[int, bytes, b
     name = settings.topic(topic.value)
     end_offsets = await kafka_admin.end_offsets(settings, [name])
     tps = [TopicPartition(t, p) for t, p in sorted(end_offsets)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None)
+    consumer = kafka_clients.consumer(settings, client_id="streamrec-test", group_id=None)
     await asyncio.wait_for(consumer.start(), 10)
     try:
         consumer.assign(tps)

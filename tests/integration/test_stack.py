@@ -6,9 +6,10 @@ import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
+from core import kafka_clients
 from core.errors import ConfigError, UnavailableError
 from core.settings import Settings, load_settings
 from messaging import kafka_admin
@@ -19,7 +20,7 @@ from tests.support import RunCli, delete_prefix_keys
 
 async def test_produce_and_consume_on_the_real_broker(settings: Settings) -> None:
     topic = settings.topic(Topic.OUTCOMES)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = kafka_clients.producer(settings, client_id="streamrec-test", acks="all")
     await asyncio.wait_for(producer.start(), 10)
     try:
         sent = [
@@ -31,9 +32,7 @@ async def test_produce_and_consume_on_the_real_broker(settings: Settings) -> Non
     assert len({meta.partition for meta in sent}) == 1  # one key → one partition, in order
     partition = TopicPartition(topic, sent[0].partition)
 
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False
-    )
+    consumer = kafka_clients.consumer(settings, client_id="streamrec-test")
     await asyncio.wait_for(consumer.start(), 10)
     try:
         consumer.assign([partition])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from redis.asyncio import Redis
 
+from core import kafka_clients
 from core.settings import Settings
 from messaging import kafka_admin
 from schemas.keyspace import Keyspace
@@ -15,7 +16,9 @@ from streamrec.stack.local import LocalStack
 
 
 async def _produce(settings: Settings, values: list[bytes]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = kafka_clients.producer(
+        settings, client_id="streamrec-test", request_timeout_s=20, acks="all"
+    )
     await asyncio.wait_for(producer.start(), 20)
     try:
         partitions = {
@@ -31,7 +34,7 @@ async def _produce(settings: Settings, values: list[bytes]) -> int:
 
 async def _read_all(settings: Settings, partition: int, count: int) -> list[bytes]:
     tp = TopicPartition(settings.topic(Topic.OUTCOMES), partition)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = kafka_clients.consumer(settings, client_id="streamrec-test", request_timeout_s=20)
     await asyncio.wait_for(consumer.start(), 20)
     try:
         consumer.assign([tp])
