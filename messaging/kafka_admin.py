@@ -92,7 +92,7 @@ async def kafka_call(settings: Settings, what: str, awaitable: Awaitable[T]) -> 
         ) from exc
     except (KafkaError, OSError) as exc:
         raise UnavailableError(
-            f"Kafka at {settings.kafka_bootstrap}: {what} failed: {exc}"
+            f"Kafka at {settings.kafka_bootstrap}: {what} failed: {str(exc) or type(exc).__name__}"
         ) from exc
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,17 @@ def _num(value: float | None) -> float | None:
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="seconds")
+
+
+def _span(seconds: float) -> str:
+    """A duration for people: 45 s, 12 min, 5 h, 3 d, 27 y."""
+    s = max(0.0, seconds)
+    for unit, size, up_to in (("s", 1, 120), ("min", 60, 7200), ("h", 3600, 172_800)):
+        if s < up_to:
+            return f"{s / size:.0f} {unit}"
+    if s < 730 * 86400:
+        return f"{s / 86400:.0f} d"
+    return f"{s / (365.25 * 86400):.1f} y"
 
 
 def line_doc(line: StatusLine) -> dict[str, Any]:
@@ -170,6 +181,77 @@ def _alerts(docs: Sequence[Mapping[str, Any]], now: float) -> list[dict[str, Any
     return [merged[k] for k in sorted(merged)]
 
 
+#: What a freshness line says about a topic whose events are old but processed (see
+#: :func:`_historical_topics`).
+HISTORICAL_HINT = "historical data? freshness is measured against the wall clock"
+
+
+def _waiting(lags: Mapping[tuple[str, int], int]) -> dict[str, int]:
+    """Messages not yet processed per topic (sum over its partitions)."""
+    out: dict[str, int] = {}
+    for (topic, _), lag in lags.items():
+        out[topic] = out.get(topic, 0) + max(0, int(lag))
+    return out
+
+
+def _historical_topics(
+    th: HealthThresholds, inputs: StatusInputs, waiting: Mapping[str, int]
+) -> frozenset[str]:
+    """Freshness topics that look like a replayed historical log rather than an outage.
+
+    The newest processed event is at least ``freshness_warn_s`` behind the wall clock, yet
+    nothing waits (consumer lag 0) and a worker wrote state at least ``freshness_warn_s``
+    *after* that event's time: the worker is caught up and was processing events that were
+    already old when it processed them. Producers that stopped leave the last state write
+    close to the newest event time, so they are not reported as historical.
+    """
+    last_write = inputs.freshness.last_write
+    if last_write is None:
+        return frozenset()
+    out = set()
+    for topic in inputs.freshness_topics:
+        newest = inputs.freshness.newest_by_topic.get(topic)
+        if newest is None or topic not in waiting or waiting[topic] > 0:
+            continue
+        if (
+            inputs.now - newest >= th.freshness_warn_s
+            and last_write - newest >= th.freshness_warn_s
+        ):
+            out.add(topic)
+    return frozenset(out)
+
+
+def _explain_freshness(
+    line: StatusLine,
+    inputs: StatusInputs,
+    waiting: Mapping[str, int],
+    historical: frozenset[str],
+) -> StatusLine:
+    """A stale ``newest_event_age_s`` line says why: newest event time vs wall clock, lag."""
+    newest = inputs.freshness.newest_by_topic.get(line.subject)
+    if line.metric != "newest_event_age_s" or line.level is Level.OK or newest is None:
+        return line
+    behind = _span(inputs.now - newest)
+    if line.subject in historical:
+        detail = (
+            f"newest event {_iso(newest)} vs wall clock {_iso(inputs.now)} ({behind} behind), "
+            f"consumer lag 0: {HISTORICAL_HINT}"
+        )
+    elif waiting.get(line.subject, 0) > 0:
+        detail = (
+            f"newest processed event {_iso(newest)} ({behind} ago); "
+            f"{waiting[line.subject]} messages wait: worker behind or stuck"
+        )
+    elif line.subject in waiting:
+        detail = (
+            f"no new event since {_iso(newest)} ({behind} ago), consumer lag 0: "
+            "producers stopped? (`streamrec monitor` reports silent_for_s)"
+        )
+    else:
+        detail = f"newest processed event {_iso(newest)} ({behind} ago)"
+    return replace(line, detail=detail)
+
+
 def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
     """Lines, JSON document and exit code of ``streamrec status``."""
     now = inputs.now
@@ -177,7 +259,9 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
     ages = inputs.freshness.event_ages(now, inputs.freshness_topics)
     state_age = inputs.freshness.state_write_age(now)
     base = evaluate_health(th, lags=lags, event_ages=ages, state_write_age=state_age)
-    lines = list(base.lines)
+    waiting = _waiting(lags)
+    historical = _historical_topics(th, inputs, waiting)
+    lines = [_explain_freshness(line, inputs, waiting, historical) for line in base.lines]
     for topic in inputs.offsets.missing_topics:
         lines.append(
             StatusLine(topic, "topic", None, Level.CRIT, "missing: run 'streamrec topics create'")
@@ -200,14 +284,11 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
     alerts = _alerts([*inputs.monitors, *inputs.workers], now)
     for a in alerts:
         since = max(0.0, now - float(a["first_seen"]))
+        detail = f"firing {since:.0f} s (threshold {float(a['threshold']):g}): {a['cause']}"
+        if a.get("kind") == "freshness" and (a.get("labels") or {}).get("topic") in historical:
+            detail += f"; {HISTORICAL_HINT}"
         lines.append(
-            StatusLine(
-                a["alert_id"],
-                "alert",
-                a.get("value"),
-                _level(a["severity"]),
-                f"firing {since:.0f} s (threshold {float(a['threshold']):g}): {a['cause']}",
-            )
+            StatusLine(a["alert_id"], "alert", a.get("value"), _level(a["severity"]), detail)
         )
     if not inputs.workers and inputs.freshness.last_write is None:
         lines.append(
@@ -234,6 +315,9 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
     for topic, entry in topics.items():
         entry["events_per_s"] = rates.get(topic)
         entry["newest_event_age_s"] = _num(ages.get(topic))
+        newest = inputs.freshness.newest_by_topic.get(topic)
+        entry["newest_event_at"] = None if newest is None else _iso(newest)
+        entry["historical"] = topic in historical
         entry["silent_for_s"] = silence.get(topic)
 
     def procs(docs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

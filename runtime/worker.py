@@ -21,6 +21,7 @@ from prometheus_client import start_http_server
 from core.errors import UnavailableError
 from core.settings import Settings
 from monitoring.metrics import WorkerMetrics
+from monitoring.monitor_io import failure_reason
 from runtime.worker_monitor import WorkerMonitor
 from schemas.events import Alert, encode_event
 from schemas.topics import Topic
@@ -92,7 +93,7 @@ def build_worker_app(settings: Settings) -> faust.App:
                 ]
                 await asyncio.gather(*futures)
         except (KafkaError, TimeoutError) as exc:
-            raise UnavailableError(f"alerts topic: {exc or type(exc).__name__}") from exc
+            raise UnavailableError(f"alerts topic: {failure_reason(exc)}") from exc
 
     monitor.send_alerts = send_alerts
 

@@ -255,6 +255,8 @@ def test_build_status_levels_json_and_alerts() -> None:
         "partitions": {"0": 200, "1": 0},
         "events_per_s": 15.0,
         "newest_event_age_s": 10.0,
+        "newest_event_at": "2023-11-14T22:14:50+00:00",
+        "historical": False,
         "silent_for_s": None,
     }
     assert doc["topics"]["exposures"]["newest_event_age_s"] is None

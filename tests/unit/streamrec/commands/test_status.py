@@ -1,0 +1,46 @@
+"""``streamrec status`` against a hung Redis: one error line that says why, exit 2."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import run_cli, stderr_lines
+
+
+@pytest.fixture
+def hung_redis_url() -> Iterator[str]:
+    """A loopback listener that completes TCP handshakes (kernel backlog) and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+
+
+def test_status_on_a_hung_redis_names_the_reason(hung_redis_url: str) -> None:
+    started = time.monotonic()
+    result = run_cli(
+        "status",
+        "--sample",
+        "0",
+        env={
+            "STREAMREC_REDIS_URL": hung_redis_url,
+            "STREAMREC_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+            "STREAMREC_NETWORK_TIMEOUT_S": "0.5",
+        },
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = stderr_lines(result)
+    assert len(lines) == 1, lines
+    # asyncio's timeout (no message: the reason names the wait) or redis-py's socket timeout
+    assert re.fullmatch(
+        r"streamrec: error: Redis did not answer"
+        r"( within 0\.5 s \(TimeoutError\)|: \S.*[Tt]imeout.*)",
+        lines[0],
+    ), lines[0]
+    assert time.monotonic() - started < 30
