@@ -1,6 +1,8 @@
 """Statistics for experiment analysis: intervals, tests, corrections, power and the bootstrap.
 
-Pure numpy implementations; scipy is used only for the normal and chi-square distributions.
+Tests, intervals, corrections, effect sizes and power are statsmodels calls behind a stable
+contract. Hand-written, because statsmodels has no equivalent: the seeded, memory-bounded
+bootstrap of means, its percentile interval and the p-value that inverts it.
 Every function checks its arguments and raises ``ValueError`` with a one-line message.
 Conventions: differences are ``first − second`` in argument order, tests are two-sided,
 ``alpha`` is the significance level (a ``1 − alpha`` interval).
@@ -14,11 +16,23 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.stats import chi2, norm
+from statsmodels.stats.gof import chisquare
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import NormalIndPower
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportion_effectsize,
+    proportions_ztest,
+)
 
 FloatArray = NDArray[np.float64]
 
 _MAX_BOOT_CELLS = 4_000_000  # resample indices drawn per chunk (bounds bootstrap memory)
+# statsmodels' sample-size solver searches first arms from 2, and can fail to converge (nan)
+# on roots beyond ~1e14: required_sample_size keeps its roots in [_MIN_ARM, _MAX_SOLVED_ARM].
+_MIN_ARM = 2.0
+_MAX_SOLVED_ARM = 1e9
 
 
 @dataclass(frozen=True)
@@ -64,12 +78,8 @@ def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float,
     """Wilson score interval for a binomial proportion ``successes / n``."""
     _check_count(successes, n)
     _check_alpha(alpha)
-    z = float(norm.isf(alpha / 2))
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = proportion_confint(successes, n, alpha=alpha, method="wilson")
+    return max(0.0, float(low)), min(1.0, float(high))
 
 
 def two_proportion_ztest(successes1: int, n1: int, successes2: int, n2: int) -> ZTestResult:
@@ -80,12 +90,10 @@ def two_proportion_ztest(successes1: int, n1: int, successes2: int, n2: int) -> 
     """
     _check_count(successes1, n1)
     _check_count(successes2, n2)
-    pooled = (successes1 + successes2) / (n1 + n2)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    if se == 0.0:
+    if successes1 + successes2 in (0, n1 + n2):  # statsmodels would divide by zero: nan
         return ZTestResult(0.0, 1.0)
-    z = (successes1 / n1 - successes2 / n2) / se
-    return ZTestResult(z, float(2 * norm.sf(abs(z))))
+    z, p = proportions_ztest([successes1, successes2], [n1, n2])
+    return ZTestResult(float(z), float(p))
 
 
 def diff_interval_two_proportions(
@@ -95,10 +103,10 @@ def diff_interval_two_proportions(
     _check_count(successes1, n1)
     _check_count(successes2, n2)
     _check_alpha(alpha)
-    p1, p2 = successes1 / n1, successes2 / n2
-    se = math.sqrt(p1 * (1 - p1) / n1 + p2 * (1 - p2) / n2)
-    z = float(norm.isf(alpha / 2))
-    return p1 - p2 - z * se, p1 - p2 + z * se
+    low, high = confint_proportions_2indep(
+        successes1, n1, successes2, n2, method="wald", compare="diff", alpha=alpha
+    )
+    return float(low), float(high)
 
 
 def srm_chisquare(observed: Sequence[int], expected_shares: Sequence[float]) -> ChiSquareResult:
@@ -116,10 +124,8 @@ def srm_chisquare(observed: Sequence[int], expected_shares: Sequence[float]) -> 
     total = float(obs.sum())
     if total <= 0:
         raise ValueError("observed counts sum to zero")
-    expected = shares / shares.sum() * total
-    statistic = float(np.sum((obs - expected) ** 2 / expected))
-    dof = int(obs.size - 1)
-    return ChiSquareResult(statistic, float(chi2.sf(statistic, dof)), dof)
+    statistic, p_value = chisquare(obs, shares / shares.sum() * total)
+    return ChiSquareResult(float(statistic), float(p_value), int(obs.size - 1))
 
 
 def _pvalue_array(pvalues: ArrayLike) -> FloatArray:
@@ -131,24 +137,21 @@ def _pvalue_array(pvalues: ArrayLike) -> FloatArray:
     return p
 
 
+def _adjusted(pvalues: ArrayLike, method: str) -> FloatArray:
+    p = _pvalue_array(pvalues)
+    if p.size == 0:
+        return p.copy()
+    return np.asarray(multipletests(p, method=method)[1], dtype=np.float64)
+
+
 def bonferroni(pvalues: ArrayLike) -> FloatArray:
     """Bonferroni-adjusted p-values: ``min(1, m·p)`` (controls the family-wise error rate)."""
-    p = _pvalue_array(pvalues)
-    return np.minimum(p * p.size, 1.0)
+    return _adjusted(pvalues, "bonferroni")
 
 
 def benjamini_hochberg(pvalues: ArrayLike) -> FloatArray:
     """Benjamini–Hochberg adjusted p-values (controls the false discovery rate)."""
-    p = _pvalue_array(pvalues)
-    m = p.size
-    if m == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * m / np.arange(1, m + 1)
-    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
-    adjusted = np.empty(m, dtype=np.float64)
-    adjusted[order] = adjusted_sorted
-    return adjusted
+    return _adjusted(pvalues, "fdr_bh")
 
 
 def cohens_h(p1: float, p2: float) -> float:
@@ -156,7 +159,7 @@ def cohens_h(p1: float, p2: float) -> float:
     for p in (p1, p2):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"proportion must be in [0, 1], got {p!r}")
-    return 2 * math.asin(math.sqrt(p1)) - 2 * math.asin(math.sqrt(p2))
+    return float(proportion_effectsize(p1, p2))
 
 
 def achieved_power(
@@ -170,16 +173,18 @@ def achieved_power(
     _check_alpha(alpha)
     if nobs1 <= 0 or ratio <= 0:
         raise ValueError("sample size and ratio must be positive")
-    n_eff = 1.0 / (1.0 / nobs1 + 1.0 / (nobs1 * ratio))
-    shift = abs(effect_size) * math.sqrt(n_eff)
-    crit = float(norm.isf(alpha / 2))
-    return float(norm.sf(crit - shift) + norm.cdf(-crit - shift))
+    return float(
+        NormalIndPower().power(effect_size=effect_size, nobs1=nobs1, alpha=alpha, ratio=ratio)
+    )
 
 
 def required_sample_size(
     effect_size: float, alpha: float = 0.05, power: float = 0.8, ratio: float = 1.0
 ) -> float:
-    """Size of the first arm at which :func:`achieved_power` reaches ``power`` (not rounded)."""
+    """Size of the first arm at which :func:`achieved_power` reaches ``power`` (not rounded).
+
+    At least 2: an effect so large that two observations already reach ``power`` gives 2.
+    """
     _check_alpha(alpha)
     if not alpha < power < 1.0:
         raise ValueError(f"power must be in (alpha, 1), got {power!r}")
@@ -187,21 +192,21 @@ def required_sample_size(
         raise ValueError("effect size must be finite and non-zero")
     if ratio <= 0:
         raise ValueError("ratio must be positive")
-    z_sum = float(norm.isf(alpha / 2) + norm.ppf(power))
-    # Closed form ignoring the far tail; the far tail only adds power, so it is an upper bound.
-    high = (z_sum / abs(effect_size)) ** 2 * (1.0 + 1.0 / ratio)
-    low = high / 2
-    while achieved_power(effect_size, low, alpha, ratio) > power:
-        low /= 2
-    for _ in range(100):
-        mid = (low + high) / 2
-        if achieved_power(effect_size, mid, alpha, ratio) < power:
-            low = mid
-        else:
-            high = mid
-        if high - low <= 1e-9 * high:
-            break
-    return high
+    if achieved_power(effect_size, _MIN_ARM, alpha, ratio) >= power:
+        return _MIN_ARM
+    # Power depends on the effect size and the first arm only through effect_size² · nobs1:
+    # a tiny effect is solved scaled up (root between 1e3 and 1e9), the size scaled back.
+    scale = 1.0
+    while achieved_power(effect_size * math.sqrt(scale), _MAX_SOLVED_ARM, alpha, ratio) < power:
+        scale *= 1e6
+    solved = NormalIndPower().solve_power(
+        effect_size=effect_size * math.sqrt(scale),
+        nobs1=None,
+        alpha=alpha,
+        power=power,
+        ratio=ratio,
+    )
+    return float(solved) * scale
 
 
 def required_sample_size_two_proportions(
@@ -215,8 +220,12 @@ def required_sample_size_two_proportions(
         raise ValueError(f"baseline proportion must be in (0, 1), got {p_base!r}")
     if mde == 0 or mde <= -1:
         raise ValueError(f"relative minimum detectable effect must be > -1 and != 0, got {mde!r}")
-    target = min(1.0, p_base * (1.0 + mde))
-    return math.ceil(required_sample_size(cohens_h(target, p_base), alpha, power, ratio))
+    effect = cohens_h(min(1.0, p_base * (1.0 + mde)), p_base)
+    n = math.ceil(required_sample_size(effect, alpha, power, ratio))
+    # the solver's root is within its tolerance of the exact one: settle the integer exactly
+    if n > _MIN_ARM and achieved_power(effect, n - 1, alpha, ratio) >= power:
+        return n - 1
+    return n if achieved_power(effect, n, alpha, ratio) >= power else n + 1
 
 
 def bootstrap_means(values: ArrayLike, n_boot: int = 2000, seed: int = 0) -> FloatArray:

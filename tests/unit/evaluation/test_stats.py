@@ -162,6 +162,35 @@ def test_sample_size_matches_normal_ind_power(
     )
 
 
+@pytest.mark.parametrize(("alpha", "ratio"), [(0.05, 1.0), (1e-6, 0.02), (0.01, 50.0)])
+def test_sample_size_scales_with_the_inverse_square_of_tiny_effects(
+    alpha: float, ratio: float
+) -> None:
+    # statsmodels' solver alone returns nan (with a warning) for some of these roots (~1e15)
+    base = stats.required_sample_size(0.01, alpha, 0.8, ratio)
+    for effect in (1e-4, 1e-6, -1e-7):
+        n = stats.required_sample_size(effect, alpha, 0.8, ratio)
+        assert math.isfinite(n)
+        assert n == pytest.approx(base * (0.01 / effect) ** 2, rel=1e-6)
+
+
+def test_sample_size_is_at_least_two() -> None:
+    # two observations already give this effect its power: below the solver's range
+    assert stats.achieved_power(3.0, 2.0) > 0.8
+    assert stats.required_sample_size(3.0) == 2.0
+    assert stats.required_sample_size_two_proportions(0.01, 9.0, power=0.5) >= 2
+
+
+@pytest.mark.parametrize("p_base", [0.001, 0.01, 0.05, 0.1, 0.3, 0.6])
+@pytest.mark.parametrize("mde", [-0.2, -0.01, 0.003, 0.05, 0.5])
+def test_two_proportion_sample_size_is_the_smallest_integer(p_base: float, mde: float) -> None:
+    n = stats.required_sample_size_two_proportions(p_base, mde, 0.05, 0.8, 1.3)
+    es = stats.cohens_h(p_base * (1 + mde), p_base)
+    assert (
+        stats.achieved_power(es, n, 0.05, 1.3) >= 0.8 > stats.achieved_power(es, n - 1, 0.05, 1.3)
+    )
+
+
 def test_sample_size_for_ten_percent_lift_on_ten_percent_ctr() -> None:
     # the classic planning number: ~14.8k requests per arm
     assert 14_000 < stats.required_sample_size_two_proportions(0.10, 0.10) < 15_500
