@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 
 from core import kafka_clients
 from core.errors import UnavailableError
+from core.retry import retry
 from core.settings import Settings
 from messaging.kafka_admin import kafka_call
 from schemas.events import Alert, encode_event
@@ -324,18 +325,18 @@ class MonitorStore:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         store = cls(client, keys, timeout_s=timeout_s)
-        delay = 0.2
-        for attempt in range(1, attempts + 1):
-            try:
-                await store._call(client.ping())
-                return store
-            except UnavailableError:
-                if attempt == attempts:
-                    await client.aclose()
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        try:
+            await retry(
+                lambda: store._call(client.ping()),
+                what="connect to Redis",
+                attempts=attempts,
+                retry_on=(UnavailableError,),
+                logger=log,
+            )
+        except UnavailableError:
+            await client.aclose()
+            raise
+        return store
 
     async def aclose(self) -> None:
         await self.client.aclose()

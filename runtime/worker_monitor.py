@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from core.errors import UnavailableError
+from core.retry import retry
 from core.settings import Settings
 from monitoring.metrics import WorkerMetrics
 from monitoring.monitor import Monitor, MonitorConfig, MonitorResult
@@ -146,12 +147,16 @@ class WorkerMonitor:
     async def run(self) -> None:
         """The background task: evaluate every interval until cancelled, then save."""
         try:
-            while self.monitor is None:
-                try:
-                    await self.start()
-                except UnavailableError as exc:
-                    log.warning("worker monitor cannot start yet: %s", exc)
-                    await asyncio.sleep(self.settings.monitor_interval_s)
+            interval = self.settings.monitor_interval_s
+            await retry(  # Redis may come later than the worker: processing goes on meanwhile
+                self.start,
+                what="worker monitor start",
+                attempts=None,
+                initial_s=interval,
+                max_s=interval,
+                retry_on=(UnavailableError,),
+                logger=log,
+            )
             while True:
                 await asyncio.sleep(self.settings.monitor_interval_s)
                 try:

@@ -38,6 +38,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from core import kafka_clients
+from core.retry import retry
 from core.settings import Settings
 from schemas.events import Context, ExposedItem, Exposure, encode_event
 from schemas.topics import Topic
@@ -183,22 +184,31 @@ class ExposureLog:
             self._task = asyncio.create_task(self._run(), name="streamrec-exposures")
 
     async def _run(self) -> None:
-        backoff = 0.1
         while True:
             if not self._buffer:
                 self._drained.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            try:
-                await self._send_batch()
-                backoff = 0.1
-            except (KafkaError, OSError, TimeoutError) as exc:
-                self.failures += 1
-                log.warning("exposure producer: %s: %s (retrying)", type(exc).__name__, exc)
-                await self._close_producer()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            # while Kafka is away: the batch is back in the buffer, the producer reconnects
+            await retry(
+                self._send_buffered,
+                what="exposure producer",
+                attempts=None,
+                initial_s=0.1,
+                max_s=BACKOFF_MAX_S,
+                retry_on=(KafkaError, OSError, TimeoutError),
+                on_retry=self._on_send_failure,
+                logger=log,
+            )
+
+    async def _send_buffered(self) -> None:
+        if self._buffer:  # a failed batch whose exposures were all invalid left nothing
+            await self._send_batch()
+
+    async def _on_send_failure(self, _error: BaseException) -> None:
+        self.failures += 1
+        await self._close_producer()
 
     async def _ensure_producer(self) -> Any:
         if self._producer is None:

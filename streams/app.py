@@ -25,6 +25,7 @@ import faust
 from redis.exceptions import RedisError
 
 from core.errors import UnavailableError
+from core.retry import retry
 from core.settings import Settings
 from schemas.events import DeadLetter, encode_event
 from schemas.keyspace import Keyspace
@@ -161,15 +162,16 @@ def create_app(
 
     async def process_with_retry(processor: BatchProcessor, decoded: list[Decoded]) -> BatchResult:
         """Retry a batch while Redis is unreachable: the batch is not acked until applied."""
-        delay = 0.1
-        while True:
-            try:
-                return await processor.process_decoded(decoded, now=time.time())
-            except (RedisError, OSError, TimeoutError, UnavailableError) as exc:
-                log.warning("state update failed (%s); retrying in %.1f s", exc, delay)
-                processor.on_rebalance()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        return await retry(
+            lambda: processor.process_decoded(decoded, now=time.time()),
+            what="state update",
+            attempts=None,  # for as long as it takes: the batch must not be skipped
+            initial_s=0.1,
+            max_s=5.0,
+            retry_on=(RedisError, OSError, TimeoutError, UnavailableError),
+            on_retry=lambda _: processor.on_rebalance(),  # cached histories may be stale
+            logger=log,
+        )
 
     @app.agent(channel, name="process")
     async def process(stream: Any) -> None:

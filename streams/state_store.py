@@ -20,6 +20,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import RedisError as _RedisError
 
 from core.errors import UnavailableError
+from core.retry import retry
 from schemas.keyspace import Keyspace, parse_recent
 from streams.processor import BatchPlan
 
@@ -66,20 +67,21 @@ class StateStore:
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         store = cls(client, keys, timeout_s=timeout_s)
-        delay = 0.2
-        for attempt in range(1, attempts + 1):
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await client.ping()
-                    store._sha = await client.script_load(_SCRIPT)
-                return store
-            except (TimeoutError, OSError, _RedisError) as exc:
-                if attempt == attempts:
-                    await client.aclose()
-                    raise UnavailableError(f"Redis at {url} did not answer: {exc}") from exc
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+
+        async def ping_and_load() -> None:
+            async with asyncio.timeout(timeout_s):
+                await client.ping()
+                store._sha = await client.script_load(_SCRIPT)
+
+        failures = (TimeoutError, OSError, _RedisError)
+        try:
+            await retry(
+                ping_and_load, what="connect to Redis", attempts=attempts, retry_on=failures
+            )
+        except failures as exc:
+            await client.aclose()
+            raise UnavailableError(f"Redis at {url} did not answer: {exc}") from exc
+        return store
 
     async def aclose(self) -> None:
         await self.client.aclose()
