@@ -31,6 +31,7 @@ beyond the client's socket timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from core.errors import UnavailableError
+from core.retry import retry
 from core.settings import Settings
 from schemas.keyspace import Keyspace, parse_recent
 from serving import metrics
@@ -211,20 +213,24 @@ class StateReader:
                 NeighbourCache(rows) if rows > 0 else None,
                 UserCaches.sized(users) if users > 0 else None,
             )
-        for attempt in range(max(1, attempts)):
-            try:
-                deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
-                await reader._call(client.ping, deadline, background=True)
-                if reader.wire is not None:  # connect it now: tracking is known from the start
-                    await reader._call(
-                        partial(reader.wire.execute, [("PING",)], deadline),
-                        deadline,
-                        background=True,
-                    )
-                break
-            except UnavailableError:
-                if attempt + 1 < attempts:
-                    await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
+
+        async def ping() -> None:
+            deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
+            await reader._call(client.ping, deadline, background=True)
+            if reader.wire is not None:  # connect it now: tracking is known from the start
+                await reader._call(
+                    partial(reader.wire.execute, [("PING",)], deadline),
+                    deadline,
+                    background=True,
+                )
+
+        with contextlib.suppress(UnavailableError):  # then served from fallbacks
+            await retry(
+                ping,
+                what="connect to Redis",
+                attempts=max(1, attempts),
+                retry_on=(UnavailableError,),
+            )
         return reader
 
     def publish_cache_metrics(self) -> None:

@@ -3,6 +3,8 @@
 The fault tests stop, kill and restart Kafka and Redis. Doing that to the session's shared
 test stack would break concurrent test runs on the machine, so they run on a stack of their
 own (:func:`private_stack_for`), started once per module on free ports and thrown away after.
+Nothing here asserts a speed: a wait is for a condition, with a deadline generous enough for
+a loaded machine (:data:`WAIT_S`), and fails only when the condition never comes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from tests.worker_support import outcome
 #: Top-K trimming off (K above the number of items), as in test_worker_exactly_once: which
 #: members survive a trim depends on batch boundaries, so only untrimmed state is exact.
 UNTRIMMED = {"covis_top_k": "10000", "popularity_top_n": "10000", "batch_size": "200"}
+
+#: Deadline of every wait for a condition (progress, a log line, health): not a speed bound.
+WAIT_S = 120.0
 
 
 @contextlib.asynccontextmanager
@@ -79,9 +84,9 @@ async def wait_progress(
     keys: Keyspace,
     at_least: int,
     proc: subprocess.Popen[bytes],
-    within_s: float = 60.0,
+    within_s: float = WAIT_S,
 ) -> int:
-    """Wait until ``at_least`` messages are applied; fail if the worker dies or stalls."""
+    """Wait until ``at_least`` messages are applied; fail if the worker dies or never gets there."""
     deadline = time.monotonic() + within_s
     while (count := await applied_count(redis, keys)) < at_least:
         assert proc.poll() is None, "worker died on its own"
@@ -106,6 +111,27 @@ def log_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def log_size(path: Path) -> int:
+    """Characters in the log so far: where :func:`wait_log` starts looking."""
+    return len(log_text(path))
+
+
+async def wait_log(
+    path: Path,
+    text: str,
+    proc: subprocess.Popen[bytes],
+    *,
+    after: int = 0,
+    within_s: float = WAIT_S,
+) -> None:
+    """Wait until ``text`` appears in the log past character ``after``; fail if ``proc`` dies."""
+    deadline = time.monotonic() + within_s
+    while text not in log_text(path)[after:]:
+        assert proc.poll() is None, f"process died: {log_text(path)[-2000:]}"
+        assert time.monotonic() < deadline, f"no {text!r} in {path.name} after {within_s:g} s"
+        await asyncio.sleep(0.05)
+
+
 class ServeProcess:
     """``streamrec serve`` in a subprocess on a free loopback port (own cores, own loop)."""
 
@@ -118,11 +144,15 @@ class ServeProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
 
-    async def start(self, within_s: float = 60.0) -> None:
+    async def start(self) -> None:
         self.proc = await asyncio.to_thread(self._launch)
+        await self.wait_healthy()
+
+    async def wait_healthy(self, within_s: float = WAIT_S) -> None:
+        """Wait until the health check answers SERVING; fail if the server exits first."""
         deadline = time.monotonic() + within_s
         while not await self.healthy():
-            assert self.proc.poll() is None, f"server exited: {log_text(self.log)[-2000:]}"
+            assert self.alive(), f"server exited: {log_text(self.log)[-2000:]}"
             assert time.monotonic() < deadline, "server did not become healthy"
             await asyncio.sleep(0.2)
 
@@ -141,7 +171,7 @@ class ServeProcess:
         async with grpc.aio.insecure_channel(self.addr) as channel:
             try:
                 reply = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1.0
+                    health_pb2.HealthCheckRequest(), timeout=5.0
                 )
             except grpc.aio.AioRpcError:
                 return False

@@ -9,6 +9,10 @@ The restart tests run on a Kafka + Redis of this module alone (``fault_stack``):
 the session's shared test stack would break concurrent test runs on the machine. The server's
 own Redis outage behaviour (fallback stages, budgets, recovery) is tested in detail in
 tests/integration/test_serving_faults.py; here a server only rides along a worker's restart.
+
+No test asserts a rate, a latency or a duration (a loaded machine makes any such bound flaky):
+each phase of a fault waits for a condition (events applied, a retry logged, the broker back)
+with a generous deadline, and the checks are counts and exact state.
 """
 
 from __future__ import annotations
@@ -44,12 +48,15 @@ from tests.integration.serving_support import (
 )
 from tests.reliability.fault_support import (
     UNTRIMMED,
+    WAIT_S,
     ServeProcess,
     applied_count,
+    log_size,
     log_text,
     recent_items,
     settings_on,
     stream,
+    wait_log,
     wait_progress,
 )
 from tests.support import delete_prefix_keys, private_stack_for
@@ -65,6 +72,7 @@ from tests.worker_support import (
 )
 
 N_EVENTS = 12_000
+RPC_TIMEOUT_S = 30.0  # a deadline for calls that must succeed, not a latency bound
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +133,7 @@ async def _processed_state(
         own, tmp_path / f"{name}.log", group=f"{settings.topic_prefix}-{name}", **UNTRIMMED
     )
     try:
-        await wait_applied(own, redis, within_s=60, procs=[worker])
+        await wait_applied(own, redis, procs=[worker])
     finally:
         await asyncio.to_thread(stop_worker, worker)
     state = await dump_state(redis, prefix)
@@ -152,18 +160,22 @@ async def test_redis_restart_without_persistence_worker_resumes_and_replay_rebui
         async with running(cfg, log_exposures=False) as (_server, channel):
             stub = recommender(channel)
             request = pb.RecommendRequest(user_id="u1", k=5)
-            assert not (await stub.Recommend(request)).degraded
+            assert not (await stub.Recommend(request, timeout=RPC_TIMEOUT_S)).degraded
 
+            log_before = log_size(tmp_path / "w1.log")
             await asyncio.to_thread(fault_stack.stop_redis)
             # the worker retries its batch (not acked) while Redis is away; the server falls
             # back to its in-process caches and still answers
             during, expected = _fresh_users("gap", 200, now)
             await produce(settings, Topic.OUTCOMES, during)
             for _ in range(5):
-                reply = await stub.Recommend(request)
+                reply = await stub.Recommend(request, timeout=RPC_TIMEOUT_S)
                 assert reply.degraded and reply.items
                 assert reply.fallback_stage != pb.FALLBACK_STAGE_NONE
                 await asyncio.sleep(0.2)
+            # Redis comes back only once the worker has met its absence (however long that
+            # takes on this machine), so a retry is part of every run
+            await wait_log(tmp_path / "w1.log", "retrying", worker, after=log_before)
             assert worker.poll() is None, "worker died while Redis was away"
             await _start_redis(fault_stack, redis)
 
@@ -177,19 +189,21 @@ async def test_redis_restart_without_persistence_worker_resumes_and_replay_rebui
             ]
             probe = [(b"probe", outcome("probe", "anchor", now + 10))]
             await produce(settings, Topic.OUTCOMES, after + pairs + probe)
-            await wait_applied(settings, redis, within_s=60, procs=[worker])
+            await wait_applied(settings, redis, procs=[worker])
             assert worker.poll() is None
-            assert "retrying" in log_text(tmp_path / "w1.log")
 
             # everything not applied before the restart is applied after it, exactly once
             assert await recent_items(redis, keys, list(expected)) == expected
 
             async def personalised() -> pb.RecommendResponse | None:
-                reply = await stub.Recommend(pb.RecommendRequest(user_id="probe", k=3))
+                reply = await stub.Recommend(
+                    pb.RecommendRequest(user_id="probe", k=3), timeout=RPC_TIMEOUT_S
+                )
                 reasons = [r for item in reply.items for r in item.reasons]
                 return reply if "co-viewed with anchor" in reasons else None
 
-            deadline = time.monotonic() + 10
+            # the server reconnects on its own schedule: wait for the answer, not for a time
+            deadline = time.monotonic() + WAIT_S
             while (answer := await personalised()) is None:
                 assert time.monotonic() < deadline, "no personalised answer after the restart"
                 await asyncio.sleep(0.1)
@@ -221,20 +235,21 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
         await produce(settings, Topic.OUTCOMES, stream(N_EVENTS, seed=22))
         worker = start_worker(settings, tmp_path / "w.log", **UNTRIMMED)
         try:
-            killed_at = await wait_progress(redis, keys, N_EVENTS // 3, worker)
-            assert killed_at < N_EVENTS, "the restart came too late to test anything"
+            # at least a third applied before the kill; how much more depends on the machine
+            await wait_progress(redis, keys, N_EVENTS // 3, worker)
+            log_before = log_size(tmp_path / "w.log")
             # SIGKILL: no shutdown save; only what the AOF fsynced before each reply survives
             await asyncio.to_thread(fault_stack.stop_redis, graceful=False)
-            # more of the stream arrives while Redis is away: in flight at the restart
+            # more of the stream arrives while Redis is away: in flight at the restart whatever
+            # the worker had done before, and it meets the absence (a retry) before Redis is back
             await produce(settings, Topic.OUTCOMES, stream(2000, seed=23, first=N_EVENTS))
-            await asyncio.sleep(0.5)
+            await wait_log(tmp_path / "w.log", "retrying", worker, after=log_before)
             assert worker.poll() is None, "worker died while Redis was away"
             await _start_redis(fault_stack, redis)
             assert await redis.hlen(keys.offsets) > 0, "the AOF did not bring the state back"
-            await wait_applied(settings, redis, within_s=60, procs=[worker])
+            await wait_applied(settings, redis, procs=[worker])
         finally:
             stop_worker(worker)
-        assert "retrying" in log_text(tmp_path / "w.log")
         faulted = await dump_state(redis, settings.key_prefix)
         assert_same_state(faulted, await _processed_state(settings, redis, tmp_path, "ref"))
     finally:
@@ -247,23 +262,55 @@ async def test_redis_restart_with_aof_state_is_exact_without_replay(
 
 KAFKA_EVENTS = 8000
 KAFKA_RATE = 500.0
+KAFKA_BEFORE, KAFKA_DURING = 3000, 3000  # events before the stop, from the stop on; rest after
 
 
-async def _produce_paced(
-    settings: Settings, n: int, rate: float, ts: float, sent: list[int]
-) -> int:
-    """One new user per event, paced at ``rate``/s; ``sent[0]`` counts queued events."""
-    limiter = RateLimiter(rate)
+async def _produce_around_restart(
+    settings: Settings, ts: float, flushed: asyncio.Event, down: asyncio.Event, up: asyncio.Event
+) -> tuple[int, int]:
+    """One new user per event, paced at KAFKA_RATE/s, in three parts gated by the broker.
+
+    The first part is delivered before ``flushed`` is set; the second starts once the broker
+    is ``down`` (its sends queue, or wait for room, until the broker is back); the third once
+    it is ``up`` again. Returns how many sends began while the broker was down, and how many
+    events were delivered.
+    """
+    limiter = RateLimiter(KAFKA_RATE)
+    began_while_down = 0
     async with EventProducer(settings, ProducerConfig(linger_ms=5)) as producer:
-        for i in range(n):
+
+        async def send(i: int) -> None:
             await limiter.acquire()
             user = f"k{i}"
             await producer.send_raw(
                 Topic.OUTCOMES, outcome(user, f"i{i % 100}", ts + i * 1e-3), user.encode()
             )
-            sent[0] = i + 1
+
+        for i in range(KAFKA_BEFORE):
+            await send(i)
         await producer.flush()
-        return producer.delivered
+        flushed.set()
+        await down.wait()
+        for i in range(KAFKA_BEFORE, KAFKA_BEFORE + KAFKA_DURING):
+            began_while_down += not up.is_set()
+            await send(i)
+        await up.wait()
+        for i in range(KAFKA_BEFORE + KAFKA_DURING, KAFKA_EVENTS):
+            await send(i)
+        await producer.flush()
+        return began_while_down, producer.delivered
+
+
+async def _until(event: asyncio.Event, task: asyncio.Task[object]) -> None:
+    """Wait for ``event``; if ``task`` ends first, its error is the one to report."""
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiting, task}, timeout=WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
+    if task.done():
+        task.result()
+    assert event.is_set(), f"not reached within {WAIT_S:g} s"
 
 
 @pytest.mark.slow
@@ -271,30 +318,35 @@ async def test_kafka_restart_under_load_every_event_applied_once(
     fault_stack: LocalStack, fault_redis: Redis, tmp_path: Path
 ) -> None:
     redis = fault_redis
-    # the producer's timeouts (3 × network_timeout_s) must outlast the broker's absence
-    async with settings_on(fault_stack, network_timeout_s=10.0) as settings:
+    # the producer's timeouts (3 × network_timeout_s) must outlast the broker's absence,
+    # restart included, however slow the machine: 90 s
+    async with settings_on(fault_stack, network_timeout_s=30.0) as settings:
         keys = Keyspace(settings.key_prefix)
         ts = time.time() - 60
         worker = start_worker(settings, tmp_path / "w.log")
-        producing: asyncio.Task[int] | None = None
+        producing: asyncio.Task[tuple[int, int]] | None = None
         try:
             await produce(settings, Topic.OUTCOMES, [(b"warm", outcome("warm", "i0", ts))])
-            await wait_applied(settings, redis, within_s=60, procs=[worker])  # worker is up
-            sent = [0]
+            await wait_applied(settings, redis, procs=[worker])  # worker is up
+            flushed, down, up = asyncio.Event(), asyncio.Event(), asyncio.Event()
             producing = asyncio.create_task(
-                _produce_paced(settings, KAFKA_EVENTS, KAFKA_RATE, ts, sent)
+                _produce_around_restart(settings, ts, flushed, down, up)
             )
+            await _until(flushed, producing)  # the first part is delivered
             await wait_progress(redis, keys, KAFKA_EVENTS // 8, worker)
             await asyncio.to_thread(fault_stack.stop_kafka)
-            stopped_at = sent[0]
-            await asyncio.sleep(1.0)
+            down.set()
+            await asyncio.sleep(1.0)  # the stream goes on against the absent broker
             assert worker.poll() is None, "worker died while Kafka was away"
             await asyncio.to_thread(fault_stack.start_kafka)
-            restarted_at = sent[0]
-            delivered = await asyncio.wait_for(producing, 90)
-            # the stream ran before, during and after the broker's absence
-            assert 0 < stopped_at < restarted_at < KAFKA_EVENTS == delivered
-            await wait_applied(settings, redis, within_s=60, procs=[worker])
+            up.set()
+            began_while_down, delivered = await asyncio.wait_for(producing, WAIT_S)
+            # the stream ran before, during and after the broker's absence (by construction:
+            # how much of the second part queued before the restart depends on the machine),
+            # and all of it was delivered
+            assert began_while_down > 0
+            assert delivered == KAFKA_EVENTS
+            await wait_applied(settings, redis, procs=[worker])
         finally:
             if producing is not None and not producing.done():
                 producing.cancel()
@@ -310,28 +362,28 @@ async def test_kafka_restart_under_load_every_event_applied_once(
 
 # --- c. Request burst on a real server ----------------------------------------------------
 
-BURST_FACTOR = 10
+BURST_USERS = 500
 BASE_CONCURRENCY = 4
-BURST_MAX_CALLS = 6000
-BURST_ROUNDS = 2
-BURST_P99_BOUND_MS = 2000.0
+BURST_FACTOR = 10
+NORMAL_CALLS = 2000
+BURST_CALLS = 6000
 
 
 async def _drive(
-    stub: pb_grpc.RecommenderAsyncStub, concurrency: int, seconds: float, max_calls: int
+    stub: pb_grpc.RecommenderAsyncStub, concurrency: int, calls: int
 ) -> tuple[list[float], list[str]]:
-    """``concurrency`` closed-loop callers for ``seconds`` (at most ``max_calls`` in all).
+    """``concurrency`` closed-loop callers making ``calls`` calls in all (however long it takes).
 
-    Returns each call's latency (s) and the failures (status name, or "empty").
+    Returns each call's latency (s), a figure to report, and the failures (status name, or
+    "empty").
     """
     latencies: list[float] = []
     failures: list[str] = []
-    stop_at = time.monotonic() + seconds
     issued = 0
 
     async def caller(index: int) -> None:
         nonlocal issued
-        while time.monotonic() < stop_at and issued < max_calls:
+        while issued < calls:
             issued += 1
             user = f"u{(index * 7919 + issued) % BURST_USERS}"
             request = pb.RecommendRequest(
@@ -339,7 +391,7 @@ async def _drive(
             )
             started = time.perf_counter()
             try:
-                reply = await stub.Recommend(request, timeout=10.0)
+                reply = await stub.Recommend(request, timeout=RPC_TIMEOUT_S)
             except grpc.aio.AioRpcError as exc:
                 failures.append(exc.code().name)
                 continue
@@ -357,9 +409,6 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-BURST_USERS = 500
-
-
 async def test_request_burst_all_answered_and_server_healthy_after(
     settings: Settings, redis: Redis, tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
@@ -374,38 +423,28 @@ async def test_request_burst_all_answered_and_server_healthy_after(
     try:
         async with grpc.aio.insecure_channel(server.addr) as channel:
             stub = recommender(channel)
-            await _drive(stub, BASE_CONCURRENCY, 0.5, 200)  # warm-up
-            normal, normal_failures = await _drive(stub, BASE_CONCURRENCY, 2.0, 2000)
+            await _drive(stub, BASE_CONCURRENCY, 200)  # warm-up
+            normal, normal_failures = await _drive(stub, BASE_CONCURRENCY, NORMAL_CALLS)
             assert normal_failures == []
-            figures: dict[str, float] = {
-                "normal_calls": len(normal),
+            # ten times the callers: every call answered, with items. The latencies are
+            # recorded as figures, not checked: on a shared machine they measure its load.
+            burst, burst_failures = await _drive(stub, BASE_CONCURRENCY * BURST_FACTOR, BURST_CALLS)
+            assert burst_failures == []
+            assert len(normal) == NORMAL_CALLS and len(burst) == BURST_CALLS
+            figures = {
                 "normal_p50_ms": _pct(normal, 0.50) * 1000,
                 "normal_p99_ms": _pct(normal, 0.99) * 1000,
+                "burst_p50_ms": _pct(burst, 0.50) * 1000,
+                "burst_p99_ms": _pct(burst, 0.99) * 1000,
             }
-            # Best of up to BURST_ROUNDS for the latency bound (a latency figure on a shared
-            # 2-core machine can catch a stall of the whole machine); every call of every
-            # round must be answered.
-            best_p99 = float("inf")
-            for round_ in range(1, BURST_ROUNDS + 1):
-                burst, burst_failures = await _drive(
-                    stub, BASE_CONCURRENCY * BURST_FACTOR, 4.0, BURST_MAX_CALLS
-                )
-                assert burst_failures == []
-                assert len(burst) >= BASE_CONCURRENCY * BURST_FACTOR, "the burst did not run"
-                figures[f"burst{round_}_calls"] = len(burst)
-                figures[f"burst{round_}_p50_ms"] = _pct(burst, 0.50) * 1000
-                figures[f"burst{round_}_p99_ms"] = p99 = _pct(burst, 0.99) * 1000
-                best_p99 = min(best_p99, p99)
-                if best_p99 < BURST_P99_BOUND_MS:
-                    break
             for name, value in figures.items():
                 record_property(name, value)
             print(" ".join(f"{k}={v:.1f}" for k, v in figures.items()))
-            assert best_p99 < BURST_P99_BOUND_MS
-            # still healthy, and back to normal latency
-            assert server.alive() and await server.healthy()
-            after, after_failures = await _drive(stub, 1, 0.3, 20)
-            assert after_failures == [] and max(after) < 1.0
+            # still up and healthy, and still answering
+            assert server.alive()
+            await server.wait_healthy()
+            after, after_failures = await _drive(stub, 1, 20)
+            assert after_failures == [] and len(after) == 20
     finally:
         server.stop()
 
@@ -439,7 +478,7 @@ def _wire_garbage(rng: random.Random) -> list[bytes]:
 
 async def _send_raw(addr: str, data: bytes) -> None:
     host, _, port = addr.rpartition(":")
-    async with asyncio.timeout(5.0):
+    async with asyncio.timeout(RPC_TIMEOUT_S):
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             writer.write(data)
@@ -461,7 +500,7 @@ async def test_garbage_to_the_grpc_port_leaves_the_server_answering(
     await server.start()
     try:
         async with grpc.aio.insecure_channel(server.addr) as channel:
-            before = await recommender(channel).Recommend(valid, timeout=5.0)
+            before = await recommender(channel).Recommend(valid, timeout=RPC_TIMEOUT_S)
         assert not before.degraded and before.items[0].item_id == "b"
         rng = random.Random(5)
         for data in _wire_garbage(rng):
@@ -479,15 +518,15 @@ async def test_garbage_to_the_grpc_port_leaves_the_server_answering(
             ]
             for payload in undecodable:
                 with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await raw_call(payload, timeout=5.0)
+                    await raw_call(payload, timeout=RPC_TIMEOUT_S)
                 assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, payload
                 assert "malformed request" in str(info.value.details())
             for _ in range(20):  # random bytes: undecodable, or decodable into nonsense
                 with pytest.raises(grpc.aio.AioRpcError) as info:
-                    await raw_call(rng.randbytes(rng.randrange(1, 2000)), timeout=5.0)
+                    await raw_call(rng.randbytes(rng.randrange(1, 2000)), timeout=RPC_TIMEOUT_S)
                 assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await raw_call(rng.randbytes(5 * 1024 * 1024), timeout=5.0)  # over 4 MB
+                await raw_call(rng.randbytes(5 * 1024 * 1024), timeout=RPC_TIMEOUT_S)  # over 4 MB
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             unknown = channel.unary_unary(
                 "/streamrec.v1.Recommender/NoSuchMethod",
@@ -495,13 +534,14 @@ async def test_garbage_to_the_grpc_port_leaves_the_server_answering(
                 response_deserializer=lambda raw: raw,
             )
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await unknown(b"", timeout=5.0)
+                await unknown(b"", timeout=RPC_TIMEOUT_S)
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
-            reply = await recommender(channel).Recommend(valid, timeout=5.0)
+            reply = await recommender(channel).Recommend(valid, timeout=RPC_TIMEOUT_S)
             assert not reply.degraded
             assert [i.item_id for i in reply.items] == [i.item_id for i in before.items]
-        assert server.alive() and await server.healthy()
+        assert server.alive()
+        await server.wait_healthy()
     finally:
         server.stop()
     assert "Traceback" not in log_text(server.log)
