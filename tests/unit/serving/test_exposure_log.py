@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -102,6 +103,14 @@ class FakeBroker:
         return [m[2]["request_id"] for m in self.messages]
 
 
+async def until(condition: Callable[[], bool], within_s: float = 30.0) -> None:
+    """Wait for ``condition``: a deadline for a hang, not a bound on speed."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
 def make_log(broker: FakeBroker, capacity: int = 100) -> ExposureLog:
     return ExposureLog(
         topic="p.exposures", capacity=capacity, producer_factory=broker.factory, ack_timeout_s=1.0
@@ -164,8 +173,8 @@ async def test_failed_sends_are_retried_in_order() -> None:
     await log.start()
     for n in range(4):
         log.log(pending(n))
-    await asyncio.sleep(0.2)
-    assert log.failures >= 1 and log.depth == 4
+    await until(lambda: log.failures >= 1)
+    assert log.depth == 4
     broker.fail_sends = False
     await log.stop(grace_s=10.0)
     assert broker.request_ids() == [f"req-{n}" for n in range(4)]
@@ -246,7 +255,7 @@ async def test_exposures_gather_for_the_linger_time() -> None:
         capacity=100,
         producer_factory=broker.factory,
         ack_timeout_s=1.0,
-        linger_s=0.2,
+        linger_s=2.0,  # far longer than the test takes to log three: no race with a slow run
     )
     await log.start()
     log.log(pending(0))
@@ -255,7 +264,7 @@ async def test_exposures_gather_for_the_linger_time() -> None:
     log.log(pending(2))
     await asyncio.sleep(0.05)
     assert broker.messages == []  # still gathering
-    await log.stop(grace_s=2.0)
+    await log.stop(grace_s=30.0)
     assert broker.batches == [(0, 3)]  # one request for the three
     assert broker.request_ids() == ["req-0", "req-1", "req-2"]
 
@@ -265,8 +274,8 @@ async def test_a_topic_without_partitions_is_retried_not_fatal() -> None:
     log = make_log(broker)
     await log.start()
     log.log(pending(1))
-    await asyncio.sleep(0.2)
-    assert log.failures >= 1 and log.depth == 1  # kept, retried with backoff
+    await until(lambda: log.failures >= 1)
+    assert log.depth == 1  # kept, retried with backoff
     broker.partitions = 2
     await log.stop(grace_s=5.0)
     assert broker.request_ids() == ["req-1"]

@@ -142,10 +142,10 @@ async def test_taken_events_fifo_in_batches_and_at_most_a_batch_ahead() -> None:
     await asyncio.sleep(0)
     assert not putting.done()
     assert await taken.get() == [1, 2, 3]
-    await asyncio.wait_for(putting, 1)  # 2 waiting again: the agent may go on
+    await asyncio.wait_for(putting, 10)  # 2 waiting again: the agent may go on
     assert await taken.get() == [4, 5]
     getting = asyncio.ensure_future(taken.get())  # nothing waiting: get waits
     await asyncio.sleep(0)
     assert not getting.done()
     await taken.put([6])
-    assert await asyncio.wait_for(getting, 1) == [6]
+    assert await asyncio.wait_for(getting, 10) == [6]

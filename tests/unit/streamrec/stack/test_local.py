@@ -208,7 +208,8 @@ def test_kafka_probe_gives_up_on_a_silent_server_within_its_timeout(
         server.listen()
         started = time.monotonic()
         assert not procs.kafka_answers("127.0.0.1", int(server.getsockname()[1]), timeout_s=0.5)
-        assert time.monotonic() - started < 3.0
+        # a bound for a hang, not a speed (aiokafka's own request timeout would be 40 s)
+        assert time.monotonic() - started < 30.0
     assert not procs.kafka_answers("127.0.0.1", _free_port(), timeout_s=0.5)
     assert capfd.readouterr().err == ""  # aiokafka's "Unable connect to …" is not printed
 
