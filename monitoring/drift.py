@@ -355,7 +355,8 @@ def _volume(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
                     "volume_ratio",
                     topic,
                     th.volume_ratio,
-                    f"monitor running for less than two windows ({pair.reference_s:.0f} s reference)",
+                    "monitor running for less than two windows "
+                    f"({pair.reference_s:.0f} s reference)",
                     labels,
                 )
             )
