@@ -21,6 +21,11 @@ ROOT = REPO
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "streamrec.json"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+K8S_PROMETHEUS = ROOT / "deploy" / "k8s" / "prometheus-scrape.yaml"
+RUNBOOKS = ROOT / "docs" / "runbooks"
+#: ``runbook_url`` of a rule: the external label ``runbook_base`` + the runbook's file name
+RUNBOOK_URL_RE = re.compile(r"\{\{ \$externalLabels\.runbook_base \}\}/([a-z0-9-]+\.md)")
 PROMTOOL = shutil.which("promtool")
 
 METRIC_RE = re.compile(r"\bstreamrec_[a-z0-9_]+")
@@ -154,6 +159,47 @@ def test_required_alerts_exist(rules: list[dict[str, Any]]) -> None:
     )
     assert topic_sets
     assert all(set(t.split("|")) == set(default("freshness_topics")) for t in topic_sets)
+
+
+# --- runbook links ------------------------------------------------------------------------------
+def runbook_base(prometheus_yml: str) -> str:
+    config = yaml.safe_load(prometheus_yml)
+    base = config["global"]["external_labels"]["runbook_base"]
+    assert isinstance(base, str)
+    return base
+
+
+def test_every_rule_links_an_existing_runbook(rules: list[dict[str, Any]]) -> None:
+    for rule in rules:
+        url = rule["annotations"].get("runbook_url")
+        assert url, f"{rule['alert']}: no runbook_url annotation"
+        match = RUNBOOK_URL_RE.fullmatch(url)
+        assert match, f"{rule['alert']}: runbook_url {url!r} is not runbook_base + /NAME.md"
+        assert (RUNBOOKS / match.group(1)).is_file(), f"{rule['alert']}: {match.group(1)}"
+    index = (RUNBOOKS / "README.md").read_text(encoding="utf-8")
+    for page in RUNBOOKS.glob("*.md"):
+        if page.name != "README.md":
+            assert f"({page.name})" in index, f"docs/runbooks/README.md does not list {page.name}"
+
+
+def test_runbook_base_is_set_where_the_rules_are_loaded() -> None:
+    """docker-compose's and the Kubernetes Prometheus set the same absolute base; the
+    promtool unit tests expand the links with it."""
+    base = runbook_base(PROMETHEUS.read_text(encoding="utf-8"))
+    assert re.fullmatch(r"https://[^/\s]+(/[^\s]*)?[^/]", base), base
+    k8s = next(
+        d
+        for d in yaml.safe_load_all(K8S_PROMETHEUS.read_text(encoding="utf-8"))
+        if d["kind"] == "ConfigMap"
+    )
+    assert runbook_base(k8s["data"]["prometheus.yml"]) == base
+    tests = yaml.safe_load(RULES_TEST.read_text(encoding="utf-8"))["tests"]
+    for group in tests:
+        assert group.get("external_labels") == {"runbook_base": base}, group["name"]
+        for case in group.get("alert_rule_test", []):
+            for alert in case.get("exp_alerts", []):
+                url = alert["exp_annotations"]["runbook_url"]
+                assert url.startswith(base + "/"), (group["name"], case["alertname"])
 
 
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
