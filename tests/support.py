@@ -121,6 +121,16 @@ def stderr_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
+@contextlib.contextmanager
+def hung_listener() -> Iterator[int]:
+    """A loopback port whose listener completes TCP handshakes (the kernel's backlog) and
+    never answers a byte: a hung server. Yields the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield int(listener.getsockname()[1])
+
+
 async def delete_prefix_keys(redis_url: str, key_prefix: str, timeout_s: float = 30.0) -> int:
     """Delete every Redis key of ``key_prefix`` (SCAN + UNLINK); return how many."""
     client = Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)

@@ -33,6 +33,21 @@ def worker_env(settings: Settings, group: str | None = None, **overrides: str) -
     return child_env(settings, **{**own, **overrides})
 
 
+def run_status(
+    settings: Settings, *args: str, **overrides: str
+) -> subprocess.CompletedProcess[str]:
+    """``streamrec status ARGS`` against the topics, keys and worker group of ``settings``."""
+    return subprocess.run(
+        [str(STREAMREC), "status", *args],
+        env=worker_env(settings, None, **overrides),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=REPO,
+    )
+
+
 def start_worker(
     settings: Settings, log: Path, group: str | None = None, **overrides: str
 ) -> subprocess.Popen[bytes]:

@@ -36,6 +36,7 @@ from tests.worker_support import (
     wait_applied,
     worker_env,
 )
+from tests.worker_support import run_status as status
 
 FAST = {
     "monitor_interval_s": "0.5",
@@ -69,19 +70,6 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGCONT)
             stop_worker(proc)
-
-
-def status(settings: Settings, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-    env = worker_env(settings, None, **overrides)
-    return subprocess.run(
-        [str(STREAMREC), "status", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
 
 
 def outcomes(n: int, ts: float | None = None, seed: int = 1) -> list[tuple[bytes, bytes]]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,38 +20,18 @@ from redis.asyncio import Redis
 
 from core.settings import Settings
 from schemas.topics import Topic
-from tests.support import REPO, STREAMREC
-from tests.worker_support import (
-    outcome,
-    produce,
-    start_worker,
-    stop_worker,
-    wait_applied,
-    worker_env,
-)
+from tests.support import hung_listener
+from tests.worker_support import outcome, produce, start_worker, stop_worker, wait_applied
+from tests.worker_support import run_status as status
 
 #: 2020-01-01T00:00:00Z: far behind the wall clock
 HISTORICAL_TS = 1_577_836_800.0
 
 
-def status(settings: Settings, *args: str, **overrides: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(STREAMREC), "status", *args],
-        env=worker_env(settings, None, **overrides),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=REPO,
-    )
-
-
 @pytest.fixture
 def hung_redis_url() -> Iterator[str]:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    with hung_listener() as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 async def test_status_on_a_hung_redis_says_why(settings: Settings, hung_redis_url: str) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -12,6 +9,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import UnavailableError
 from monitoring.monitor_io import MonitorStore, failure_reason, redis_failure
 from schemas.keyspace import Keyspace
+from tests.support import hung_listener
 
 
 def test_failure_reason_is_the_message_or_the_type_name() -> None:
@@ -34,20 +32,10 @@ def test_redis_failure_never_ends_in_an_empty_reason() -> None:
     assert reset == "Redis did not answer: ConnectionResetError"
 
 
-@pytest.fixture
-def hung_port() -> Iterator[int]:
-    """A loopback port whose listener completes TCP handshakes (kernel backlog) and never
-    answers a byte: a hung Redis."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield listener.getsockname()[1]
-
-
-async def test_a_hung_redis_is_unavailable_with_a_reason(hung_port: int) -> None:
-    with pytest.raises(UnavailableError) as caught:
+async def test_a_hung_redis_is_unavailable_with_a_reason() -> None:
+    with hung_listener() as port, pytest.raises(UnavailableError) as caught:
         await MonitorStore.connect(
-            f"redis://127.0.0.1:{hung_port}/0", Keyspace("t"), timeout_s=0.3, attempts=1
+            f"redis://127.0.0.1:{port}/0", Keyspace("t"), timeout_s=0.3, attempts=1
         )
     message = str(caught.value)
     assert message.startswith("Redis did not answer")

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import run_cli, stderr_lines
+from tests.support import hung_listener, run_cli, stderr_lines
 
 
 @pytest.fixture
 def hung_redis_url() -> Iterator[str]:
-    """A loopback listener that completes TCP handshakes (kernel backlog) and never answers."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(16)
-        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    with hung_listener() as port:
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def test_status_on_a_hung_redis_names_the_reason(hung_redis_url: str) -> None:
