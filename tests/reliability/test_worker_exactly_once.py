@@ -78,20 +78,22 @@ async def test_sigkill_mid_stream_state_is_exact(
     settings: Settings, redis: Redis, tmp_path: Path
 ) -> None:
     keys = Keyspace(settings.key_prefix)
-    await produce(settings, Topic.OUTCOMES, _stream(N_EVENTS))
+    events = _stream(N_EVENTS)
+    # the last quarter is produced after the kill: there is work left for the restarted
+    # worker however far the first one got (a matter of machine speed)
+    await produce(settings, Topic.OUTCOMES, events[: N_EVENTS * 3 // 4])
     worker = start_worker(settings, tmp_path / "w1.log", **UNTRIMMED)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while await _applied_count(redis, keys) < N_EVENTS // 2:
             assert worker.poll() is None, "worker died on its own"
             assert time.monotonic() < deadline, "worker made no progress"
             await asyncio.sleep(0.05)
         worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=10)
-        killed_at = await _applied_count(redis, keys)
-        assert killed_at < N_EVENTS, "the kill came too late to test anything"
+        worker.wait(timeout=60)
     finally:
         stop_worker(worker, signal.SIGKILL)
+    await produce(settings, Topic.OUTCOMES, events[N_EVENTS * 3 // 4 :])
     restarted = start_worker(settings, tmp_path / "w2.log", **UNTRIMMED)
     try:
         await wait_applied(settings, redis, within_s=240, procs=[restarted])
@@ -109,7 +111,7 @@ async def test_rebalance_between_two_workers_state_is_exact(
     first = start_worker(settings, tmp_path / "a.log", **UNTRIMMED)
     second = None
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 240
         while await _applied_count(redis, keys) < N_EVENTS // 8:
             assert first.poll() is None
             assert time.monotonic() < deadline
