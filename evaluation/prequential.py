@@ -56,8 +56,10 @@ from core.settings import Settings
 from evaluation.baselines import PopularityBaseline
 from evaluation.datasets import Dataset, DatasetFormat, ReadOptions, load_dataset
 from evaluation.holdout import Holdout, split_holdout
+from evaluation.intervals import Interval
 from evaluation.metrics import Accumulator, Scores
-from evaluation.protocol import PrequentialSpec, Progress, Protocol
+from evaluation.predictions import METRICS, PredictionRow, PredictionTable
+from evaluation.protocol import LEVEL, RESAMPLES, PrequentialSpec, Progress, Protocol
 from evaluation.replay_reader import SCOPE, PendingEvent, PredictionScope, ReplayStateReader
 from schemas.events import Context, DeadLetter, Outcome
 from schemas.keyspace import Keyspace, format_recent
@@ -94,18 +96,40 @@ _SESSION_OVERRIDES: dict[str, bool] = {"exclude_seen": False, "self_neighbours":
 
 @dataclass(frozen=True, slots=True)
 class PrequentialResult:
-    """Scores of streamrec and the popularity baseline, and how they were obtained."""
+    """Scores of streamrec and the popularity baseline, and how they were obtained.
+
+    ``table`` holds the per-prediction results, ``intervals`` each model's bootstrap
+    intervals (None without predictions) and ``interval_info`` how they were drawn;
+    ``predictions_file`` is what :func:`evaluation.predictions.write_predictions` returned
+    when the table was written to a file.
+    """
 
     streamrec: Scores
     popularity: Scores
     k: int
     settings: dict[str, Any]
+    table: PredictionTable | None = None
+    intervals: dict[str, dict[str, Interval] | None] = field(default_factory=dict)
+    interval_info: dict[str, Any] | None = None
+    predictions_file: dict[str, Any] | None = None
+
+    def _model(self, name: str, scores: Scores) -> dict[str, Any]:
+        """The model's scores, each metric followed by its interval (``hr``, ``hr_ci`` …)."""
+        found = self.intervals.get(name)
+        out: dict[str, Any] = {}
+        for key, value in scores.to_dict().items():
+            out[key] = value
+            if any(key == metric for metric, _ in METRICS):
+                out[f"{key}_ci"] = None if found is None else found[key].to_list()
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "streamrec": self.streamrec.to_dict(),
-            "popularity": self.popularity.to_dict(),
+            "streamrec": self._model("streamrec", self.streamrec),
+            "popularity": self._model("popularity", self.popularity),
             "k": self.k,
+            "intervals": self.interval_info,
+            "predictions": self.predictions_file,
             "settings": self.settings,
         }
 
@@ -157,6 +181,8 @@ class _Tally:
     interacted: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     #: each user's recent positive-weight items (newest last), as the processor's history
     history: dict[str, deque[str]] = field(default_factory=dict)
+    #: one row per prediction (streamrec's rank, then the baseline's)
+    rows: list[PredictionRow] = field(default_factory=list)
 
 
 class _Replay:
@@ -311,8 +337,11 @@ class _Replay:
         self.tally.known.add(event.user_id)
         self.tally.interacted[event.user_id].add(event.item_id)
 
-    async def score(self, event: Outcome, pending: tuple[PendingEvent, ...] = ()) -> None:
-        """Ask both recommenders for ``event``; ``pending``: the user's unlearned events."""
+    async def score(
+        self, position: int, event: Outcome, pending: tuple[PendingEvent, ...] = ()
+    ) -> None:
+        """Ask both recommenders for ``event``, the log's ``position``-th (0-based) event;
+        ``pending``: the user's unlearned events."""
         context = event.context or Context()
         now = event.ts.timestamp()
         token = SCOPE.set(PredictionScope(pending))  # gather's tasks copy the context
@@ -331,8 +360,11 @@ class _Replay:
             raise UnavailableError(
                 "Redis did not answer a recommendation in time during the evaluation"
             )
-        self.tally.streamrec.add([item.item_id for item in answer.items], event.item_id)
-        self.tally.popularity.add(baseline, event.item_id)
+        ranks = (
+            self.tally.streamrec.add([item.item_id for item in answer.items], event.item_id),
+            self.tally.popularity.add(baseline, event.item_id),
+        )
+        self.tally.rows.append((position, event.user_id, event.item_id, ranks))
         self.scored_events += 1
 
     async def _bounded(self, jobs: Iterable[Awaitable[None]]) -> None:
@@ -355,13 +387,13 @@ class _Replay:
         for start in range(0, len(events), self.spec.pipeline):
             chunk = events[start : start + self.spec.pipeline]
             pending: dict[str, list[PendingEvent]] = {}
-            targets: list[tuple[Outcome, tuple[PendingEvent, ...]]] = []
-            for event in chunk:
+            targets: list[tuple[int, Outcome, tuple[PendingEvent, ...]]] = []
+            for position, event in enumerate(chunk, start):
                 first = event.user_id not in first_seen
                 first_seen.add(event.user_id)
                 own = pending.setdefault(event.user_id, [])
                 if self.is_target(event, first):
-                    targets.append((event, tuple(own)))
+                    targets.append((position, event, tuple(own)))
                 self.note(event)  # the user's next event of the chunk sees this one
                 own.append(
                     PendingEvent(event.ts.timestamp(), event.item_id, weight(event.event_type) > 0)
@@ -369,21 +401,21 @@ class _Replay:
             if len(targets) == 1:
                 await self.score(*targets[0])
             elif targets:
-                await self._bounded(self.score(event, own) for event, own in targets)
+                await self._bounded(self.score(*target) for target in targets)
             await self.learn(chunk)
             await self.refresh(force=False)
             self._tick(phase, len(chunk))
 
     async def batch(self, events: Sequence[Outcome], phase: str) -> None:
         """Score the test log against the trained state; only user histories move."""
-        by_user: dict[str, list[Outcome]] = {}
-        for event in events:
-            by_user.setdefault(event.user_id, []).append(event)
+        by_user: dict[str, list[tuple[int, Outcome]]] = {}
+        for position, event in enumerate(events):
+            by_user.setdefault(event.user_id, []).append((position, event))
 
-        async def user_run(history: list[Outcome]) -> None:
-            for position, event in enumerate(history):
-                if self.is_target(event, position == 0):
-                    await self.score(event)
+        async def user_run(history: list[tuple[int, Outcome]]) -> None:
+            for nth, (position, event) in enumerate(history):
+                if self.is_target(event, nth == 0):
+                    await self.score(position, event)
                 self.note(event)
                 await self.remember(event)
             self._tick(phase, len(history))
@@ -518,9 +550,25 @@ async def run_prequential(
         "processor": {name: getattr(settings, name) for name in _REPORTED_SETTINGS},
         "ranker": ranker.model_dump(),
     }
+    interval_cpu = time.process_time()
+    table = PredictionTable.from_rows(("streamrec", "popularity"), replay.tally.rows)
+    intervals = table.intervals(resamples=RESAMPLES, seed=spec.seed, level=LEVEL)
+    interval_info = {
+        "level": LEVEL,
+        "method": "percentile bootstrap",
+        # a session log's user is the session (evaluation.datasets)
+        "unit": "session" if spec.fmt == DatasetFormat.SESSIONS else "user",
+        "units": table.units,
+        "resamples": RESAMPLES,
+        "seed": spec.seed,
+        "cpu_s": round(time.process_time() - interval_cpu, 3),
+    }
     return PrequentialResult(
         streamrec=replay.tally.streamrec.scores(len(catalog)),
         popularity=replay.tally.popularity.scores(len(catalog)),
         k=spec.k,
         settings=info,
+        table=table,
+        intervals=intervals,
+        interval_info=interval_info,
     )

@@ -15,7 +15,16 @@ from core.errors import ConfigError
 from evaluation.datasets import DatasetFormat
 from evaluation.holdout import check_days
 
-__all__ = ["PrequentialSpec", "Progress", "Protocol"]
+__all__ = ["LEVEL", "RESAMPLES", "SEED", "PrequentialSpec", "Progress", "Protocol"]
+
+# Bootstrap intervals of every reported metric (evaluation.intervals; docs/evaluation.md):
+# declared here, where the CLI reads its option defaults without importing numpy.
+#: coverage of every interval
+LEVEL = 0.95
+#: bootstrap resamples
+RESAMPLES = 1000
+#: default seed of the bootstrap (``--seed``)
+SEED = 0
 
 
 class Protocol(StrEnum):
@@ -45,6 +54,8 @@ class PrequentialSpec:
     concurrency: int = 32
     learn_batch: int = 5000
     refresh_every: int = 100
+    #: seed of the bootstrap intervals
+    seed: int = SEED
 
     def resolved_protocol(self) -> Protocol:
         """The protocol to run; raises ConfigError for a combination that makes no sense."""

@@ -26,6 +26,7 @@ from evaluation import (
     write_report,
 )
 from evaluation.report import to_json
+from streamrec.commands.compare import compare
 from streamrec.commands.prequential import prequential
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ JoinFloor = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 app.command("prequential")(prequential)
+app.command("compare")(compare)
 
 
 @app.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -179,35 +180,47 @@ async def test_bad_combinations_fail_before_reading(settings: Settings, tmp_path
         await run_prequential(settings, PrequentialSpec(DatasetFormat.SESSIONS, missing))
 
 
+def _sessions_cli(
+    run_cli: RunCli, settings: Settings, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``streamrec eval prequential --format sessions ARGS`` against the session's Redis."""
+    env = {"STREAMREC_REDIS_URL": settings.redis_url, "STREAMREC_KEY_PREFIX": settings.key_prefix}
+    return run_cli("eval", "prequential", "--format", "sessions", *args, env=env)
+
+
 def test_cli_json_and_errors(run_cli: RunCli, tmp_path: Path, settings: Settings) -> None:
     train, test, predictions = _planted(tmp_path)
     env = {"STREAMREC_REDIS_URL": settings.redis_url, "STREAMREC_KEY_PREFIX": settings.key_prefix}
-    ok = run_cli(
-        "eval",
-        "prequential",
-        "--format",
-        "sessions",
-        str(train),
-        "--test",
-        str(test),
-        "-k",
-        "5",
-        "--json",
-        env=env,
-    )
+    ok = _sessions_cli(run_cli, settings, str(train), "--test", str(test), "-k", "5", "--json")
     assert ok.returncode == 0, ok.stderr
     payload = json.loads(ok.stdout)
-    assert set(payload) == {"streamrec", "popularity", "k", "settings"}
+    assert set(payload) == {"streamrec", "popularity", "k", "intervals", "predictions", "settings"}
     assert payload["k"] == 5
+    assert payload["predictions"] is None  # no --predictions
     for name in ("streamrec", "popularity"):
-        assert set(payload[name]) == {"hr", "mrr", "ndcg", "coverage", "n"}
+        assert set(payload[name]) == {
+            "hr", "hr_ci", "mrr", "mrr_ci", "ndcg", "ndcg_ci", "coverage", "n",
+        }  # fmt: skip
         assert payload[name]["n"] == predictions
+        for metric in ("hr", "mrr", "ndcg"):
+            low, high = payload[name][f"{metric}_ci"]
+            assert low <= payload[name][metric] <= high
+    assert payload["intervals"] == {
+        "level": 0.95,
+        "method": "percentile bootstrap",
+        "unit": "session",
+        "units": 60,
+        "resamples": 1000,
+        "seed": 0,
+        "cpu_s": payload["intervals"]["cpu_s"],
+    }
     assert payload["settings"]["protocol"] == "streaming"
     assert payload["streamrec"]["hr"] > payload["popularity"]["hr"]
 
     text = run_cli("eval", "prequential", "--format", "sessions", str(train), env=env)
     assert text.returncode == 0, text.stderr
     assert "streamrec" in text.stdout and "popularity" in text.stdout
+    assert "95% intervals, percentile bootstrap over " in text.stdout
 
     bad = run_cli(
         "eval", "prequential", "--format", "sessions", str(train), "--protocol", "batch", env=env
@@ -242,3 +255,77 @@ def test_cli_json_and_errors(run_cli: RunCli, tmp_path: Path, settings: Settings
     unknown = run_cli("eval", "prequential", "--format", "csv", str(train), env=env)
     assert unknown.returncode == 2
     assert len(stderr_lines(unknown)) == 1
+
+
+def test_cli_predictions_and_compare(run_cli: RunCli, tmp_path: Path, settings: Settings) -> None:
+    """Two runs with --predictions (batch, then streaming) over one test log, then compare."""
+    train, test, predictions = _planted(tmp_path)
+    runs: dict[str, Path] = {}
+    for protocol in ("batch", "streaming"):
+        done = _sessions_cli(
+            run_cli,
+            settings,
+            str(train),
+            "--test",
+            str(test),
+            "--protocol",
+            protocol,
+            "-k",
+            "3",
+            "--seed",
+            "5",
+            "--predictions",
+            str(tmp_path / f"{protocol}.csv"),
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        payload = json.loads(done.stdout)
+        written = payload["predictions"]
+        assert written["path"] == str((tmp_path / f"{protocol}.csv").resolve())
+        assert written["rows"] == predictions and written["format"] == "csv"
+        assert payload["intervals"]["seed"] == 5
+        rows = (tmp_path / f"{protocol}.csv").read_text(encoding="utf-8").splitlines()
+        assert len(rows) == predictions + 1
+        hits = [row.split(",")[4] for row in rows[1:]]  # streamrec_hit
+        assert sum(map(float, hits)) / predictions == pytest.approx(payload["streamrec"]["hr"])
+        runs[protocol] = tmp_path / f"{protocol}.json"
+        runs[protocol].write_text(done.stdout, encoding="utf-8")
+
+    compared = run_cli("eval", "compare", str(runs["batch"]), str(runs["streaming"]), "--json")
+    assert compared.returncode == 0, compared.stderr
+    result = json.loads(compared.stdout)
+    assert result["predictions"] == predictions and result["k"] == 3
+    assert result["intervals"]["unit"] == "session" and result["intervals"]["units"] == 60
+    for model in ("streamrec", "popularity"):
+        for metric in ("hr", "mrr", "ndcg"):
+            row = result[model][metric]
+            assert row["diff"] == pytest.approx(row["b"] - row["a"])
+            low, high = row["ci"]
+            assert low <= row["diff"] <= high
+            assert row["distinguishable"] == (low > 0 or high < 0)
+    text = run_cli("eval", "compare", str(runs["batch"]), str(runs["streaming"]))
+    assert text.returncode == 0 and "HR@3" in text.stdout and "from zero" in text.stdout
+
+    # another cut of the log predicts other events: refused
+    whole = _write_sessions(
+        tmp_path / "whole.tsv",
+        train.read_text().splitlines()[1:] + test.read_text().splitlines()[1:],
+    )
+    held = _sessions_cli(
+        run_cli,
+        settings,
+        str(whole),
+        "--holdout-days",
+        "0.5",
+        "-k",
+        "3",
+        "--predictions",
+        str(tmp_path / "held.csv"),
+        "--json",
+    )
+    assert held.returncode == 0, held.stderr
+    (tmp_path / "held.json").write_text(held.stdout, encoding="utf-8")
+    refused = run_cli("eval", "compare", str(runs["batch"]), str(tmp_path / "held.json"))
+    assert refused.returncode == 2
+    (line,) = stderr_lines(refused)
+    assert line.startswith("streamrec: error: ") and "do not predict the same events" in line
