@@ -20,6 +20,7 @@ from core.errors import ConfigError, StreamrecError, UnavailableError
 from core.settings import Settings, settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
+from serving.servicer import NO_STATE
 
 __all__ = ["command", "recommend", "render", "report"]
 
@@ -40,6 +41,8 @@ def recommend(current: Settings, user: str, k: int) -> pb.RecommendResponse:
             code, details = call.code(), " ".join((call.details() or str(exc)).split())
             if code == grpc.StatusCode.INVALID_ARGUMENT:
                 raise ConfigError(f"server at {addr} rejected the request: {details}") from None
+            if code == grpc.StatusCode.UNAVAILABLE and details.startswith(NO_STATE):
+                raise UnavailableError(f"server at {addr} answered: {details}") from None
             if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                 raise UnavailableError(
                     f"server at {addr} does not answer (STREAMREC_GRPC_ADDR; is "

@@ -16,6 +16,7 @@ from core.errors import ConfigError, UnavailableError
 from core.settings import Settings, load_settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
+from serving.servicer import NO_STATE
 from streamrec.commands.recommend import recommend, render, report
 from tests.support import run_cli, stderr_lines
 
@@ -41,6 +42,8 @@ class _StandIn(pb_grpc.RecommenderServicer):
         self.requests.append(request)
         if request.user_id == "bad":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id: not\nallowed")
+        if request.user_id == "stateless":
+            context.abort(grpc.StatusCode.UNAVAILABLE, NO_STATE)
         time.sleep(self.delay_s)
         return ANSWER
 
@@ -100,6 +103,13 @@ def test_rejected_request_is_a_config_error(stand_in: tuple[_StandIn, Settings])
     _, settings = stand_in
     with pytest.raises(ConfigError, match=r"rejected the request: user_id: not allowed$"):
         recommend(settings, "bad", 2)
+
+
+def test_a_server_without_state_is_named_as_such(stand_in: tuple[_StandIn, Settings]) -> None:
+    _, settings = stand_in
+    with pytest.raises(UnavailableError, match=r"answered: no recommendation state") as caught:
+        recommend(settings, "stateless", 2)
+    assert "does not answer" not in str(caught.value)
 
 
 def test_slow_server_hits_the_deadline(stand_in: tuple[_StandIn, Settings]) -> None:
