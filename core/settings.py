@@ -7,7 +7,9 @@ can print it and exit non-zero.
 
 from __future__ import annotations
 
-from functools import lru_cache
+import dataclasses
+from collections.abc import Callable, Mapping
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -430,8 +432,9 @@ class Settings(BaseSettings):
 def setting_default(name: str) -> Any:
     """The declared default of ``Settings.<name>`` (not the environment's value).
 
-    For the config objects built from the settings (``ProcessorConfig``, ``RankerConfig``), so
-    that their defaults are the settings' defaults instead of a second copy of the values.
+    For the config objects built from the settings (``ProcessorConfig``, ``RankerConfig``, the
+    monitoring thresholds), so that their defaults are the settings' defaults instead of a
+    second copy of the values.
     """
     return Settings.model_fields[name].get_default(call_default_factory=True)
 
@@ -449,6 +452,40 @@ def setting_field(name: str) -> Any:
     return FieldInfo.from_annotated_attribute(
         constrained, Field(setting_default(name), description=source.description)
     )
+
+
+def setting_attr(name: str, derive: Callable[[Any], Any] | None = None) -> Any:
+    """A dataclass field whose default is ``Settings.<name>``'s default, or ``derive`` of it.
+
+    The dataclass counterpart of :func:`setting_field`, for the frozen configs of the pure
+    modules (``x: float = setting_attr("drift_mix_psi")``). The field remembers its setting (in
+    its ``metadata["setting"]``) and ``derive``, so :func:`settings_values` builds it.
+    """
+    metadata = {"setting": name, "derive": derive}
+    default = setting_default(name)
+    if derive is not None:
+        return dataclasses.field(default=derive(default), metadata=metadata)
+    if isinstance(default, Mapping):  # one copy per instance
+        return dataclasses.field(default_factory=partial(setting_default, name), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def settings_values(config: type[Any], settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of the dataclass ``config`` for its :func:`setting_attr` fields.
+
+    Each is ``settings.<its setting>`` (through ``derive`` if it has one; a mapping copied, so
+    the config owns it); fields of other kinds are left to the caller.
+    """
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if "setting" not in f.metadata:
+            continue
+        value = getattr(settings, f.metadata["setting"])
+        derive = f.metadata.get("derive")
+        if derive is not None:
+            value = derive(value)
+        values[f.name] = dict(value) if isinstance(value, Mapping) else value
+    return values
 
 
 def load_settings(**overrides: object) -> Settings:

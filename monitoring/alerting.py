@@ -30,13 +30,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from core.settings import Settings, setting_attr, settings_values
 from monitoring.levels import Direction, Level, is_cleared
 from schemas.events import MAX_ID_LEN, MAX_STR_LEN, Alert, Severity
-
-if TYPE_CHECKING:
-    from core.settings import Settings
 
 _STATE_VERSION = 1
 Phase = Literal["pending", "firing"]
@@ -62,11 +60,11 @@ def _short(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AlertPolicy:
-    """Timing and hysteresis of every alert (defaults = Settings defaults)."""
+    """Timing and hysteresis of every alert: the ``alert_*`` settings."""
 
-    min_duration_s: float = 60.0
-    clear_ratio: float = 0.8
-    stale_s: float = 900.0
+    min_duration_s: float = setting_attr("alert_min_duration_s")
+    clear_ratio: float = setting_attr("alert_clear_ratio")
+    stale_s: float = setting_attr("alert_stale_s")
 
     def __post_init__(self) -> None:
         if self.min_duration_s < 0:
@@ -78,11 +76,7 @@ class AlertPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AlertPolicy:
-        return cls(
-            min_duration_s=settings.alert_min_duration_s,
-            clear_ratio=settings.alert_clear_ratio,
-            stale_s=settings.alert_stale_s,
-        )
+        return cls(**settings_values(cls, settings))
 
 
 @dataclass(frozen=True, slots=True)

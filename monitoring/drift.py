@@ -23,16 +23,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from core.settings import Settings, setting_attr, settings_values
 from monitoring.levels import Direction, Level, level_for
 from monitoring.windows import PAIR_SEP, WindowPair
-
-if TYPE_CHECKING:
-    from core.settings import Settings
 
 OTHER = "__other__"
 """Key of the "everything else" bucket in :func:`topn_with_other`."""
@@ -216,20 +213,20 @@ def ctr_change(clicks: int, impressions: int, ref_clicks: int, ref_impressions: 
 # --- report -------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class DriftThresholds:
-    """Thresholds and guards of the drift signals (defaults = Settings defaults)."""
+    """Thresholds and guards of the drift signals: the drift_* and deadletter_rate_* settings."""
 
-    volume_ratio: float = 2.0
-    mix_psi: float = 0.25
-    items_js: float = 0.1
-    top_items: int = 50
-    coldstart_delta: float = 0.10
-    ctr_rel_drop: float = 0.3
-    ctr_z: float = 3.5
-    ctr_min_impressions: int = 1000
-    ctr_min_reference_clicks: int = 30
-    deadletter_warn: float = 0.01
-    deadletter_crit: float = 0.05
-    min_events: int = 500
+    volume_ratio: float = setting_attr("drift_volume_ratio")
+    mix_psi: float = setting_attr("drift_mix_psi")
+    items_js: float = setting_attr("drift_items_js")
+    top_items: int = setting_attr("drift_top_items")
+    coldstart_delta: float = setting_attr("drift_coldstart_delta")
+    ctr_rel_drop: float = setting_attr("drift_ctr_rel_drop")
+    ctr_z: float = setting_attr("drift_ctr_z")
+    ctr_min_impressions: int = setting_attr("drift_ctr_min_impressions")
+    ctr_min_reference_clicks: int = 30  # not a setting
+    deadletter_warn: float = setting_attr("deadletter_rate_warn")
+    deadletter_crit: float = setting_attr("deadletter_rate_crit")
+    min_events: int = setting_attr("drift_min_events")
 
     def __post_init__(self) -> None:
         if self.volume_ratio <= 1:
@@ -241,19 +238,7 @@ class DriftThresholds:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DriftThresholds:
-        return cls(
-            volume_ratio=settings.drift_volume_ratio,
-            mix_psi=settings.drift_mix_psi,
-            items_js=settings.drift_items_js,
-            top_items=settings.drift_top_items,
-            coldstart_delta=settings.drift_coldstart_delta,
-            ctr_rel_drop=settings.drift_ctr_rel_drop,
-            ctr_z=settings.drift_ctr_z,
-            ctr_min_impressions=settings.drift_ctr_min_impressions,
-            deadletter_warn=settings.deadletter_rate_warn,
-            deadletter_crit=settings.deadletter_rate_crit,
-            min_events=settings.drift_min_events,
-        )
+        return cls(**settings_values(cls, settings))
 
 
 @dataclass(frozen=True, slots=True)

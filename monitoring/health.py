@@ -15,26 +15,23 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from core.settings import Settings, setting_attr, settings_values
 from monitoring.alerting import OpenAlert
 from monitoring.drift import DriftReport
 from monitoring.levels import Level, level_for
 
-if TYPE_CHECKING:
-    from core.settings import Settings
-
 
 @dataclass(frozen=True, slots=True)
 class HealthThresholds:
-    """WARN / CRIT thresholds of the non-drift checks (defaults = Settings defaults)."""
+    """WARN / CRIT thresholds of the non-drift checks: the settings of the same names."""
 
-    lag_warn: float = 10_000
-    lag_crit: float = 100_000
-    freshness_warn_s: float = 60.0
-    freshness_crit_s: float = 300.0
-    event_lag_p99_warn_s: float = 30.0
-    event_lag_p99_crit_s: float = 300.0
+    lag_warn: float = setting_attr("lag_warn")
+    lag_crit: float = setting_attr("lag_crit")
+    freshness_warn_s: float = setting_attr("freshness_warn_s")
+    freshness_crit_s: float = setting_attr("freshness_crit_s")
+    event_lag_p99_warn_s: float = setting_attr("event_lag_p99_warn_s")
+    event_lag_p99_crit_s: float = setting_attr("event_lag_p99_crit_s")
 
     def __post_init__(self) -> None:
         for name in ("lag", "freshness", "event_lag_p99"):
@@ -45,14 +42,7 @@ class HealthThresholds:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HealthThresholds:
-        return cls(
-            lag_warn=settings.lag_warn,
-            lag_crit=settings.lag_crit,
-            freshness_warn_s=settings.freshness_warn_s,
-            freshness_crit_s=settings.freshness_crit_s,
-            event_lag_p99_warn_s=settings.event_lag_p99_warn_s,
-            event_lag_p99_crit_s=settings.event_lag_p99_crit_s,
-        )
+        return cls(**settings_values(cls, settings))
 
 
 @dataclass(frozen=True, slots=True)

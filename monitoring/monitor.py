@@ -61,18 +61,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from core.errors import ConfigError
+from core.settings import Settings, setting_attr, settings_values
 from monitoring.alerting import AlertManager, AlertPolicy, Observation
 from monitoring.drift import DriftReport, DriftThresholds, evaluate_drift
 from monitoring.health import HealthReport, HealthThresholds, evaluate_health
 from monitoring.levels import level_for
 from monitoring.windows import WindowAccumulator, WindowConfig
 from schemas.events import Alert
-
-if TYPE_CHECKING:
-    from core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +81,7 @@ class MonitorConfig:
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
     health: HealthThresholds = field(default_factory=HealthThresholds)
-    freshness_topics: tuple[str, ...] = ("outcomes", "exposures")
+    freshness_topics: tuple[str, ...] = setting_attr("freshness_topics")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MonitorConfig:
@@ -94,7 +92,7 @@ class MonitorConfig:
                 drift=DriftThresholds.from_settings(settings),
                 alerts=AlertPolicy.from_settings(settings),
                 health=HealthThresholds.from_settings(settings),
-                freshness_topics=tuple(settings.freshness_topics),
+                **settings_values(cls, settings),
             )
         except ValueError as exc:
             raise ConfigError(f"monitoring settings: {exc}") from exc

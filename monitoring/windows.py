@@ -35,15 +35,13 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from core.settings import Settings, setting_attr, settings_values
 from monitoring.seen import RotatingBloomSet
-
-if TYPE_CHECKING:
-    from core.settings import Settings
 
 #: Separator of ``surface|variant`` keys in :attr:`Tally.impressions` / :attr:`Tally.clicks`.
 PAIR_SEP = "|"
@@ -57,16 +55,21 @@ def pair_key(surface: str, variant: str) -> str:
     return f"{surface}{PAIR_SEP}{variant}"
 
 
+def _item_capacity(top_items: int) -> int:
+    """Item counters kept per bucket: 4 × the top items the drift monitor compares."""
+    return 4 * top_items
+
+
 @dataclass(frozen=True, slots=True)
 class WindowConfig:
-    """Geometry and memory bounds of the accumulator."""
+    """Geometry and memory bounds of the accumulator: the ``drift_*`` settings."""
 
-    bucket_s: float = 10.0
-    window_s: float = 300.0
-    reference_windows: int = 12
-    item_capacity: int = 200
-    seen_capacity: int = 1_000_000
-    seen_fp_rate: float = 0.01
+    bucket_s: float = setting_attr("drift_bucket_s")
+    window_s: float = setting_attr("drift_window_s")
+    reference_windows: int = setting_attr("drift_reference_windows")
+    item_capacity: int = setting_attr("drift_top_items", derive=_item_capacity)
+    seen_capacity: int = setting_attr("drift_seen_capacity")
+    seen_fp_rate: float = 0.01  # not a setting
 
     def __post_init__(self) -> None:
         if not self.bucket_s > 0:
@@ -100,13 +103,7 @@ class WindowConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WindowConfig:
-        return cls(
-            bucket_s=settings.drift_bucket_s,
-            window_s=settings.drift_window_s,
-            reference_windows=settings.drift_reference_windows,
-            item_capacity=4 * settings.drift_top_items,
-            seen_capacity=settings.drift_seen_capacity,
-        )
+        return cls(**settings_values(cls, settings))
 
 
 def _merge(dst: dict[str, int], src: Mapping[str, int], sign: int) -> None:
