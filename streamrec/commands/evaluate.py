@@ -128,7 +128,7 @@ def ab(
         n_boot=n_boot,
         seed=seed,
     )
-    from evaluation.ab import analyze  # scipy: imported only when analysing
+    from evaluation.ab import analyze  # statsmodels: imported only when analysing
 
     result = analyze(read_logs(exposures, outcomes), config)
     try:
