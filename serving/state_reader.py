@@ -11,10 +11,12 @@ Request path (``read_user`` then ``read_neighbours``, or ``read_similar`` alone)
   in-process :class:`~serving.neighbour_cache.NeighbourCache` (kept exact by Redis
   invalidation messages); no RT2 at all when every row is cached.
 
-Readers made by :meth:`StateReader.connect` send the request path over a
-:class:`~serving.wire.WireClient` (one multiplexed socket, hiredis parsing: about a quarter of
-redis-py's CPU per round trip); a reader built around a bare redis-py client (tests,
-fakeredis) sends the same commands through a redis-py pipeline. Background reads always use
+The request path goes through a :class:`RequestClient`: readers made by
+:meth:`StateReader.connect` use a :class:`~serving.wire.WireClient` (one multiplexed socket,
+hiredis parsing) or, asked for ``redis-py``, a :class:`RedisPyClient` (pipelines on a
+redis-py asyncio connection pool); ``streamrec bench serve --redis-client both`` measures the
+two side by side (docs/benchmarks.md). A reader built around a bare redis-py client (tests,
+fakeredis) sends the same commands through a pipeline on it. Background reads always use
 redis-py. (Aggregating the neighbour lists inside Redis with a Lua script was measured and
 dropped: on Redis 7.0 it cost Redis ~4× the CPU of the plain reads, more than the server saves.)
 
@@ -32,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar, NamedTuple, TypeVar, cast
+from typing import Any, ClassVar, Literal, NamedTuple, Protocol, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -154,6 +158,181 @@ class SharedRead:
     last_write: float | None
 
 
+RequestClientKind = Literal["wire", "redis-py"]
+#: the request-path clients :meth:`StateReader.connect` builds (``bench serve --redis-client``)
+REQUEST_CLIENTS: tuple[RequestClientKind, ...] = ("wire", "redis-py")
+_INVALIDATIONS = "__redis__:invalidate"
+
+
+class RequestClient(Protocol):
+    """The request path's Redis connection (:class:`WireClient` or :class:`RedisPyClient`).
+
+    ``execute`` returns raw replies in order (an error reply is an exception *in* the list)
+    and raises ``RedisError``, ``OSError`` or ``TimeoutError``. Set ``on_push`` before
+    :meth:`open` to have keys read after ``CLIENT CACHING YES`` invalidated: it gets
+    ``["invalidate", keys or None]``; ``on_reset`` runs whenever invalidations may have been
+    lost; ``tracking`` is True while they flow.
+    """
+
+    on_push: Callable[[list[Any]], None] | None
+    on_reset: Callable[[], None] | None
+
+    @property
+    def tracking(self) -> bool: ...
+
+    async def open(self, deadline: float) -> None:
+        """Connect now (with ``on_push``: until invalidations flow); raises as ``execute``."""
+
+    async def execute(self, commands: Sequence[Command], deadline: float | None) -> list[Any]:
+        """Send ``commands`` as one batch (``deadline``: absolute ``loop.time()``)."""
+
+    async def aclose(self) -> None: ...
+
+
+class RedisPyClient:
+    """The request path through redis-py's asyncio client.
+
+    A batch is a non-transactional pipeline on one pooled connection (concurrent batches use
+    as many connections). With ``on_push`` set, one more connection subscribes to
+    ``__redis__:invalidate`` (read by a task) and every pooled connection turns on
+    ``CLIENT TRACKING ON REDIRECT <its id> OPTIN``, so the invalidations of keys read through
+    any of them arrive there. ``on_reset`` runs when that listener is subscribed or lost,
+    when a batch fails and when a pooled connection is made again: redis-py drops the
+    connection of an interrupted pipeline, and nothing invalidates what a lost connection
+    read. Only a client made by :meth:`from_url` (its own pool) can track.
+    """
+
+    def __init__(self, redis: aioredis.Redis, *, owned: bool = False) -> None:
+        self.redis = redis
+        self.on_push: Callable[[list[Any]], None] | None = None
+        self.on_reset: Callable[[], None] | None = None
+        self._owned = owned
+        self._redirect: int | None = None  # the listener's client id while it is subscribed
+        self._subscribed = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # pooled connections made once
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, connect_timeout_s: float, socket_timeout_s: float
+    ) -> RedisPyClient:
+        """A client on a pool of its own (RESP3, replies decoded), able to track reads."""
+        made: list[RedisPyClient] = []
+
+        async def set_up(connection: Any) -> None:
+            await made[0]._set_up(connection)
+
+        redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+            protocol=3,
+            legacy_responses=False,
+            redis_connect_func=set_up,
+        )
+        made.append(cls(redis, owned=True))
+        return made[0]
+
+    @property
+    def tracking(self) -> bool:
+        return self.on_push is not None and self._redirect is not None
+
+    async def open(self, deadline: float) -> None:
+        if self.on_push is not None and self._owned:
+            if self._listener is None:
+                self._listener = asyncio.get_running_loop().create_task(self._listen())
+            async with asyncio.timeout_at(deadline):
+                await self._subscribed.wait()
+        await self.execute([("PING",)], deadline)
+
+    async def execute(self, commands: Sequence[Command], deadline: float | None) -> list[Any]:
+        try:
+            async with asyncio.timeout_at(deadline):
+                pipe = self.redis.pipeline(transaction=False)
+                for command in commands:
+                    pipe.execute_command(*command)
+                return await pipe.execute(raise_on_error=False)
+        except BaseException:
+            self._reset()  # the connection may be gone, and with it its tracked keys
+            raise
+
+    def _reset(self) -> None:
+        if self.on_reset is not None:
+            self.on_reset()
+
+    async def _set_up(self, connection: Any) -> None:
+        """Every pooled connection, at every connect: redis-py's set-up, then tracking."""
+        await connection.on_connect()
+        if connection in self._made:  # made again: what it read before is tracked no more
+            self._reset()
+        self._made.add(connection)
+        redirect = self._redirect
+        if self.on_push is not None and redirect is not None:
+            await connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", redirect, "OPTIN")
+            await connection.read_response()  # an error reply raises: the connect fails
+
+    async def _listen(self) -> None:
+        """Keep a connection subscribed to the invalidations; reconnect when it is lost."""
+        pool = self.redis.connection_pool
+        kwargs = {**pool.connection_kwargs, "protocol": 2, "socket_timeout": None}
+        kwargs.pop("redis_connect_func", None)
+        failures = 0
+        while True:
+            connection: Any = pool.connection_class(**kwargs)
+            try:
+                await connection.connect()
+                await connection.send_command("CLIENT", "ID")
+                client_id = int(await connection.read_response())
+                await connection.send_command("SUBSCRIBE", _INVALIDATIONS)
+                await connection.read_response()
+                self._redirect = client_id
+                await pool.disconnect()  # pooled connections reconnect, redirecting here
+                self._reset()
+                self._subscribed.set()
+                failures = 0
+                while True:
+                    message = await connection.read_response(timeout=math.inf)
+                    if message[0] == "message" and self.on_push is not None:
+                        self.on_push(["invalidate", message[2]])
+            except (RedisError, OSError, ValueError):
+                failures += 1
+            finally:
+                self._redirect = None
+                self._subscribed.clear()
+                self._reset()
+                await connection.disconnect(nowait=True)
+            await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+
+    async def aclose(self) -> None:
+        task, self._listener = self._listener, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._owned:
+            await self.redis.aclose()
+
+
+def request_client(kind: RequestClientKind, settings: Settings) -> RequestClient:
+    """A request-path client of ``kind`` for ``settings.redis_url`` (redis-py for URLs the
+    wire client does not speak, e.g. TLS)."""
+    connect_timeout_s = min(settings.network_timeout_s, 1.0)
+    if kind == "wire":
+        wire = WireClient.from_url(
+            settings.redis_url,
+            connect_timeout_s=connect_timeout_s,
+            socket_timeout_s=settings.network_timeout_s,
+        )
+        if wire is not None:
+            return wire
+    return RedisPyClient.from_url(
+        settings.redis_url,
+        connect_timeout_s=connect_timeout_s,
+        socket_timeout_s=settings.network_timeout_s,
+    )
+
+
 class StateReader:
     """Read-only domain access to the recommender state in Redis."""
 
@@ -171,9 +350,12 @@ class StateReader:
         self.background_round_trips = 0
         self.errors = 0
         self._down_until = 0.0
-        #: request-path connection (set by :meth:`connect`); None = through ``redis``
-        self.wire: WireClient | None = None
-        #: co-visitation rows kept in process (set by :meth:`connect`, needs ``wire``)
+        #: the request path's connection (:meth:`connect` sets one that tracks reads); by
+        #: default pipelines on ``redis``, which cannot
+        self.requests: RequestClient = RedisPyClient(redis)
+        self._clients: dict[RequestClientKind, RequestClient] = {}  # closed by aclose
+        #: co-visitation rows kept in process (set by :meth:`connect`; used while
+        #: ``requests.tracking``)
         self.neighbour_cache: NeighbourCache | None = None
         #: users' recent and seen items kept in process (likewise)
         self.user_caches: UserCaches | None = None
@@ -181,17 +363,22 @@ class StateReader:
 
     @classmethod
     async def connect(
-        cls, settings: Settings, *, attempts: int = 1, tracked_caches: bool = True
+        cls,
+        settings: Settings,
+        *,
+        attempts: int = 1,
+        tracked_caches: bool = True,
+        client: RequestClientKind = "wire",
     ) -> StateReader:
         """Create a client for ``settings.redis_url``; ping up to ``attempts`` times.
 
         The reader is returned even when Redis does not answer (the server must start and
-        serve fallbacks with Redis down); ``available`` then starts False. With
-        ``tracked_caches`` the request connection keeps co-visitation rows (when
-        ``serving_neighbour_cache_rows`` > 0) and users' recent and seen items (when
-        ``serving_user_cache_users`` > 0) in process.
+        serve fallbacks with Redis down); ``available`` then starts False. ``client`` is
+        the request path's connection (:func:`request_client`). With ``tracked_caches`` the
+        reader keeps co-visitation rows (when ``serving_neighbour_cache_rows`` > 0) and
+        users' recent and seen items (when ``serving_user_cache_users`` > 0) in process.
         """
-        client = aioredis.Redis.from_url(
+        redis = aioredis.Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.network_timeout_s,
             socket_connect_timeout=min(settings.network_timeout_s, 1.0),
@@ -200,29 +387,19 @@ class StateReader:
             legacy_responses=False,  # native RESP3 scores: no float → bytes → float round trip
         )
         reader = cls(
-            client, Keyspace(settings.key_prefix), retry_after_s=settings.redis_retry_after_s
-        )
-        reader.wire = WireClient.from_url(
-            settings.redis_url,
-            connect_timeout_s=min(settings.network_timeout_s, 1.0),
-            socket_timeout_s=settings.network_timeout_s,
+            redis, Keyspace(settings.key_prefix), retry_after_s=settings.redis_retry_after_s
         )
         rows, users = settings.serving_neighbour_cache_rows, settings.serving_user_cache_users
-        if reader.wire is not None and tracked_caches and cls.tracks_reads:
-            reader.use_tracked_caches(
-                NeighbourCache(rows) if rows > 0 else None,
-                UserCaches.sized(users) if users > 0 else None,
-            )
+        if tracked_caches and cls.tracks_reads:
+            reader.neighbour_cache = NeighbourCache(rows) if rows > 0 else None
+            reader.user_caches = UserCaches.sized(users) if users > 0 else None
+        requests = reader.use_client(client, settings)
 
         async def ping() -> None:
             deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
-            await reader._call(client.ping, deadline, background=True)
-            if reader.wire is not None:  # connect it now: tracking is known from the start
-                await reader._call(
-                    partial(reader.wire.execute, [("PING",)], deadline),
-                    deadline,
-                    background=True,
-                )
+            await reader._call(redis.ping, deadline, background=True)
+            # connect it now: tracking is known from the start
+            await reader._call(partial(requests.open, deadline), deadline, background=True)
 
         with contextlib.suppress(UnavailableError):  # then served from fallbacks
             await retry(
@@ -253,42 +430,50 @@ class StateReader:
                 counters[result].inc(delta)
         self._cache_published[name] = now
 
-    def use_tracked_caches(
-        self, rows: NeighbourCache | None, users: UserCaches | None = None
-    ) -> None:
-        """Keep co-visitation rows and users' items in process; call before the first request.
+    def use_client(self, kind: RequestClientKind, settings: Settings) -> RequestClient:
+        """Send the request path through the client of ``kind`` from now on; return it.
 
-        Both are kept exact by the invalidation messages Redis pushes on the request
-        connection (see :mod:`serving.tracked_cache`); a new or lost connection empties them.
+        One client per kind is made (:func:`request_client`) and kept until :meth:`aclose`;
+        the caches start empty, as after a reconnect. Open a new client before its first
+        request (:meth:`connect` does): tracking starts there.
         """
-        wire = self.wire
-        if wire is None:
-            raise ValueError("tracked caches need the wire client (Redis invalidations)")
-        self.neighbour_cache, self.user_caches = rows, users
+        requests = self._clients.get(kind)
+        if requests is None:
+            requests = self._clients[kind] = request_client(kind, settings)
+            if self.neighbour_cache is not None or self.user_caches is not None:
+                requests.on_push, requests.on_reset = self._invalidate, self._clear_caches
+        self.requests = requests
+        self._clear_caches()
+        return requests
+
+    def _caches(self) -> list[TrackedCache[Any]]:
         caches: list[TrackedCache[Any]] = []
-        if rows is not None:
-            caches.append(rows)
-        if users is not None:
-            caches.extend((users.recent, users.seen))
-        if not caches:
-            return
+        if self.neighbour_cache is not None:
+            caches.append(self.neighbour_cache)
+        if self.user_caches is not None:
+            caches.extend((self.user_caches.recent, self.user_caches.seen))
+        return caches
 
-        def on_push(push: list[Any]) -> None:
-            if len(push) == 2 and push[0] == "invalidate":
-                for cache in caches:
-                    cache.invalidate(push[1])
+    def _invalidate(self, push: list[Any]) -> None:
+        """A push from Redis: ``["invalidate", keys or None]`` drops those keys (all: None)."""
+        if len(push) == 2 and push[0] == "invalidate":
+            for cache in self._caches():
+                cache.invalidate(push[1])
 
-        def on_reset() -> None:
-            for cache in caches:
-                cache.clear()
+    def _clear_caches(self) -> None:
+        for cache in self._caches():
+            cache.clear()
 
-        wire.on_push = on_push
-        wire.on_reset = on_reset
+    @property
+    def wire(self) -> WireClient | None:
+        """The request path's client when it is the wire client."""
+        requests = self.requests
+        return requests if isinstance(requests, WireClient) else None
 
     async def aclose(self) -> None:
         try:
-            if self.wire is not None:
-                await self.wire.aclose()
+            for requests in self._clients.values():
+                await requests.aclose()
         finally:
             await self.redis.aclose()
 
@@ -327,14 +512,7 @@ class StateReader:
         self.round_trips += 1
         _REQUEST_TRIPS.inc()
         try:
-            if self.wire is not None:
-                replies = await self.wire.execute(commands, deadline)
-            else:
-                async with asyncio.timeout_at(deadline):
-                    pipe = self.redis.pipeline(transaction=False)
-                    for command in commands:
-                        pipe.execute_command(*command)
-                    replies = await pipe.execute(raise_on_error=False)
+            replies = await self.requests.execute(commands, deadline)
         except (RedisError, OSError, TimeoutError) as exc:
             raise self._failed(exc) from exc
         for reply in replies:
@@ -356,7 +534,7 @@ class StateReader:
     ) -> UserState:
         """RT1: recent items, seen items and (when asked) a segment's popularity."""
         users = self.user_caches
-        if users is not None and self.wire is not None and self.wire.tracking:
+        if users is not None and self.requests.tracking:
             query = UserQuery(user_id, session_id, max_recent, with_seen, segment, top_n)
             return await self._read_user_cached(users, query, deadline)
         commands = self.user_commands(user_id, session_id, max_recent, with_seen, segment, top_n)
@@ -455,7 +633,7 @@ class StateReader:
             return {}
         covis = self.keys.covis
         cache = self.neighbour_cache
-        if cache is not None and self.wire is not None and self.wire.tracking:
+        if cache is not None and self.requests.tracking:
             return await self._read_neighbours_cached(cache, anchors, n, deadline)
         replies = await self._request(
             [("ZREVRANGE", covis(anchor), 0, n - 1, "WITHSCORES") for anchor in anchors], deadline

@@ -1,11 +1,10 @@
 """The request path's Redis connection: one multiplexed socket, replies parsed by hiredis.
 
-Why not redis-py here: on this 2-core machine a redis-py round trip costs ~130 µs of server
-CPU (pool checkout, per-command callbacks, stream-reader layers, a timeout context per call)
-against ~35 µs for the same bytes sent through an :class:`asyncio.Protocol` and parsed by
-``hiredis.Reader``. The server makes two round trips per request, so that difference alone
-was a fifth of its CPU. Background reads and Admin writes keep redis-py (see
-:mod:`serving.state_reader`).
+Why not redis-py here: measured side by side (``streamrec bench serve --redis-client both``,
+docs/benchmarks.md), the server spends 1.2–1.3× the CPU per request through redis-py's asyncio
+client with the in-process caches, 1.3–1.8× without them. The alternative,
+:class:`~serving.state_reader.RedisPyClient`, serves URLs this client does not speak (TLS);
+background reads and Admin writes use redis-py (see :mod:`serving.state_reader`).
 
 :class:`WireClient` packs a batch of commands with ``hiredis.pack_command``, queues it (all
 batches queued during one event-loop iteration leave in one ``transport.write``) and resolves
@@ -223,6 +222,10 @@ class WireClient:
         """True while the current connection has client tracking on (RESP3 pushes)."""
         proto = self._proto
         return proto is not None and proto.tracking and proto.usable
+
+    async def open(self, deadline: float) -> None:
+        """Connect now (a PING), so that ``tracking`` is known before the first request."""
+        await self.execute([("PING",)], deadline)
 
     async def execute(self, commands: Sequence[Command], deadline: float | None) -> list[Any]:
         """Send ``commands`` as one batch; their raw replies, in order.

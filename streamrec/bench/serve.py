@@ -13,6 +13,14 @@
    per request of the real server,
    and the serving process's CPU time per request of each (``cpu_ms_per_request``,
    ``echo_cpu_ms_per_request``: steadier than rps on a machine shared with other work).
+   ``redis_client`` picks the server's request-path Redis client (``wire`` or ``redis-py``,
+   see :mod:`serving.state_reader`); ``both`` measures the two in every round, in
+   alternating order after the echo side, and adds per client (``clients``) the min /
+   median / max over rounds of rps, p50, p99 and CPU per request, and per round their
+   ratios redis-py / wire (``redis_py_vs_wire``). The top-level figures are those of the
+   first client named. Every real-server side starts with the server's in-process caches
+   empty (the warm-up refills them); ``cache_resets`` counts how often they were emptied
+   during the measured sides (a lost connection, or redis-py dropping a timed-out one).
 4. With ``rate`` > 0, drive both servers again *open loop*: the same ``concurrency`` callers
    together offer ``rate`` requests/s on a fixed schedule (each caller sends every
    ``concurrency / rate`` s, callers staggered), and a latency is measured from the scheduled
@@ -36,10 +44,11 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import numpy as np
@@ -52,7 +61,7 @@ from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
 from serving.server import Server, settle_heap
-from serving.state_reader import StateReader
+from serving.state_reader import REQUEST_CLIENTS, RequestClientKind, StateReader
 from streamrec.bench.stats import median_round, spread
 
 NEIGHBOURS = 20
@@ -61,6 +70,8 @@ POPULAR_N = 200
 TENANTS = ("t0", "t1", "t2")
 SURFACES = ("home", "pdp")
 REQUEST_POOL = 2000  # at least; one request per synthetic user when there are more users
+RedisClientChoice = Literal["wire", "redis-py", "both"]
+REDIS_CLIENT_CHOICES: tuple[RedisClientChoice, ...] = ("wire", "redis-py", "both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,12 @@ class BenchConfig:
     rate: float = 0.0
     #: closed-loop rounds, each measuring the echo server and then the real server
     rounds: int = 3
+    #: the server's request-path Redis client; ``both``: each of them in every round
+    redis_client: RedisClientChoice = "wire"
+
+    @property
+    def clients(self) -> tuple[RequestClientKind, ...]:
+        return REQUEST_CLIENTS if self.redis_client == "both" else (self.redis_client,)
 
 
 async def populate(redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now: float) -> None:
@@ -238,35 +255,39 @@ async def drive_in_child(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict
 
 
 class _CacheCounts:
-    """Hits and misses of the server's tracked caches during the measured rounds."""
+    """Hits, misses and resets (emptied: a lost connection) of the server's tracked caches
+    between :meth:`mark` and :meth:`since`."""
 
     def __init__(self, reader: StateReader) -> None:
         self.reader = reader
-        self.totals: Counter[str] = Counter()
         self._mark: dict[str, int] = {}
 
     def _now(self) -> dict[str, int]:
         now: dict[str, int] = {}
-        sources = {"rows": self.reader.neighbour_cache, "users": self.reader.user_caches}
-        for cache, source in sources.items():
+        rows, users = self.reader.neighbour_cache, self.reader.user_caches
+        for cache, source in (("rows", rows), ("users", users)):
             if source is not None:
                 now.update({f"{cache}_{result}": n for result, n in source.counts().items()})
+        if rows is not None:
+            now["rows_resets"] = rows.resets
+        if users is not None:
+            now["users_resets"] = users.recent.resets
         return now
 
     def mark(self) -> None:
         self._mark = self._now()
 
-    def add_since_mark(self) -> None:
-        for name, value in self._now().items():
-            self.totals[name] += value - self._mark.get(name, 0)
+    def since(self) -> Counter[str]:
+        return Counter({name: n - self._mark.get(name, 0) for name, n in self._now().items()})
 
-    def hit_rates(self) -> dict[str, float | None]:
-        """Share of lookups answered in process, per cache (None: cache off)."""
-        out: dict[str, float | None] = {}
-        for cache in ("rows", "users"):
-            hits, misses = self.totals[f"{cache}_hit"], self.totals[f"{cache}_miss"]
-            out[cache] = round(hits / (hits + misses), 4) if hits + misses else None
-        return out
+
+def hit_rates(totals: Counter[str]) -> dict[str, float | None]:
+    """Share of lookups answered in process, per cache (None: cache off)."""
+    out: dict[str, float | None] = {}
+    for cache in ("rows", "users"):
+        hits, misses = totals[f"{cache}_hit"], totals[f"{cache}_miss"]
+        out[cache] = round(hits / (hits + misses), 4) if hits + misses else None
+    return out
 
 
 # --- echo baseline ------------------------------------------------------------------------------
@@ -338,38 +359,123 @@ async def run_bench(base: Settings, cfg: BenchConfig) -> dict[str, Any]:
             await redis.aclose()
 
 
+async def _side(addr: str, cfg: BenchConfig, reader: StateReader | None = None) -> dict[str, Any]:
+    """One closed-loop run against ``addr``, with this process's CPU time (the server's) and,
+    given the real server's ``reader``, its Redis round trips and cache counts."""
+    caches = _CacheCounts(reader) if reader is not None else None
+    trips_before = reader.round_trips if reader is not None else 0
+    if caches is not None:
+        caches.mark()
+    cpu_before = time.process_time()
+    run = await drive_in_child(addr, cfg)
+    run["cpu_s"] = time.process_time() - cpu_before
+    run["trips"] = reader.round_trips - trips_before if reader is not None else 0
+    run["cache"] = caches.since() if caches is not None else Counter()
+    return run
+
+
+def _cpu_ms(run: dict[str, Any]) -> float:
+    return 1000.0 * float(run["cpu_s"]) / max(1, int(run["total_requests"]))
+
+
+def _summary(runs: list[dict[str, Any]], echo_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of one server over its rounds, each round against that round's echo."""
+    ratios = [
+        r["rps"] / e["rps"] if e["rps"] else 0.0 for r, e in zip(runs, echo_runs, strict=True)
+    ]
+    middle = median_round(ratios)
+    real, echo = runs[middle], echo_runs[middle]
+    total = sum(r["total_requests"] for r in runs)
+    cache_totals: Counter[str] = sum((r["cache"] for r in runs), Counter())
+    return {
+        "rounds": len(ratios),
+        "ratio_runs": spread(ratios, 3),
+        "ratio_per_round": [round(r, 3) for r in ratios],
+        "rps_runs": spread([r["rps"] for r in runs], 1),
+        "p50_ms_runs": spread([r["p50_ms"] for r in runs], 3),
+        "p99_ms_runs": spread([r["p99_ms"] for r in runs], 3),
+        "cpu_ms_per_request_runs": spread([_cpu_ms(r) for r in runs], 3),
+        "echo_rps_runs": spread([e["rps"] for e in echo_runs], 1),
+        "rps": round(real["rps"], 1),
+        "p50_ms": round(real["p50_ms"], 3),
+        "p95_ms": round(real["p95_ms"], 3),
+        "p99_ms": round(real["p99_ms"], 3),
+        "errors": sum(r["errors"] for r in runs),
+        "stages": real["stages"],
+        "echo_rps": round(echo["rps"], 1),
+        "echo_p50_ms": round(echo["p50_ms"], 3),
+        "echo_p95_ms": round(echo["p95_ms"], 3),
+        "echo_p99_ms": round(echo["p99_ms"], 3),
+        "ratio": round(ratios[middle], 3),
+        "redis_round_trips_per_request": round(sum(r["trips"] for r in runs) / max(1, total), 3),
+        "cache_hit_rates": hit_rates(cache_totals),
+        "cache_resets": {name: cache_totals[f"{name}_resets"] for name in ("rows", "users")},
+        "cpu_ms_per_request": round(1000.0 * sum(r["cpu_s"] for r in runs) / max(1, total), 3),
+        "echo_cpu_ms_per_request": round(
+            1000.0
+            * sum(e["cpu_s"] for e in echo_runs)
+            / max(1, sum(e["total_requests"] for e in echo_runs)),
+            3,
+        ),
+    }
+
+
+#: the figures of a run that ``redis_py_vs_wire`` compares
+_PAIRED: dict[str, Callable[[dict[str, Any]], float]] = {
+    "rps": lambda run: float(run["rps"]),
+    "p50_ms": lambda run: float(run["p50_ms"]),
+    "p99_ms": lambda run: float(run["p99_ms"]),
+    "cpu_ms_per_request": _cpu_ms,
+}
+
+
+def _paired(of: list[dict[str, Any]], to: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per-round ratios of ``of``'s figures to ``to``'s (same round), min / median / max."""
+    out: dict[str, dict[str, float]] = {}
+    for name, figure in _PAIRED.items():
+        pairs = zip(of, to, strict=True)
+        out[name] = spread([figure(a) / figure(b) if figure(b) else 0.0 for a, b in pairs], 3)
+    return out
+
+
+async def _use_client(reader: StateReader, kind: RequestClientKind, settings: Settings) -> None:
+    """Switch the running server's request path to ``kind`` (caches emptied), connected."""
+    requests = reader.use_client(kind, settings)
+    deadline = asyncio.get_running_loop().time() + settings.network_timeout_s
+    try:
+        await requests.open(deadline)
+    except (OSError, TimeoutError, aioredis.RedisError) as exc:
+        raise UnavailableError(f"the {kind} client did not connect: {exc}") from exc
+
+
 async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
     server = Server(settings, log_exposures=cfg.with_exposures)
     await server.start()
     settle_heap()  # as ``run_server`` does; undone below (this may be a test process)
+    clients = cfg.clients
     try:
+        if server.recommender is None:
+            raise UnavailableError("server did not start its recommender")
+        reader = server.recommender.reader
+        await _use_client(reader, clients[0], settings)
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = pb_grpc.RecommenderStub(channel)
             sample = await stub.Recommend(
                 pb.RecommendRequest(user_id="u0", k=cfg.k, context=pb.Context(tenant="t0"))
             )
         echo, echo_addr = await _echo_server(sample)
-        if server.recommender is None:
-            raise UnavailableError("server did not start its recommender")
-        reader = server.recommender.reader
         echo_runs: list[dict[str, Any]] = []
-        real_runs: list[dict[str, Any]] = []
-        echo_cpu = real_cpu = 0.0
-        trips = 0
-        caches = _CacheCounts(reader)
+        runs: dict[RequestClientKind, list[dict[str, Any]]] = {kind: [] for kind in clients}
         try:
-            for _ in range(max(1, cfg.rounds)):  # side by side: noise hits both alike
-                cpu_before = time.process_time()
-                echo_runs.append(await drive_in_child(echo_addr, cfg))
-                echo_cpu += time.process_time() - cpu_before
-                trips_before = reader.round_trips
-                caches.mark()
-                cpu_before = time.process_time()
-                real_runs.append(await drive_in_child(server.address, cfg))
-                real_cpu += time.process_time() - cpu_before
-                trips += reader.round_trips - trips_before
-                caches.add_since_mark()
-            echo_open = await drive_in_child(echo_addr, cfg, cfg.rate) if cfg.rate > 0 else None
+            for round_no in range(max(1, cfg.rounds)):  # side by side: noise hits all alike
+                echo_runs.append(await _side(echo_addr, cfg))
+                for kind in clients if round_no % 2 == 0 else clients[::-1]:
+                    await _use_client(reader, kind, settings)  # every side starts cold
+                    runs[kind].append(await _side(server.address, cfg, reader))
+            echo_open = None
+            if cfg.rate > 0:
+                await _use_client(reader, clients[0], settings)  # the open loop's client
+                echo_open = await drive_in_child(echo_addr, cfg, cfg.rate)
         finally:
             await echo.stop(1.0)
         real_open = await drive_in_child(server.address, cfg, cfg.rate) if cfg.rate > 0 else None
@@ -389,34 +495,13 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             "echo_p50_ms": round(echo_open["p50_ms"], 3),
             "echo_p99_ms": round(echo_open["p99_ms"], 3),
         }
-    ratios = [
-        r["rps"] / e["rps"] if e["rps"] else 0.0 for r, e in zip(real_runs, echo_runs, strict=True)
-    ]
-    middle = median_round(ratios)
-    real, echo_result = real_runs[middle], echo_runs[middle]
-    real_total = sum(r["total_requests"] for r in real_runs)
-    echo_total = sum(e["total_requests"] for e in echo_runs)
-    return {
-        "rounds": len(ratios),
-        "ratio_runs": spread(ratios, 3),
-        "ratio_per_round": [round(r, 3) for r in ratios],
-        "rps_runs": spread([r["rps"] for r in real_runs], 1),
-        "echo_rps_runs": spread([e["rps"] for e in echo_runs], 1),
-        "rps": round(real["rps"], 1),
-        "p50_ms": round(real["p50_ms"], 3),
-        "p95_ms": round(real["p95_ms"], 3),
-        "p99_ms": round(real["p99_ms"], 3),
-        "errors": real["errors"],
-        "stages": real["stages"],
-        "echo_rps": round(echo_result["rps"], 1),
-        "echo_p50_ms": round(echo_result["p50_ms"], 3),
-        "echo_p95_ms": round(echo_result["p95_ms"], 3),
-        "echo_p99_ms": round(echo_result["p99_ms"], 3),
-        "ratio": round(ratios[middle], 3),
-        "redis_round_trips_per_request": round(trips / max(1, real_total), 3),
-        "cache_hit_rates": caches.hit_rates(),
-        "cpu_ms_per_request": round(1000.0 * real_cpu / max(1, real_total), 3),
-        "echo_cpu_ms_per_request": round(1000.0 * echo_cpu / max(1, echo_total), 3),
-        "response_bytes": sample.ByteSize(),
-        "open_loop": open_loop,
-    }
+    report = _summary(runs[clients[0]], echo_runs)
+    report.update(
+        redis_client=cfg.redis_client,
+        response_bytes=sample.ByteSize(),
+        open_loop=open_loop,
+    )
+    if len(clients) > 1:
+        report["clients"] = {kind: _summary(runs[kind], echo_runs) for kind in clients}
+        report["redis_py_vs_wire"] = _paired(runs["redis-py"], runs["wire"])
+    return report

@@ -2,8 +2,10 @@
 
 Populates Redis (``STREAMREC_REDIS_URL``) under a throwaway key prefix, runs the real server
 and a bare grpc.aio echo server of the same response size in this process, drives each from a
-client process, prints the comparison and deletes the throwaway keys. See
-:mod:`streamrec.bench.serve`. Mounted by the ``bench`` group as its ``serve`` command.
+client process, prints the comparison and deletes the throwaway keys. ``--redis-client both``
+measures the server's two request-path Redis clients (the wire client, redis-py) in the same
+rounds. See :mod:`streamrec.bench.serve`. Mounted by the ``bench`` group as its ``serve``
+command.
 """
 
 from __future__ import annotations
@@ -15,9 +17,31 @@ from typing import Annotated, Any
 import typer
 
 from core.settings import settings
-from streamrec.bench.serve import BenchConfig, run_bench
+from streamrec.bench.serve import REDIS_CLIENT_CHOICES, BenchConfig, run_bench
 
 __all__ = ["command"]
+
+
+def _spread(runs: dict[str, float], unit: str = "") -> str:
+    return f"{runs['median']:g}{unit} ({runs['min']:g}-{runs['max']:g})"
+
+
+def _clients(report: dict[str, Any]) -> list[str]:
+    """Per client: median (min-max) over rounds; then the paired ratios."""
+    lines = [f"redis clients, median (min-max) of {report['rounds']} rounds:"]
+    for kind, figures in report["clients"].items():
+        lines.append(
+            f"  {kind:<9} rps {_spread(figures['rps_runs'])}, "
+            f"p50 {_spread(figures['p50_ms_runs'], ' ms')}, "
+            f"p99 {_spread(figures['p99_ms_runs'], ' ms')}, "
+            f"CPU/request {_spread(figures['cpu_ms_per_request_runs'], ' ms')}, "
+            f"round trips/request {figures['redis_round_trips_per_request']:g}, "
+            f"cache hit rates {figures['cache_hit_rates']}, "
+            f"cache resets {figures['cache_resets']}, errors {figures['errors']}"
+        )
+    ratios = ", ".join(f"{name} {_spread(r)}" for name, r in report["redis_py_vs_wire"].items())
+    lines.append(f"  redis-py / wire, same round: {ratios}")
+    return lines
 
 
 def _table(report: dict[str, Any]) -> str:
@@ -40,6 +64,10 @@ def _table(report: dict[str, Any]) -> str:
         f"(echo {report['echo_cpu_ms_per_request']:.3f} ms)"
     )
     lines.append(f"answer stages: {report['stages']}  errors: {report['errors']}")
+    if "clients" in report:
+        lines.extend(_clients(report))
+    else:
+        lines.append(f"redis client: {report['redis_client']}")
     lines.append(
         f"items {report['items']}, users {report['users']}, concurrency {report['concurrency']}, "
         f"{report['duration_s']:g}s per side, populate {report['populate_s']:.1f}s"
@@ -88,8 +116,23 @@ def command(
         int,
         typer.Option("--rounds", min=1, max=50, help="Closed-loop rounds, each echo then server."),
     ] = 3,
+    redis_client: Annotated[
+        str,
+        typer.Option(
+            "--redis-client",
+            metavar="|".join(REDIS_CLIENT_CHOICES),
+            help="The server's request-path Redis client; both: each of them in every round "
+            "(alternating order) with their figures and ratios side by side.",
+        ),
+    ] = "wire",
 ) -> None:
     """Benchmark Recommend against a bare grpc.aio echo server (ratio, p50/p95/p99)."""
+    choice = next((c for c in REDIS_CLIENT_CHOICES if c == redis_client), None)
+    if choice is None:
+        raise typer.BadParameter(
+            f"{redis_client!r} is not one of {', '.join(REDIS_CLIENT_CHOICES)}",
+            param_hint="'--redis-client'",
+        )
     cfg = BenchConfig(
         items=items,
         users=users,
@@ -99,6 +142,7 @@ def command(
         with_exposures=with_exposures,
         rate=rate,
         rounds=rounds,
+        redis_client=choice,
     )
     report = asyncio.run(run_bench(settings(), cfg))
     typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from redis.asyncio import Redis
 
 from core.settings import Settings
 from streamrec.bench.serve import BenchConfig, run_bench
 
+#: toy size: every side measured, in seconds
+TOY = BenchConfig(items=300, users=40, concurrency=4, duration_s=1.0, warmup_s=0.3, k=5, rounds=3)
+
 
 async def test_bench_reports_server_and_echo_and_cleans_up(
     settings: Settings, redis: Redis
 ) -> None:
-    cfg = BenchConfig(
-        items=300, users=40, concurrency=4, duration_s=1.0, warmup_s=0.3, k=5, rounds=3
-    )
-    report = await run_bench(settings, cfg)
+    report = await run_bench(settings, TOY)
     assert report["rps"] > 0 and report["echo_rps"] > 0
     assert report["rounds"] == 3 and len(report["ratio_per_round"]) == 3
     spread = report["ratio_runs"]
@@ -40,19 +42,31 @@ async def test_bench_reports_server_and_echo_and_cleans_up(
 
 
 async def test_open_loop_phase_reports_both_sides(settings: Settings) -> None:
-    cfg = BenchConfig(
-        items=300,
-        users=40,
-        concurrency=4,
-        duration_s=2.0,
-        warmup_s=0.3,
-        k=5,
-        rate=100.0,
-        rounds=1,
-    )
-    report = await run_bench(settings, cfg)
+    report = await run_bench(settings, replace(TOY, duration_s=2.0, rate=100.0, rounds=1))
     at = report["open_loop"]
     assert at["offered_rps"] == 100.0 and at["errors"] == 0
     assert at["rps"] > 0 and at["echo_rps"] > 0
     assert 0 < at["p50_ms"] <= at["p95_ms"] <= at["p99_ms"]
     assert at["echo_p50_ms"] <= at["echo_p99_ms"]
+
+
+async def test_both_redis_clients_are_measured_in_the_same_rounds(settings: Settings) -> None:
+    report = await run_bench(settings, replace(TOY, rounds=2, redis_client="both"))
+    assert report["redis_client"] == "both"
+    clients = report["clients"]
+    assert set(clients) == {"wire", "redis-py"}
+    assert clients["wire"]["rps"] == report["rps"]  # the top level is the first client's
+    for figures in clients.values():
+        assert figures["rounds"] == 2 and figures["errors"] == 0
+        assert figures["rps"] > 0 and 0 < figures["p50_ms"] <= figures["p99_ms"]
+        for name in ("rps_runs", "p50_ms_runs", "p99_ms_runs", "cpu_ms_per_request_runs"):
+            runs = figures[name]
+            assert 0 < runs["min"] <= runs["median"] <= runs["max"], name
+        assert 0 <= figures["redis_round_trips_per_request"] <= 2
+        # both clients track reads (Redis invalidations), so both serve from the caches
+        hit_rates = figures["cache_hit_rates"]
+        assert 0 < hit_rates["rows"] <= 1 and 0 < hit_rates["users"] <= 1
+    ratios = report["redis_py_vs_wire"]
+    assert set(ratios) == {"rps", "p50_ms", "p99_ms", "cpu_ms_per_request"}
+    for name, runs in ratios.items():
+        assert 0 < runs["min"] <= runs["median"] <= runs["max"], name
