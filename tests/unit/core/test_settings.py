@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,9 @@ from core.settings import (
     DEFAULT_REDIS_URL,
     Settings,
     load_settings,
+    setting_attr,
+    setting_default,
+    settings_values,
 )
 from tests.support import run_cli, stderr_lines
 
@@ -78,6 +83,26 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         current.partitions = 8  # type: ignore[misc]
     assert isinstance(current, Settings)
+
+
+@dataclass(frozen=True)
+class _Config:
+    top_items: int = setting_attr("drift_top_items")
+    capacity: int = setting_attr("drift_top_items", derive=lambda n: 4 * n)
+    weights: Mapping[str, float] = setting_attr("event_weights")
+    own: int = 3
+
+
+def test_setting_attr_defaults_and_settings_values() -> None:
+    """A dataclass field defaults to its setting's default (or derive of it); no shared dict."""
+    config = _Config()
+    assert (config.top_items, config.capacity, config.own) == (50, 200, 3)
+    assert config.weights == setting_default("event_weights")
+    assert config.weights is not _Config().weights
+    settings = load_settings(drift_top_items=7, event_weights={"view": 0.5})
+    values = settings_values(_Config, settings)
+    assert values == {"top_items": 7, "capacity": 28, "weights": {"view": 0.5}}
+    assert values["weights"] is not settings.event_weights
 
 
 def test_cli_prints_one_line_and_exits_non_zero_on_a_bad_setting() -> None:
