@@ -24,8 +24,8 @@ if TYPE_CHECKING:
     from evaluation.report import render_markdown, render_validation, write_report
     from evaluation.synth_ratings import RatingsSpec, write_udata
 
-# Imported lazily (PEP 562): the statistics stack (statsmodels, scipy) costs ~1 s to import, and every
-# `streamrec` command would pay it at start-up otherwise.
+# Imported lazily (PEP 562): the statistics stack (statsmodels, scipy) costs ~1 s to import,
+# and every `streamrec` command would pay it at start-up otherwise.
 _LAZY = {
     "analyze": "evaluation.ab",
     "AbConfig": "evaluation.ab_model",
