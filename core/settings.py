@@ -16,9 +16,16 @@ from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from core.config_file import layered_values
 from core.errors import SettingsError
+from core.profiles import PROFILES
 
 ENV_PREFIX = "STREAMREC_"
 
@@ -41,6 +48,33 @@ class Settings(BaseSettings):
     """Connection, topic and tuning settings shared by the worker, the server and the tools."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- where settings come from (see core/config_file.py) -------------------------------
+    config_file: str | None = Field(
+        None,
+        description="TOML file of settings (keys are setting names, e.g. written by "
+        "`streamrec eval tune`); environment variables override it.",
+    )
+    profile: str | None = Field(
+        None,
+        description="Preset of tuning settings for a kind of log: "
+        + ", ".join(f"{p.name} ({p.purpose})" for p in PROFILES.values())
+        + ". The config file and environment variables override it.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: keyword arguments, environment, config file, profile, defaults."""
+        init = init_settings.init_kwargs if isinstance(init_settings, InitSettingsSource) else {}
+        layers = layered_values(settings_cls.model_fields, init=init)
+        return (init_settings, env_settings, InitSettingsSource(settings_cls, layers.merged()))
 
     # --- connections -----------------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -134,6 +168,13 @@ class Settings(BaseSettings):
     )
     user_affinity_max: int = Field(50, ge=1, description="Categories kept per user affinity.")
     user_ttl_s: int = Field(30 * 86400, ge=60, description="TTL of every per-user key.")
+    session_index_sessions_per_item: int = Field(
+        200,
+        ge=0,
+        le=10_000,
+        description="S: users (sessions) kept per item in its session index sn:{item}, the "
+        "newest by their last event on it (trimmed once S + S/8 is passed); 0 = no index.",
+    )
     segments_max: int = Field(1000, ge=1, description="Popularity segments kept (LRU).")
     join_window_s: int = Field(
         3600, ge=1, description="How long an exposure (or an early outcome) waits to be joined."
@@ -245,6 +286,25 @@ class Settings(BaseSettings):
     )
     ranker_demote_factor: float = Field(
         0.5, gt=0, le=1, description="Score multiplier of a demoted item."
+    )
+    ranker_session_blend: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Weight of the session-neighbour source (V-SKNN-like) against co-visitation "
+        "in the personal scores; 0 = off (no session-index reads at all).",
+    )
+    ranker_session_neighbours: int = Field(
+        50, ge=1, le=1000, description="Most similar users (sessions) whose items are scored."
+    )
+    ranker_session_sample: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Newest users (sessions) read from each anchor's session index (≤ S).",
+    )
+    ranker_session_items: int = Field(
+        20, ge=1, le=1000, description="Newest recent items read of each neighbour."
     )
 
     # --- monitoring (thresholds) ------------------------------------------------------------

@@ -60,7 +60,13 @@ from evaluation.intervals import Interval
 from evaluation.metrics import Accumulator, Scores
 from evaluation.predictions import METRICS, PredictionRow, PredictionTable
 from evaluation.protocol import LEVEL, RESAMPLES, PrequentialSpec, Progress, Protocol
-from evaluation.replay_reader import SCOPE, PendingEvent, PredictionScope, ReplayStateReader
+from evaluation.replay_reader import (
+    SCOPE,
+    PendingEvent,
+    PredictionScope,
+    ReplaySessionReads,
+    ReplayStateReader,
+)
 from schemas.events import Context, DeadLetter, Outcome
 from schemas.keyspace import Keyspace, format_recent
 from schemas.topics import Topic
@@ -219,8 +225,12 @@ class _Replay:
             network_timeout_s=settings.network_timeout_s,
             last_known_file=None,
         )
+        self.sessions = ReplaySessionReads(reader)
         self.recommender = Recommender(
-            reader, self.shared, request_timeout_s=max(settings.network_timeout_s, 5.0)
+            reader,
+            self.shared,
+            request_timeout_s=max(settings.network_timeout_s, 5.0),
+            sessions=self.sessions,
         )
         self.baseline = PopularityBaseline(reader, self.shared)
         self.tally = _Tally(Accumulator(spec.k), Accumulator(spec.k))
@@ -283,6 +293,7 @@ class _Replay:
                 recent.append(event.item_id)
             self.note(event)
         self.reader.invalidate(touched)
+        self.sessions.invalidate({e.item_id for e in events}, {e.user_id for e in events})
 
     def history(self, user: str) -> deque[str]:
         recent = self.tally.history.get(user)
@@ -321,6 +332,7 @@ class _Replay:
         if len(pipe):
             async with asyncio.timeout(self.settings.network_timeout_s):
                 await pipe.execute()
+        self.sessions.invalidate((), (event.user_id,))
 
     # --- scoring ------------------------------------------------------------------------------
     def is_target(self, event: Outcome, first_of_session: bool) -> bool:

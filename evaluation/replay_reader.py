@@ -20,19 +20,21 @@ so concurrent predictions each carry their own):
 * the recommenders asked the same question (streamrec and the popularity baseline) share one
   ``read_user`` round trip.
 
-Everything else is the server's reader.
+Everything else is the server's reader. The session-neighbour reads go through
+:class:`ReplaySessionReads`, cached exactly in the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
 from schemas.keyspace import Keyspace, format_recent, parse_recent
+from serving.session_reads import SessionReads
 from serving.state_reader import Row, StateReader, UserQuery, UserState, _pairs, _text
 
 
@@ -160,3 +162,62 @@ class ReplayStateReader(StateReader):
 
     def clear(self) -> None:
         self._cache.clear()
+
+
+class ReplaySessionReads(SessionReads):
+    """:class:`SessionReads` with exact caches: during a replay only the evaluator writes, and
+    it forgets (:meth:`invalidate`) the session index of every item and the recent list of
+    every user a learned event touched, so a cached answer is what Redis would return.
+
+    The batch protocol's own-history writes (``remember``) touch only test users' recent
+    lists: they never enter a session index, so they are never read here as neighbours —
+    except a test user that also had training events; the evaluator invalidates those too.
+    """
+
+    def __init__(self, reader: StateReader, *, max_cached: int = 200_000) -> None:
+        super().__init__(reader)
+        self.max_cached = max_cached
+        self._index: dict[str, tuple[int, list[str]]] = {}
+        self._items: dict[str, tuple[int, list[str]]] = {}
+
+    async def index(
+        self, anchors: Sequence[str], sample: int, *, deadline: float | None
+    ) -> dict[str, list[str]]:
+        return await self._cached(self._index, anchors, sample, super().index, deadline)
+
+    async def items(
+        self, users: Sequence[str], n: int, *, deadline: float | None
+    ) -> dict[str, list[str]]:
+        return await self._cached(self._items, users, n, super().items, deadline)
+
+    async def _cached(
+        self,
+        cache: dict[str, tuple[int, list[str]]],
+        names: Sequence[str],
+        n: int,
+        read: Callable[..., Awaitable[dict[str, list[str]]]],
+        deadline: float | None,
+    ) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        missing: list[str] = []
+        for name in names:
+            entry = cache.get(name)
+            if entry is not None and entry[0] == n:
+                out[name] = entry[1]
+            else:
+                missing.append(name)
+        if missing:
+            fetched = await read(missing, n, deadline=deadline)
+            if len(cache) + len(fetched) > self.max_cached:
+                cache.clear()
+            for name, values in fetched.items():
+                out[name] = values
+                cache[name] = (n, values)
+        return out
+
+    def invalidate(self, items: Iterable[str], users: Iterable[str]) -> None:
+        """Forget the session indexes of ``items`` and the recent lists of ``users``."""
+        for item in items:
+            self._index.pop(item, None)
+        for user in users:
+            self._items.pop(user, None)

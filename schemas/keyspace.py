@@ -10,6 +10,9 @@ Key families and their bounds (see README, "Redis memory model"):
 key                         type       content / bound
 ==========================  =========  =====================================================
 ``P:cv:{item}``             zset       neighbour → forward-decayed co-visitation weight; top K
+``P:sn:{item}``             zset       user (session) → its last event ts on the item; newest
+                                       S..S+S/8 (``session_index_sessions_per_item``), TTL;
+                                       ≈ 60 B per entry (``MEMORY USAGE``, see docs/architecture.md)
 ``P:pop``                   zset       item → forward-decayed popularity (global); top N
 ``P:pop:{seg}``             zset       same per segment ``tenant|surface|locale``; top N
 ``P:segs``                  zset       known segments → last update (bounded, LRU trimmed)
@@ -58,6 +61,10 @@ class Keyspace:
     # --- item graph and popularity ---------------------------------------------------------
     def covis(self, item_id: str) -> str:
         return f"{self.prefix}:cv:{item_id}"
+
+    def session_index(self, item_id: str) -> str:
+        """Users (sessions) that touched ``item_id`` → their last event ts on it (newest S)."""
+        return f"{self.prefix}:sn:{item_id}"
 
     def popularity(self, segment: str | None = None) -> str:
         return f"{self.prefix}:pop" if segment is None else f"{self.prefix}:pop:{segment}"

@@ -34,6 +34,10 @@ class RankerConfig(BaseModel):
     self_neighbours: bool = setting_field("ranker_self_neighbours")
     demote_min_impressions: float = setting_field("ranker_demote_min_impressions")
     demote_factor: float = setting_field("ranker_demote_factor")
+    session_blend: float = setting_field("ranker_session_blend")
+    session_neighbours: int = setting_field("ranker_session_neighbours")
+    session_sample: int = setting_field("ranker_session_sample")
+    session_items: int = setting_field("ranker_session_items")
     # not a setting: only experiment variants change it
     backfill_depth: int = Field(
         20, ge=1, le=1000, description="Extra candidates taken from popularity beyond k."

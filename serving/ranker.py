@@ -5,7 +5,9 @@ No I/O here: the recommender reads state, this module decides. Pipeline of :func
 1. Personal candidates: ``score(b) = Σ_a w_a · covis(a,b) / N_a / relpop(b)^β`` where
    ``N_a = Σ_b covis(a,b)`` over the neighbours read (``normalisation="row"``) or 1 (``"none"``),
    ``relpop(b) = pop(b) / max pop`` from global popularity (items outside its top N take the
-   smallest listed value; β = 0 switches it off).
+   smallest listed value; β = 0 switches it off). With ``session_blend`` λ > 0 the
+   session-neighbour scores ``s(b)`` (best = 1, :mod:`serving.session_neighbours`) are blended
+   in: ``(1 - λ) · score(b) + λ · max_b score(b) · s(b)`` (max 1 when co-visitation is empty).
 2. Filters: the request's exclude list, unavailable items, block rules — always; items the
    user has seen — when ``exclude_seen`` (relaxed only if nothing at all would remain).
 3. Backfill, each in its own score band below every personal score, so the order is personal
@@ -30,6 +32,7 @@ from operator import itemgetter
 from typing import NamedTuple
 
 from schemas.rules import Rule
+from serving import session_neighbours
 from serving.config import RankerConfig
 
 
@@ -100,6 +103,8 @@ class RankInput:
     tenant: str = "default"
     surface: str = "home"
     demoted: Set[str] = frozenset()
+    #: session-neighbour item scores (best = 1), blended when ``session_blend`` > 0
+    session_scores: Mapping[str, float] = field(default_factory=dict)
 
 
 class RankedItem(NamedTuple):
@@ -339,6 +344,13 @@ def _personal(inp: RankInput, config: RankerConfig, keep: _Filter) -> tuple[_Poo
         scored.append((aid, weight / norm, valid))
         for item, value in values:
             scores[item] = get(item, 0.0) + weight * value
+    blend = config.session_blend
+    if blend > 0.0 and inp.session_scores:
+        scale = blend * max(scores.values(), default=0.0) or blend
+        for item in scores:
+            scores[item] *= 1.0 - blend
+        for item, value in inp.session_scores.items():
+            scores[item] = get(item, 0.0) + scale * value
     return _Pool(keep.keep(scores)), scored
 
 
@@ -513,6 +525,7 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
     stages, notes = pool.stages, pool.notes
     personal = {i for i in order if i in candidates and i not in stages}
     anchors = _anchor_names(personal, scored) if personal else {}
+    session_scores = inp.session_scores if config.session_blend > 0.0 else {}
     scores = _pinned_scores(order, candidates, pinned)
     items = []
     depth = 0
@@ -521,6 +534,8 @@ def rank(inp: RankInput, config: RankerConfig) -> Ranking:
         names = anchors.get(item)
         if names:
             reasons.extend(["co-viewed with " + a for a in names])
+        if item in session_scores and item in personal:
+            reasons.append(session_neighbours.REASON)
         note = notes.get(item)
         if note:
             reasons.extend(note)

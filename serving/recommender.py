@@ -1,7 +1,10 @@
 """The recommender interface shared by the gRPC server and the offline evaluator.
 
 ``Recommender.recommend(*, user_id | session_id, k, context, …)`` reads per-request state in
-at most two Redis round trips, takes everything else from the in-process caches
+at most two Redis round trips (three with the session-neighbour source on:
+``RankerConfig.session_blend`` > 0 adds the anchors' session indexes to the second, sent
+concurrently with the co-visitation rows, and reads the nearest neighbours' recent items in a
+third; see :mod:`serving.session_neighbours`), takes everything else from the in-process caches
 (:class:`~serving.shared_state.SharedState`) and ranks with the pure :func:`serving.ranker.rank`.
 It never raises for Redis trouble: errors, timeouts and a passed deadline give an answer from
 the caches marked ``degraded``. Exposure logging is the caller's business (the server logs,
@@ -26,6 +29,7 @@ from core.settings import Settings
 from schemas.events import Context
 from schemas.keyspace import segment_id
 from schemas.rules import Rule
+from serving.config import RankerConfig
 from serving.experiments import Assignment
 from serving.ranker import (
     EMPTY_POPULARITY,
@@ -38,6 +42,8 @@ from serving.ranker import (
     anchor_weights,
     rank,
 )
+from serving.session_neighbours import item_scores, nearest
+from serving.session_reads import SessionReads
 from serving.shared_state import SharedState
 from serving.state_reader import Row, StateReader
 
@@ -61,11 +67,17 @@ class Recommender:
     """Co-visitation recommender over the Redis state written by ``streams``."""
 
     def __init__(
-        self, reader: StateReader, shared: SharedState, *, request_timeout_s: float = 0.25
+        self,
+        reader: StateReader,
+        shared: SharedState,
+        *,
+        request_timeout_s: float = 0.25,
+        sessions: SessionReads | None = None,
     ) -> None:
         self.reader = reader
         self.shared = shared
         self.request_timeout_s = request_timeout_s
+        self.sessions = SessionReads(reader) if sessions is None else sessions
 
     @classmethod
     async def create(cls, settings: Settings) -> Recommender:
@@ -141,11 +153,17 @@ class Recommender:
             except UnavailableError:
                 degraded = True
         weighted = anchor_weights(recent, list(anchors), now=now, config=config)
+        session_scores: dict[str, float] = {}
         if weighted and not degraded:
             try:
-                neighbours = await self.reader.read_neighbours(
-                    [a.item_id for a in weighted], config.neighbours_per_anchor, deadline=limit
-                )
+                if config.session_blend > 0.0:
+                    neighbours, session_scores = await self._with_sessions(
+                        [a.item_id for a in weighted], unit, config, limit
+                    )
+                else:
+                    neighbours = await self.reader.read_neighbours(
+                        [a.item_id for a in weighted], config.neighbours_per_anchor, deadline=limit
+                    )
             except UnavailableError:
                 degraded = True
         if config.exclude_seen:
@@ -161,9 +179,32 @@ class Recommender:
             exclude=frozenset(exclude) | frozenset(anchors),
             extra_rules=extra_rules,
             demoted=self.shared.demoted(config),
+            session_scores=session_scores,
         )
         ranking = rank(inp, config)
         return self._answer(ranking, assignment, degraded, unit, now)
+
+    async def _with_sessions(
+        self, anchors: list[str], unit: str, config: RankerConfig, limit: float
+    ) -> tuple[dict[str, Row], dict[str, float]]:
+        """Co-visitation rows and session-neighbour scores: the rows and the anchors' session
+        indexes concurrently (one round trip's wait), then the neighbours' items."""
+        rows, index = await asyncio.gather(
+            self.reader.read_neighbours(anchors, config.neighbours_per_anchor, deadline=limit),
+            self.sessions.index(anchors, config.session_sample, deadline=limit),
+            return_exceptions=True,
+        )
+        for outcome in (rows, index):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(rows, BaseException) and not isinstance(index, BaseException)
+        close = nearest(anchors, index, exclude=unit, n=config.session_neighbours)
+        if not close:
+            return rows, {}
+        items = await self.sessions.items(
+            [v.user_id for v in close], config.session_items, deadline=limit
+        )
+        return rows, item_scores(close, items)
 
     async def similar_items(
         self,
@@ -238,6 +279,7 @@ class Recommender:
         exclude: frozenset[str],
         extra_rules: Sequence[Rule],
         demoted: frozenset[str],
+        session_scores: dict[str, float] | None = None,
     ) -> RankInput:
         shared = self.shared
         return RankInput(
@@ -256,6 +298,7 @@ class Recommender:
             tenant=context.tenant,
             surface=context.surface,
             demoted=demoted,
+            session_scores=session_scores or {},
         )
 
     def _answer(

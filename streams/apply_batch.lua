@@ -46,6 +46,18 @@ for _, z in ipairs(p.zs) do
   trim_top(key, z[3])
 end
 
+-- session index (user -> last event ts on the item): ZADD GT keeps each user's newest ts
+-- whatever the order of arrival; trimmed to the newest snk users once sno is passed
+for _, z in ipairs(p.sn) do
+  local key, pairs_ = z[1], z[2]
+  for i = 1, #pairs_, 2 do
+    redis.call('ZADD', key, 'GT', pairs_[i + 1], pairs_[i])
+  end
+  if redis.call('ZCARD', key) > p.sno then
+    redis.call('ZREMRANGEBYRANK', key, 0, -(p.snk + 1))
+  end
+end
+
 -- hash float increments (affinity), keep the largest cap fields
 for _, h in ipairs(p.hf) do
   local key, pairs_, cap = h[1], h[2], h[3]

@@ -68,6 +68,7 @@ class ProcessorConfig:
     seen_max: int = _setting("user_seen_max")
     affinity_max: int = _setting("user_affinity_max")
     user_ttl_s: int = _setting("user_ttl_s")
+    session_index_max: int = _setting("session_index_sessions_per_item")
     segments_max: int = _setting("segments_max")
     join_window_s: int = _setting("join_window_s")
     ctr_items_max: int = _setting("ctr_items_max")
@@ -124,6 +125,9 @@ class BatchPlan:
     #: list key → entries in chronological order (LPUSH'ed, so the newest ends up first)
     lpush: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     lpush_cap: dict[str, int] = field(default_factory=dict)
+    #: session index key → user → event ts (ZADD GT), then keep the newest ``session_index_max``
+    #: once ``session_index_over`` is passed (slack: trims are rare)
+    sn: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
     #: hash key → field → value
     hset: dict[str, dict[str, str]] = field(default_factory=lambda: defaultdict(dict))
     #: catalog changes, last one wins: item → "c1,c2" ("" = no categories) / available
@@ -147,10 +151,21 @@ class BatchPlan:
     segments_max: int = 1000
     join_window_s: int = 3600
     ctr_items_max: int = 100_000
+    session_index_max: int = 0
+
+    @property
+    def session_index_over(self) -> int:
+        """The size past which a session index is trimmed back to ``session_index_max``."""
+        return session_index_over(self.session_index_max)
 
     @property
     def is_empty(self) -> bool:
         return not self.offsets
+
+
+def session_index_over(keep: int) -> int:
+    """A session index of ``keep`` users is trimmed (back to ``keep``) only beyond this size."""
+    return keep + max(1, keep // 8)
 
 
 def choose_landmark(first_ts: float) -> float:
@@ -196,6 +211,7 @@ class BatchPlanner:
             segments_max=cfg.segments_max,
             join_window_s=cfg.join_window_s,
             ctr_items_max=cfg.ctr_items_max,
+            session_index_max=cfg.session_index_max,
         )
         history = {user: list(items[: self.depth]) for user, items in recent.items()}
         cats = dict(categories)
@@ -279,6 +295,12 @@ class BatchPlanner:
             history.insert(0, (float(ts_text), item))
             del history[self.depth :]
             self._push(plan, keys.user_recent(user), entry)
+            if cfg.session_index_max > 0:  # the users whose recent list holds the item
+                index_key = keys.session_index(item)
+                users = plan.sn[index_key]
+                stamp = float(ts_text)  # the recent list's precision
+                users[user] = max(users.get(user, stamp), stamp)
+                plan.expire[index_key] = cfg.user_ttl_s
             if event.session_id is not None and event.session_id != user:
                 self._push(plan, keys.session_recent(event.session_id), entry)
         seen_key = keys.user_seen(user)

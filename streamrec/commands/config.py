@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from pydantic import SecretStr
 
+from core.config_file import layered_values
 from core.settings import ENV_PREFIX, Settings
 from core.settings import settings as load
 
@@ -15,8 +16,12 @@ from core.settings import settings as load
 def command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show the effective settings (secrets hidden) with their STREAMREC_* variables."""
+    """Show the effective settings (secrets hidden), their STREAMREC_* variables and sources.
+
+    A source is env, file (STREAMREC_CONFIG_FILE), profile NAME (STREAMREC_PROFILE) or default.
+    """
     current = load()
+    layers = layered_values(Settings.model_fields, init={"config_file": current.config_file})
     rows: list[dict[str, object]] = []
     for name, field in Settings.model_fields.items():
         value = getattr(current, name)
@@ -25,6 +30,7 @@ def command(
             {
                 "env": f"{ENV_PREFIX}{name.upper()}",
                 "value": shown if isinstance(shown, int | float | bool | dict) else str(shown),
+                "source": layers.source_of(name),
                 "description": field.description or "",
             }
         )
@@ -34,4 +40,5 @@ def command(
     width = max(len(str(r["env"])) for r in rows)
     for row in rows:
         env = str(row["env"])
-        print(f"{env:<{width}}  {row['value']}\n{'':<{width}}  {row['description']}")
+        source = "" if row["source"] == "default" else f"  ({row['source']})"
+        print(f"{env:<{width}}  {row['value']}{source}\n{'':<{width}}  {row['description']}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 from core.settings import Settings
 from schemas.keyspace import Keyspace, segment_id
 from schemas.topics import Topic
-from streams.processor import choose_landmark
+from streams.processor import choose_landmark, session_index_over
 from tests.worker_support import (
     consume_all,
     outcome,
@@ -149,3 +150,53 @@ async def test_hand_computed_state(settings: Settings, redis: Redis, tmp_path: P
     assert [(d["reason"], d["source_topic"]) for d in letters] == [
         ("not_json", settings.topic("outcomes"))
     ]
+
+
+async def test_session_index_matches_a_rebuild_and_stays_bounded(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    """The worker's incremental ``sn:{item}`` equals the index rebuilt from the same events.
+
+    Rebuilt: every user with a positive-weight event on the item → its newest such ts, ranked
+    newest first. The worker keeps S..S+S/8 of them (ZADD GT, trims past the slack): its
+    newest S — all a request reads — are exactly the rebuild's, whatever order the partitions
+    interleave in, and everything it keeps is in the rebuild.
+    """
+    keys = Keyspace(settings.key_prefix)
+    keep = 8
+    rng = random.Random(18)
+    t = time.time() - 3600.0
+    items = ["hot", "warm", "cold", "rare"]
+    weights = [8, 4, 2, 1]
+    events: list[tuple[str, str, float, str]] = []
+    for n in range(400):
+        user = f"s{rng.randrange(60)}"
+        item = rng.choices(items, weights)[0]
+        kind = "dismiss" if rng.random() < 0.1 else rng.choice(["view", "click"])
+        events.append((user, item, round(t + n * 1.5, 3), kind))
+    worker = start_worker(
+        settings, tmp_path / "worker.log", session_index_sessions_per_item=str(keep)
+    )
+    try:
+        await produce(
+            settings,
+            Topic.OUTCOMES,
+            [(u.encode(), outcome(u, i, ts, kind)) for u, i, ts, kind in events],
+        )
+        await wait_applied(settings, redis, [Topic.OUTCOMES], procs=[worker])
+    finally:
+        stop_worker(worker)
+
+    for item in items:
+        rebuilt: dict[str, float] = {}
+        for user, it, ts, kind in events:
+            if it == item and kind != "dismiss":
+                rebuilt[user] = max(rebuilt.get(user, ts), ts)
+        ranked = sorted(rebuilt.items(), key=lambda p: (-p[1], p[0]))
+        stored = _scores(await redis.zrevrange(keys.session_index(item), 0, -1, withscores=True))
+        order = sorted(stored.items(), key=lambda p: (-p[1], p[0]))
+        assert [u for u, _ in order[:keep]] == [u for u, _ in ranked[:keep]], item
+        _close(dict(order[:keep]), dict(ranked[:keep]))
+        assert set(stored) <= set(rebuilt), item
+        assert min(len(rebuilt), keep) <= len(stored) <= session_index_over(keep), item
+        assert 0 < await redis.ttl(keys.session_index(item)) <= settings.user_ttl_s
