@@ -42,7 +42,9 @@ async def test_recommend_puts_co_viewed_items_first_and_logs_the_exposure(
         assert reply.fallback_stage == pb.FALLBACK_STAGE_NONE
         assert (reply.variant, reply.algo_version) == ("control", cfg.algo_version)
         assert not reply.degraded
-        assert 1.0 < reply.state_age_seconds < 60.0
+        # the seed's last write was 2 s before world.now: the age is that plus the time since,
+        # bounded by clocks read around the call rather than by a guess of how long it took
+        assert 2.0 <= reply.state_age_seconds <= time.time() - world.now + 2.0
         assert len(reply.request_id) == 32
 
         # seen (a2) and the anchor itself (a) are never recommended; backfill follows
@@ -256,3 +258,40 @@ async def test_health_reflection_and_metrics(
             "streamrec_exposure_buffer_depth",
         ):
             assert name in text
+
+
+async def test_session_neighbours_give_their_reason_and_cost_nothing_when_off(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    """With ``ranker_session_blend`` > 0 u1 (who viewed a) gets e, which only u2 — another
+    user of a — viewed, for "similar sessions viewed it"; with the blend 0 the session
+    indexes are never read: ``sn:x`` is a trap (a string, so any ZREVRANGE on it fails)."""
+    keys = Keyspace(settings.key_prefix)
+    world = await seed(redis, keys)
+    now = world.now
+    await redis.zadd(keys.session_index("a"), {"u2": now - 100, "u1": now - 60})
+    await redis.lpush(keys.user_recent("u2"), f"{now - 110:.3f}|e", f"{now - 100:.3f}|a")
+    await redis.set(keys.session_index("x"), "trap")
+    await redis.lpush(keys.user_recent("u3"), f"{now - 10:.3f}|x")
+
+    async with running(serving_settings(settings, tmp_path, ranker_session_blend=0.5)) as (
+        _server,
+        channel,
+    ):
+        stub = recommender(channel)
+        reply = await stub.Recommend(pb.RecommendRequest(user_id="u1", k=5, context=ctx(world)))
+        reasons = {i.item_id: list(i.reasons) for i in reply.items}
+        assert reasons["e"] == ["similar sessions viewed it"], reasons
+        assert reasons["b"][0] == "co-viewed with a"
+        assert not reply.degraded
+        trapped = await stub.Recommend(pb.RecommendRequest(user_id="u3", k=2, context=ctx(world)))
+        assert trapped.degraded  # the trap proves the index is read when the source is on
+
+    async with running(serving_settings(settings, tmp_path)) as (_server, channel):
+        stub = recommender(channel)
+        reply = await stub.Recommend(pb.RecommendRequest(user_id="u3", k=2, context=ctx(world)))
+        assert not reply.degraded
+        assert [i.item_id for i in reply.items] == ["y", "z"]
+        reply = await stub.Recommend(pb.RecommendRequest(user_id="u1", k=5, context=ctx(world)))
+        assert "e" not in [i.item_id for i in reply.items]
+        assert all("similar sessions viewed it" not in i.reasons for i in reply.items)
