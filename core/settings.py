@@ -169,11 +169,12 @@ class Settings(BaseSettings):
     user_affinity_max: int = Field(50, ge=1, description="Categories kept per user affinity.")
     user_ttl_s: int = Field(30 * 86400, ge=60, description="TTL of every per-user key.")
     session_index_sessions_per_item: int = Field(
-        200,
+        112,
         ge=0,
         le=10_000,
         description="S: users (sessions) kept per item in its session index sn:{item}, the "
-        "newest by their last event on it (trimmed once S + S/8 is passed); 0 = no index.",
+        "newest by their last event on it (trimmed once S + S/8 is passed; 112 + 14 ≤ 128 "
+        "stays in Redis' compact listpack encoding); 0 = no index.",
     )
     segments_max: int = Field(1000, ge=1, description="Popularity segments kept (LRU).")
     join_window_s: int = Field(

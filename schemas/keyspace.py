@@ -12,7 +12,8 @@ key                         type       content / bound
 ``P:cv:{item}``             zset       neighbour → forward-decayed co-visitation weight; top K
 ``P:sn:{item}``             zset       user (session) → its last event ts on the item; newest
                                        S..S+S/8 (``session_index_sessions_per_item``), TTL;
-                                       ≈ 60 B per entry (``MEMORY USAGE``, see docs/architecture.md)
+                                       ≈ 33 B per entry while ≤ 128 (listpack): ≤ 4.2 KB per
+                                       item at S = 112 (``MEMORY USAGE``, docs/architecture.md)
 ``P:pop``                   zset       item → forward-decayed popularity (global); top N
 ``P:pop:{seg}``             zset       same per segment ``tenant|surface|locale``; top N
 ``P:segs``                  zset       known segments → last update (bounded, LRU trimmed)
