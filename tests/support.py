@@ -27,6 +27,11 @@ STREAMREC = Path(sys.executable).with_name("streamrec")
 TEST_KAFKA_BOOTSTRAP = "127.0.0.1:29092"
 TEST_REDIS_URL = "redis://127.0.0.1:26379/0"
 
+#: Deadline for an effect that must eventually happen: generous, because the test machines
+#: are shared and loaded (2 cores for broker, Redis, servers and tests); an effect that never
+#: comes still fails, only later. Speed targets belong to ``streamrec bench``, not to tests.
+EVENTUALLY_S = 60.0
+
 
 def free_ports() -> tuple[int, int]:
     """A Kafka port whose successor (the controller port) is free too, and a Redis port.

@@ -25,6 +25,7 @@ from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
 from serving.server import Server
+from tests.support import EVENTUALLY_S
 
 TOKEN = "test-admin-token"
 ADMIN_MD = (("authorization", f"Bearer {TOKEN}"), ("x-streamrec-user", "alice"))
@@ -110,7 +111,7 @@ def ctx(world: World) -> pb.Context:
     return pb.Context(tenant=world.tenant, surface=world.surface)
 
 
-async def wait_for(predicate: Any, timeout_s: float = 5.0, every_s: float = 0.05) -> Any:
+async def wait_for(predicate: Any, timeout_s: float = EVENTUALLY_S, every_s: float = 0.05) -> Any:
     """Await ``predicate()`` (an async callable) until truthy; return its value."""
     end = time.monotonic() + timeout_s
     while True:

@@ -26,7 +26,7 @@ from core.settings import Settings
 from schemas.events import Alert
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
-from tests.support import REPO, STREAMREC
+from tests.support import EVENTUALLY_S, REPO, STREAMREC
 from tests.worker_support import (
     consume_all,
     outcome,
@@ -137,7 +137,7 @@ async def test_stuck_worker_lag_goes_warn_then_crit_and_clears(
         codes.append(status(settings, "--sample", "0", **FAST).returncode)
         return codes[-1] == 0
 
-    await wait_for("status OK with a running worker", healthy, 30, procs)
+    await wait_for("status OK with a running worker", healthy, EVENTUALLY_S, procs)
 
     os.kill(worker.pid, signal.SIGSTOP)  # a stuck worker: alive, consuming nothing
     paused_at = time.time()
@@ -163,7 +163,7 @@ async def test_stuck_worker_lag_goes_warn_then_crit_and_clears(
             for a in await alerts_on_topic(settings)
         )
 
-    await wait_for("a firing consumer_lag alert.v1", lag_firing, 15, [monitor])
+    await wait_for("a firing consumer_lag alert.v1", lag_firing, EVENTUALLY_S, [monitor])
     firing = [a for a in await alerts_on_topic(settings) if a.kind == "consumer_lag"]
     assert firing[0].alert_id == "consumer_lag:topic=outcomes"
     assert firing[0].value >= 200 and firing[0].ts.timestamp() >= paused_at
@@ -179,9 +179,9 @@ async def test_stuck_worker_lag_goes_warn_then_crit_and_clears(
             for a in await alerts_on_topic(settings)
         )
 
-    await wait_for("a resolved consumer_lag alert.v1", lag_resolved, 30, procs)
+    await wait_for("a resolved consumer_lag alert.v1", lag_resolved, EVENTUALLY_S, procs)
     codes.clear()
-    await wait_for("status OK again", healthy, 30, procs)
+    await wait_for("status OK again", healthy, EVENTUALLY_S, procs)
     # the worker was never blamed for lag: the independent monitor is the only emitter
     assert {a.kind for a in await alerts_on_topic(settings)} == {"consumer_lag"}
 
@@ -210,7 +210,7 @@ async def test_silent_producers_fire_freshness_alerts(
         ids = {a.alert_id for a in await alerts_on_topic(settings) if a.state == "firing"}
         return wanted <= ids
 
-    await wait_for("freshness and silence alerts", fired, 30, procs)
+    await wait_for("freshness and silence alerts", fired, EVENTUALLY_S, procs)
     events = [a for a in await alerts_on_topic(settings) if a.alert_id in wanted]
     for alert in events:
         assert alert.state == "firing"
@@ -280,59 +280,84 @@ async def test_status_unreachable_is_one_line(settings: Settings) -> None:
     assert len(lines) == 1 and lines[0].startswith("streamrec: error: Kafka at 127.0.0.1:1")
 
 
-async def _steady(settings: Settings, per_s: float, seconds: float, start: int) -> int:
-    """Produce outcomes at ``per_s`` for ``seconds`` (event time = now); return the next id."""
+async def _traffic(settings: Settings, per_s: float, since: float, until: float, first: int) -> int:
+    """Outcomes with event times on a grid of ``per_s`` a second over [since, until).
+
+    Each event is produced once the clock has passed its event time (never ahead: the worker
+    counts a future event time as now); a producer that fell behind catches up with the
+    events it owes. So every second of event time holds exactly ``per_s`` events however the
+    machine paces this loop: the drift windows are driven by the event times, not by the
+    producer's speed. Returns the next event number.
+    """
     producer = kafka_clients.producer(settings, client_id="streamrec-test", linger_ms=5)
     await producer.start()
-    n = start
+    n = first
+    owed = since
     try:
-        end = time.monotonic() + seconds
-        tick = 0.25
-        while time.monotonic() < end:
-            for _ in range(round(per_s * tick)):
+        while owed < until:
+            due = min(time.time(), until)
+            while owed < due:
                 user = f"v{n}"
                 await producer.send(
                     settings.topic(Topic.OUTCOMES.value),
-                    outcome(user, f"i{n % 5}", time.time()),
+                    outcome(user, f"i{n % 5}", owed),
                     key=user.encode(),
                 )
                 n += 1
+                owed = since + (n - first) / per_s
             await producer.flush()
-            await asyncio.sleep(tick)
+            await asyncio.sleep(0.1)
     finally:
         await producer.stop()
     return n
 
 
-async def test_volume_triple_through_a_real_worker_emits_a_drift_alert(
+async def test_volume_step_through_a_real_worker_emits_a_drift_alert(
     settings: Settings, redis: Redis, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    # 1-s buckets, a 3-s current window against the 9 s before it
+    # 1-s buckets, a 4-s current window against the 12 s before it
+    window_s, reference_s = 4.0, 12.0
     drift = {
         **FAST,
         "drift_bucket_s": "1",
-        "drift_window_s": "3",
-        "drift_reference_windows": "3",
+        "drift_window_s": f"{window_s:g}",
+        "drift_reference_windows": f"{reference_s / window_s:g}",
         "drift_min_events": "20",
+        "drift_volume_ratio": "3",
+        # the monitor state (with its start time) saved at once, and small
+        "monitor_state_save_s": "0.5",
+        "drift_seen_capacity": "1000",
     }
     worker = start_worker(settings, tmp_path / "worker.log", **drift)
     procs.append(worker)
-    hb = Keyspace(settings.key_prefix).heartbeat("worker", "*")
+    states = Keyspace(settings.key_prefix).stats("monitor:worker:*")
+    started_at: list[float] = []
 
-    async def monitoring() -> bool:
-        return bool([k async for k in redis.scan_iter(match=hb)])
+    async def monitor_started() -> bool:
+        async for key in redis.scan_iter(match=states):
+            raw = await redis.get(key)
+            if raw is not None:
+                started_at.append(float(orjson.loads(raw)["windows"]["started_at"]))
+                return True
+        return False
 
-    await wait_for("the worker monitor's heartbeat", monitoring, 60, procs)
-    n = await _steady(settings, 20, 13, 0)
+    await wait_for("the worker monitor's saved state", monitor_started, EVENTUALLY_S, procs)
+    # The windows count event times, and the rates divide by the seconds the monitor has been
+    # running: steady traffic from the monitor's start on, until a whole current and
+    # reference window have been steady, is steady to it however late this test produces it.
+    since = started_at[0]
+    step = since + window_s + reference_s + 1.0
+    n = await _traffic(settings, 20, since, step, 0)
 
     async def volume_alert() -> bool:
         return any(a.kind == "drift_volume" for a in await alerts_on_topic(settings))
 
     assert not await volume_alert()  # steady traffic: no false alarm
-    n = await _steady(settings, 60, 6, n)
-    await wait_for("a drift_volume alert.v1 from the worker", volume_alert, 15, procs)
+    # ×10: the ratio is ≥ 3 from ~1 s to ~7 s after the step (4-s window against 12 s)
+    n = await _traffic(settings, 200, step, step + 8.0, n)
+    await wait_for("a drift_volume alert.v1 from the worker", volume_alert, EVENTUALLY_S, procs)
     (alert,) = [a for a in await alerts_on_topic(settings) if a.kind == "drift_volume"]
     assert alert.alert_id == "drift_volume:topic=outcomes" and alert.state == "firing"
-    assert alert.value >= 2.0 and "volume" in alert.cause
+    assert alert.value >= 3.0 and "volume" in alert.cause
     others = {a.kind for a in await alerts_on_topic(settings)} - {"drift_volume"}
     assert not others, others

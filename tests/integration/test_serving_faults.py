@@ -30,7 +30,13 @@ from tests.integration.serving_support import (
     serving_settings,
     wait_for,
 )
-from tests.support import REPO, STREAMREC
+from tests.support import EVENTUALLY_S, REPO, STREAMREC
+
+#: Client deadline of calls that must be answered while a dependency is away: far above any
+#: answer time (so load cannot trip it), far below "held until the dependency is back"
+#: (forever here), so a request that waits on Redis or Kafka still fails the test. How fast
+#: the fallback answers is measured by ``streamrec bench serve``, not asserted here.
+HELD_S = 30.0
 
 
 def items_of(reply: pb.RecommendResponse) -> list[str]:
@@ -65,9 +71,7 @@ async def test_redis_outage_falls_back_and_recovers_without_restart(
         errors_before = redis_errors()
         outage_ids = []
         for _ in range(5):
-            started = time.monotonic()
-            reply = await stub.Recommend(request)
-            assert time.monotonic() - started < 0.5
+            reply = await stub.Recommend(request, timeout=HELD_S)
             assert reply.degraded
             assert items_of(reply) == ["s0", "s1", "s2"]  # the segment list cached before
             assert reply.fallback_stage == pb.FALLBACK_STAGE_SEGMENT_POPULARITY
@@ -84,7 +88,7 @@ async def test_redis_outage_falls_back_and_recovers_without_restart(
             reply = await stub.Recommend(request)
             return not reply.degraded and items_of(reply) == ["b", "c", "d"]
 
-        assert await wait_for(personal_again, timeout_s=5.0)
+        assert await wait_for(personal_again)
     found = await consume_exposures(settings, outage_ids)
     extra = found[outage_ids[0]][1]["context"]["extra"]
     assert extra == {"fallback_stage": "segment_popularity", "degraded": "1"}
@@ -95,7 +99,15 @@ async def test_hung_redis_does_not_hold_requests_past_their_budget(
 ) -> None:
     own_redis.start()
     await seed_url(own_redis.url, settings)
-    cfg = serving_settings(settings, tmp_path, redis_url=own_redis.url, request_timeout_s=0.2)
+    # the socket timeout (network_timeout_s) is longer than the client's deadline: only the
+    # server's request budget (0.2 s) can cut a read from the hung Redis short
+    cfg = serving_settings(
+        settings,
+        tmp_path,
+        redis_url=own_redis.url,
+        request_timeout_s=0.2,
+        network_timeout_s=2 * HELD_S,
+    )
     async with running(cfg, log_exposures=False) as (_server, channel):
         stub = recommender(channel)
         request = pb.RecommendRequest(user_id="u1", k=3, context=pb.Context(tenant="shop"))
@@ -106,27 +118,27 @@ async def test_hung_redis_does_not_hold_requests_past_their_budget(
             # Redis is paused): a user the server has not read yet needs Redis
             cold = pb.RecommendRequest(user_id="u-cold", k=3, context=pb.Context(tenant="shop"))
             started = time.monotonic()
-            reply = await stub.Recommend(cold, timeout=5.0)
-            elapsed = time.monotonic() - started
+            # answered, not DEADLINE_EXCEEDED after HELD_S: the server's budget ended the wait
+            reply = await stub.Recommend(cold, timeout=HELD_S)
             assert reply.degraded and reply.items
-            assert 0.15 < elapsed < 1.0  # the server budget (0.2 s), not the client's 5 s
+            # ... after it waited for Redis (a lower bound: load can only add to it)
+            assert time.monotonic() - started >= 0.15
 
+            # a client deadline shorter than the budget wins: an answer or DEADLINE_EXCEEDED
             for n, deadline in enumerate((0.05, 0.01, 0.001)):
                 cold = pb.RecommendRequest(user_id=f"u-cold-{n}", k=3)
-                started = time.monotonic()
                 try:
                     reply = await stub.Recommend(cold, timeout=deadline)
                     assert reply.items
                 except grpc.aio.AioRpcError as exc:
                     assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-                assert time.monotonic() - started < 0.5
         finally:
             own_redis.resume()
 
         async def recovered() -> bool:
             return not (await stub.Recommend(request)).degraded
 
-        assert await wait_for(recovered, timeout_s=10.0)
+        assert await wait_for(recovered)
 
 
 async def test_redis_down_from_start_uses_the_last_known_file(
@@ -194,12 +206,12 @@ async def test_kafka_away_buffers_exposures_and_drops_the_oldest(
     async with running(cfg) as (server, channel):
         server_ref = server
         for _ in range(8):
-            started = time.monotonic()
+            # exposure logging never holds a request: a send waiting for the absent broker
+            # would hold it past HELD_S
             reply = await recommender(channel).Recommend(
-                pb.RecommendRequest(user_id="u1", k=2, context=ctx(world))
+                pb.RecommendRequest(user_id="u1", k=2, context=ctx(world)), timeout=HELD_S
             )
             assert reply.items
-            assert time.monotonic() - started < 0.5
         exposures = server.exposures
         assert exposures is not None
         assert exposures.depth == 5
@@ -256,13 +268,13 @@ async def test_serve_command_drains_on_sigterm(
                     return False
                 return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-            assert await wait_for(serving, timeout_s=30.0, every_s=0.2)
+            assert await wait_for(serving, every_s=0.2)
             reply = await recommender(channel).Recommend(
                 pb.RecommendRequest(user_id="u1", k=2, context=ctx(world))
             )
             assert items_of(reply) == ["b", "d"]  # default category cap: one "shoes" in 2
         proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(EVENTUALLY_S):  # drained and exited, however slowly
             _, stderr_bytes = await proc.communicate()
         stderr = stderr_bytes.decode()
         assert proc.returncode == 0, stderr

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.settings import load_settings
@@ -13,6 +14,9 @@ from streamrec.stack import procs
 from streamrec.stack.local import LocalStack
 from tests.conftest import Services
 from tests.support import STREAMREC, RunCli, free_ports
+
+#: How long a stopped service may take to be gone: generous (shared, loaded test machines).
+GONE_S = 60.0
 
 
 def _stack_for(env: dict[str, str]) -> LocalStack:
@@ -41,7 +45,10 @@ def _pids(home: Path, kafka_port: int, redis_port: int) -> dict[str, procs.Proce
 
 
 def test_up_twice_status_down_and_offline_restart(
-    tmp_path: Path, services: Services, run_cli: RunCli
+    tmp_path: Path,
+    services: Services,
+    run_cli: RunCli,
+    record_property: Callable[[str, object], None],
 ) -> None:
     home = tmp_path / "home"
     kafka_port, redis_port = free_ports()
@@ -83,7 +90,7 @@ def test_up_twice_status_down_and_offline_restart(
         down = run_cli("stack", "down", env=env)
         assert down.returncode == 0, down.stderr
         for record in records.values():
-            assert procs.wait_gone(record, 10.0)
+            assert procs.wait_gone(record, GONE_S)
             assert procs.start_ticks(record.pid) != record.start_ticks
         assert _pids(home, kafka_port, redis_port) == {}
         assert run_cli("stack", "status", env=env).returncode == 1
@@ -97,12 +104,14 @@ def test_up_twice_status_down_and_offline_restart(
         assert "formatting" not in second.stdout  # storage formatted once
         restarted = _pids(home, kafka_port, redis_port)
         assert set(restarted) == {"kafka", "redis"}
+        # how long each start took is reported, not bounded (the machine is shared)
+        record_property("stack_up_first_s", round(first_s, 1))
+        record_property("stack_up_again_s", round(second_s, 1))
         print(f"stack up: first {first_s:.1f}s, after down {second_s:.1f}s")
-        assert second_s < 30.0
     finally:
         _stack_for(env).stop()  # not via the CLI: cleanup must not depend on what is tested
     for record in restarted.values():
-        assert procs.wait_gone(record, 10.0)
+        assert procs.wait_gone(record, GONE_S)
     assert _pids(home, kafka_port, redis_port) == {}
 
 
@@ -128,7 +137,7 @@ def test_exec_shares_the_stack_and_only_the_last_user_stops_it(
             assert "starting" not in inner.stdout
             assert all(procs.is_ours(record) for record in records.values())
         for record in records.values():  # we were the last user: stopped
-            assert procs.wait_gone(record, 10.0)
+            assert procs.wait_gone(record, GONE_S)
 
         # Alone: exec starts the stack, runs the command against it, stops it.
         alone = run_cli("stack", "exec", "--", str(STREAMREC), "stack", "status", env=env)
