@@ -243,6 +243,8 @@ class _Replay:
         self.done = 0
         self.total = 0
         self.rejected: list[DeadLetter] = []
+        #: user → predicted (``spec.sample``), decided once per user
+        self.sampled: dict[str, bool] = {}
 
     async def _dead_letters(self, letters: Sequence[tuple[bytes | None, DeadLetter]]) -> None:
         self.rejected.extend(envelope for _, envelope in letters)
@@ -335,7 +337,15 @@ class _Replay:
         self.sessions.invalidate((), (event.user_id,))
 
     # --- scoring ------------------------------------------------------------------------------
+    def in_sample(self, user: str) -> bool:
+        found = self.sampled.get(user)
+        if found is None:
+            found = self.sampled[user] = self.spec.in_sample(user)
+        return found
+
     def is_target(self, event: Outcome, first_of_session: bool) -> bool:
+        if self.spec.sample is not None and not self.in_sample(event.user_id):
+            return False
         if self.spec.session_protocol:
             return not first_of_session
         tally = self.tally
@@ -546,6 +556,8 @@ async def run_prequential(
             "dropped": holdout.dropped,
         },
         "targets": "session next item" if spec.session_protocol else "known user, new item",
+        # a seeded fraction of the users (sessions) predicted; intervals are the sample's
+        "sample": spec.sample,
         "pipeline": 1 if protocol == Protocol.BATCH else spec.pipeline,
         "refresh_every": spec.refresh_every,
         "events": replayed,

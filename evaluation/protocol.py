@@ -6,6 +6,7 @@ the CLI can declare its options without importing them.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -54,8 +55,11 @@ class PrequentialSpec:
     concurrency: int = 32
     learn_batch: int = 5000
     refresh_every: int = 100
-    #: seed of the bootstrap intervals
+    #: seed of the bootstrap intervals (and of the user sample)
     seed: int = SEED
+    #: predict only for this seeded fraction of the users (sessions); every event is still
+    #: learned (``--sample``; None = every user)
+    sample: float | None = None
 
     def resolved_protocol(self) -> Protocol:
         """The protocol to run; raises ConfigError for a combination that makes no sense."""
@@ -65,6 +69,8 @@ class PrequentialSpec:
             raise ConfigError(
                 "--pipeline, --concurrency, --refresh-every and the learn batch must be at least 1"
             )
+        if self.sample is not None and not 0 < self.sample <= 1:
+            raise ConfigError(f"--sample must be in (0, 1], got {self.sample}")
         if self.holdout_days is not None:
             if self.test is not None:
                 raise ConfigError("--holdout-days tests on the end of PATH itself: drop --test")
@@ -81,6 +87,14 @@ class PrequentialSpec:
                 "--protocol prequential replays one log: drop --test / --holdout-days"
             )
         return self.protocol or Protocol.STREAMING
+
+    def in_sample(self, user: str) -> bool:
+        """Whether ``user``'s targets are predicted: all without a sample, else a seeded hash
+        of the user (the same users for every run of one seed, whatever the settings)."""
+        if self.sample is None:
+            return True
+        digest = zlib.crc32(f"{self.seed}:{user}".encode())
+        return digest < self.sample * 2**32
 
     @property
     def has_test(self) -> bool:

@@ -28,6 +28,7 @@ from evaluation import (
 from evaluation.report import to_json
 from streamrec.commands.compare import compare
 from streamrec.commands.prequential import prequential
+from streamrec.commands.tune import tune
 
 app = typer.Typer(
     help="Validate exported exposure/outcome logs and analyse A/B experiments.",
@@ -55,6 +56,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text
 
 app.command("prequential")(prequential)
 app.command("compare")(compare)
+app.command("tune")(tune)
 
 
 @app.command()

@@ -55,9 +55,16 @@ def _render(result: PrequentialResult) -> str:
             f"[…]: {info['level']:.0%} intervals, {info['method']} over {info['units']:,} "
             f"{info['unit']}s ({info['resamples']:,} resamples, seed {info['seed']})"
         )
+    if s.get("sample") is not None:
+        lines.append(f"sample: predictions for a seeded {s['sample']:.0%} of the {info_unit(s)}s")
     if result.predictions_file is not None:
         lines.append(f"per-prediction results: {result.predictions_file['path']}")
     return "\n".join(lines)
+
+
+def info_unit(settings: dict[str, Any]) -> str:
+    """A run's prediction unit: a session log's user is the session."""
+    return "session" if settings.get("format") == DatasetFormat.SESSIONS.value else "user"
 
 
 def _check_writable(target: Path, inputs: tuple[Path | None, ...]) -> None:
@@ -110,6 +117,14 @@ def prequential(
     seed: Annotated[
         int, typer.Option("--seed", help=f"Seed of the bootstrap's {LEVEL:.0%} intervals.")
     ] = SEED,
+    sample: Annotated[
+        float | None,
+        typer.Option(
+            "--sample",
+            help="Predict only for a seeded fraction (0, 1] of the users (sessions), chosen by "
+            "--seed; every event is still learned. The intervals are the sample's.",
+        ),
+    ] = None,
     predictions: Annotated[
         Path | None,
         typer.Option(
@@ -137,6 +152,7 @@ def prequential(
         pipeline=pipeline,
         concurrency=concurrency,
         seed=seed,
+        sample=sample,
     )
     spec.resolved_protocol()  # bad combinations fail before anything is read
     if predictions is not None:
