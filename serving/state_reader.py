@@ -211,6 +211,10 @@ class RedisPyClient:
         self._subscribed = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
         self._made: weakref.WeakSet[Any] = weakref.WeakSet()  # pooled connections made once
+        #: held while a pooled connection is set up and while the listener disconnects the
+        #: pool: a connection disconnected mid set-up is reconnected by redis-py inside its
+        #: own ``on_connect``, whose pending reply then never comes (the request hangs)
+        self._setting_up = asyncio.Lock()
 
     @classmethod
     def from_url(
@@ -264,14 +268,17 @@ class RedisPyClient:
 
     async def _set_up(self, connection: Any) -> None:
         """Every pooled connection, at every connect: redis-py's set-up, then tracking."""
-        await connection.on_connect()
-        if connection in self._made:  # made again: what it read before is tracked no more
-            self._reset()
-        self._made.add(connection)
-        redirect = self._redirect
-        if self.on_push is not None and redirect is not None:
-            await connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", redirect, "OPTIN")
-            await connection.read_response()  # an error reply raises: the connect fails
+        async with self._setting_up:
+            await connection.on_connect()
+            if connection in self._made:  # made again: what it read before is tracked no more
+                self._reset()
+            self._made.add(connection)
+            redirect = self._redirect
+            if self.on_push is not None and redirect is not None:
+                await connection.send_command(
+                    "CLIENT", "TRACKING", "ON", "REDIRECT", redirect, "OPTIN"
+                )
+                await connection.read_response()  # an error reply raises: the connect fails
 
     async def _listen(self) -> None:
         """Keep a connection subscribed to the invalidations; reconnect when it is lost."""
@@ -287,8 +294,9 @@ class RedisPyClient:
                 client_id = int(await connection.read_response())
                 await connection.send_command("SUBSCRIBE", _INVALIDATIONS)
                 await connection.read_response()
-                self._redirect = client_id
-                await pool.disconnect()  # pooled connections reconnect, redirecting here
+                async with self._setting_up:
+                    self._redirect = client_id
+                    await pool.disconnect()  # pooled connections reconnect, redirecting here
                 self._reset()
                 self._subscribed.set()
                 failures = 0

@@ -1,16 +1,26 @@
-"""The server's in-process rows and user items stay exact through Redis invalidations."""
+"""The server's in-process rows and user items stay exact through Redis invalidations.
+
+The tests of what each request client does itself (invalidations pushed on the wire
+client's own connection, redirected to the redis-py client's listener; reconnects;
+FLUSHALL) run over both clients (:data:`~serving.state_reader.REQUEST_CLIENTS`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
 from redis.asyncio import Redis
 
+from core.errors import UnavailableError
 from core.settings import Settings
 from schemas.keyspace import Keyspace
 from serving import metrics
-from serving.state_reader import StateReader, UserState
+from serving.state_reader import REQUEST_CLIENTS, RequestClientKind, StateReader, UserState
 from tests.integration.serving_support import RedisProcess
+
+#: parametrizes a test over the request clients (``client`` argument)
+each_client = pytest.mark.parametrize("client", REQUEST_CLIENTS)
 
 
 def in_(seconds: float) -> float:
@@ -32,18 +42,20 @@ async def _read_until(
         await asyncio.sleep(0.001)
 
 
+@each_client
 async def test_a_cached_row_is_replaced_as_soon_as_redis_changes_it(
-    settings: Settings, redis: Redis
+    settings: Settings, redis: Redis, client: RequestClientKind
 ) -> None:
     keys = Keyspace(settings.key_prefix)
     await redis.zadd(keys.covis("a"), {"b": 2.0, "c": 1.0})
     await redis.zadd(keys.covis("x"), {"y": 5.0})
-    reader = await StateReader.connect(settings)
+    reader = await StateReader.connect(settings, client=client)
     try:
         cache = reader.neighbour_cache
         assert cache is not None
         first = await reader.read_neighbours(["a", "x"], 10, deadline=in_(2.0))
-        assert reader.wire is not None and reader.wire.tracking
+        assert reader.requests.tracking
+        assert (reader.wire is not None) == (client == "wire")
         trips = reader.round_trips
         again = await reader.read_neighbours(["a", "x"], 10, deadline=in_(2.0))
         assert again == first and reader.round_trips == trips  # both rows from the cache
@@ -83,50 +95,132 @@ def _sample(cache: str, result: str) -> float:
     return value or 0.0
 
 
-async def test_rows_are_forgotten_when_the_connection_is_lost(own_redis: RedisProcess) -> None:
+async def _read_again(reader: StateReader, anchor: str) -> list[tuple[str, float]]:
+    """``anchor``'s row once the reader reconnected (the first reads may hit a dead socket)."""
+    end = asyncio.get_running_loop().time() + 5.0
+    while True:
+        try:
+            return list((await reader.read_neighbours([anchor], 10, deadline=in_(2.0)))[anchor])
+        except UnavailableError as exc:  # until reconnected
+            # a lost connection fails the read at once: nothing waits for a reply that
+            # cannot come (redis-py once hung in its reconnect, disconnected by the listener)
+            assert "TimeoutError" not in str(exc)
+            assert asyncio.get_running_loop().time() < end, "not reconnected"
+            await asyncio.sleep(0.05)
+
+
+async def _cached(reader: StateReader, anchor: str) -> bool:
+    """Whether ``anchor``'s row is read from the cache (False while Redis cannot be read)."""
+    trips = reader.round_trips
+    try:
+        await reader.read_neighbours([anchor], 10, deadline=in_(2.0))
+    except Exception:  # noqa: BLE001 - UnavailableError until reconnected
+        return False
+    return reader.round_trips == trips
+
+
+async def _tracking_again(reader: StateReader, writer: Redis, keys: Keyspace) -> None:
+    """Tracking resumed: a row read now is cached, and a write by another client drops it."""
+    end = asyncio.get_running_loop().time() + 5.0
+    # the read that reconnects (redis-py: a pooled connection made again) is not kept
+    while not await _cached(reader, "t"):
+        assert asyncio.get_running_loop().time() < end, "tracking did not resume"
+        await asyncio.sleep(0.02)
+    cache = reader.neighbour_cache
+    assert cache is not None and reader.requests.tracking
+    invalidations = cache.invalidations
+    await writer.zadd(keys.covis("t"), {"u": 1.0})
+    await _read_until(reader, "t", [("u", 1.0)])
+    assert cache.invalidations > invalidations
+    assert await _cached(reader, "t")
+
+
+async def _seed_and_cache(reader: StateReader, writer: Redis, keys: Keyspace, tag: str) -> None:
+    """``a``'s row and u1's recent items hold ``tag``, read and cached by ``reader``."""
+    await writer.delete(keys.covis("a"), keys.user_recent("u1"))
+    await writer.zadd(keys.covis("a"), {tag: 1.0})
+    await writer.lpush(keys.user_recent("u1"), f"1.000|{tag}")
+    assert await _read_again(reader, "a") == [(tag, 1.0)]
+    assert list((await _read_user(reader, "u1")).recent) == [(1.0, tag)]
+    trips = reader.round_trips
+    await reader.read_neighbours(["a"], 10, deadline=in_(2.0))
+    await _read_user(reader, "u1")
+    assert reader.round_trips == trips  # both cached
+    assert reader.neighbour_cache is not None and len(reader.neighbour_cache) >= 1
+    assert reader.user_caches is not None and len(reader.user_caches.recent) == 1
+
+
+async def _caches_emptied(reader: StateReader) -> None:
+    """Every cache is emptied without a read (a push or a lost connection seen by a task)."""
+    end = asyncio.get_running_loop().time() + 5.0
+    while sum(map(len, reader._caches())):
+        assert asyncio.get_running_loop().time() < end, "the caches kept their entries"
+        await asyncio.sleep(0.01)
+
+
+@each_client
+async def test_rows_are_forgotten_when_the_connection_is_lost(
+    own_redis: RedisProcess, client: RequestClientKind
+) -> None:
     """A restarted Redis sent its invalidations to a dead socket: nothing cached survives."""
     own_redis.start()
     settings = Settings(redis_url=own_redis.url, redis_retry_after_s=0.0)
     keys = Keyspace(settings.key_prefix)
     writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
-    reader = await StateReader.connect(settings)
+    reader = await StateReader.connect(settings, client=client)
     try:
-        await writer.zadd(keys.covis("a"), {"old": 1.0})
-        await writer.lpush(keys.user_recent("u1"), "1.000|old")
-        assert list((await reader.read_neighbours(["a"], 10, deadline=in_(2.0)))["a"]) == [
-            ("old", 1.0)
-        ]
-        assert list((await _read_user(reader, "u1")).recent) == [(1.0, "old")]
+        await _seed_and_cache(reader, writer, keys, "old")
         await writer.aclose()
         own_redis.stop()
         own_redis.start()  # empty, and it never heard of our tracking
         writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
         await writer.zadd(keys.covis("a"), {"new": 2.0})
         await writer.lpush(keys.user_recent("u1"), "2.000|new")
-        for _ in range(50):  # the first reads may still hit the dead socket
-            try:
-                rows = await reader.read_neighbours(["a"], 10, deadline=in_(2.0))
-                break
-            except Exception:  # noqa: BLE001 - UnavailableError until reconnected
-                await asyncio.sleep(0.05)
-        assert list(rows["a"]) == [("new", 2.0)]
+        assert await _read_again(reader, "a") == [("new", 2.0)]
         assert list((await _read_user(reader, "u1")).recent) == [(2.0, "new")]
+        await _tracking_again(reader, writer, keys)
     finally:
         await writer.aclose()
         await reader.aclose()
 
 
-async def test_flushall_empties_the_cache(own_redis: RedisProcess) -> None:
+@each_client
+async def test_rows_are_forgotten_when_redis_kills_the_readers_connections(
+    own_redis: RedisProcess, client: RequestClientKind
+) -> None:
+    """CLIENT KILL of every connection but the writer's (redis-py: pool and listener)."""
+    own_redis.start()
+    settings = Settings(redis_url=own_redis.url, redis_retry_after_s=0.0)
+    keys = Keyspace(settings.key_prefix)
+    writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
+    reader = await StateReader.connect(settings, client=client)
+    try:
+        await _seed_and_cache(reader, writer, keys, "old")
+        for kind in ("normal", "pubsub"):
+            await writer.client_kill_filter(_type=kind, skipme=True)
+        await _caches_emptied(reader)
+        await _tracking_again(reader, writer, keys)
+        await _seed_and_cache(reader, writer, keys, "new")
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+
+
+@each_client
+async def test_flushall_empties_the_cache(
+    own_redis: RedisProcess, client: RequestClientKind
+) -> None:
     own_redis.start()
     settings = Settings(redis_url=own_redis.url)
     keys = Keyspace(settings.key_prefix)
     writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
-    reader = await StateReader.connect(settings)
+    reader = await StateReader.connect(settings, client=client)
     try:
-        await writer.zadd(keys.covis("a"), {"b": 1.0})
-        await reader.read_neighbours(["a"], 10, deadline=in_(2.0))
+        await _seed_and_cache(reader, writer, keys, "b")
         await writer.flushall()
+        await _caches_emptied(reader)
         await _read_until(reader, "a", [])
+        await _tracking_again(reader, writer, keys)
     finally:
         await writer.aclose()
         await reader.aclose()
@@ -162,14 +256,15 @@ async def _read_user(reader: StateReader, user: str, max_recent: int = 20) -> Us
     )
 
 
+@each_client
 async def test_a_users_items_are_reread_as_soon_as_an_event_of_theirs_lands(
-    settings: Settings, redis: Redis
+    settings: Settings, redis: Redis, client: RequestClientKind
 ) -> None:
     """The worker's write to a user's keys drops them from every server's user cache."""
     keys = Keyspace(settings.key_prefix)
     await redis.lpush(keys.user_recent("u1"), "100.000|a", "200.000|b")
     await redis.zadd(keys.user_seen("u1"), {"a": 100.0, "b": 200.0})
-    reader = await StateReader.connect(settings)
+    reader = await StateReader.connect(settings, client=client)
     try:
         users = reader.user_caches
         assert users is not None
