@@ -113,3 +113,23 @@ def test_tune_bad_arguments_exit_2_with_one_line(run_cli: RunCli, tmp_path: Path
         assert failed.returncode == 2, (args, failed.stderr)
         (line,) = stderr_lines(failed)
         assert line.startswith("streamrec: error:"), line
+
+
+def test_prequential_sample_predicts_a_seeded_share_of_sessions(
+    run_cli: RunCli, tmp_path: Path, settings: Settings
+) -> None:
+    log = _write_log(tmp_path / "sessions.tsv")
+    env = {"STREAMREC_REDIS_URL": settings.redis_url, "STREAMREC_KEY_PREFIX": settings.key_prefix}
+    base = ["eval", "prequential", str(log), "--format", "sessions", "--holdout-days", "0.2"]
+    runs = {}
+    for sample in (None, "0.5"):
+        extra = [] if sample is None else ["--sample", sample]
+        done = run_cli(*base, *extra, "-k", "5", "--json", env=env)
+        assert done.returncode == 0, done.stderr
+        runs[sample] = json.loads(done.stdout)
+    assert runs[None]["settings"]["sample"] is None
+    assert runs["0.5"]["settings"]["sample"] == 0.5
+    # every event is still learned; only some sessions' targets are predicted
+    assert runs["0.5"]["settings"]["learned"] == runs[None]["settings"]["learned"]
+    assert 0 < runs["0.5"]["streamrec"]["n"] < runs[None]["streamrec"]["n"]
+    assert runs["0.5"]["intervals"]["units"] < runs[None]["intervals"]["units"]
