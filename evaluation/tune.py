@@ -9,9 +9,12 @@ its figure comes with the sample's bootstrap interval. The study lives in a SQLi
 rerun with the same storage adds its trials to those already there (resumable; an interrupted
 run loses only the trial in flight).
 
-The final step replays the holdout split twice on *all* predictions — the best trial's settings
-and the effective settings (declared defaults, profile, config file, environment) — writes
-both runs' per-prediction files, and compares them paired (:mod:`evaluation.compare`).
+A new study's first trials are the effective settings and each profile's
+(``STREAMREC_PROFILE``, :mod:`core.profiles`) on top of them: known starting points before the
+sampler explores. The final step replays the holdout split twice on *all* predictions — the
+best trial's settings and the effective settings (declared defaults, profile, config file,
+environment) — writes both runs' per-prediction files, and compares them paired
+(:mod:`evaluation.compare`).
 :func:`write_config` writes the best settings that differ from the effective ones as a TOML
 config file (``STREAMREC_CONFIG_FILE``, :mod:`core.config_file`).
 
@@ -34,7 +37,7 @@ import orjson
 
 from core.config_file import layered_values
 from core.errors import ConfigError
-from core.profiles import NO_DECAY_S
+from core.profiles import NO_DECAY_S, PROFILES
 from core.settings import Settings, load_settings
 from evaluation.compare import Comparison, compare_runs
 from evaluation.predictions import write_predictions
@@ -359,8 +362,9 @@ def tune(
         load_if_exists=True,
     )
     effective = {p.name: getattr(base, p.name) for p in spec.space}
-    if not study.trials:  # the first trial of a new study: the effective settings
-        study.enqueue_trial(_inside(effective, spec.space))
+    if not study.trials:  # a new study starts from the effective settings, then each profile
+        for start in (effective, *({**effective, **p.values} for p in PROFILES.values())):
+            study.enqueue_trial(_inside(start, spec.space), skip_if_exists=True)
     replay = replace(spec.replay, seed=spec.seed)
     done = 0
 
