@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import grpc
 import orjson
@@ -24,7 +25,9 @@ from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.keyspace import Keyspace, segment_id
+from serving import state_reader
 from serving.server import Server
+from serving.state_reader import RequestClientKind
 from tests.support import EVENTUALLY_S
 
 TOKEN = "test-admin-token"
@@ -57,10 +60,18 @@ def serving_settings(settings: Settings, tmp_path: Path, **overrides: Any) -> Se
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, **kw: Any) -> AsyncIterator[tuple[Server, grpc.aio.Channel]]:
-    """A started server and a channel to it; both closed after."""
-    server = Server(settings, **kw)
-    await server.start()
+async def running(
+    settings: Settings, *, client: RequestClientKind = "wire", **kw: Any
+) -> AsyncIterator[tuple[Server, grpc.aio.Channel]]:
+    """A started server and a channel to it; both closed after.
+
+    ``client``: the request path's Redis client of the server (the server itself takes the
+    wire client for ``redis://`` URLs; ``redis-py`` is what it uses for ``rediss://``).
+    """
+    made = state_reader.request_client
+    with mock.patch.object(state_reader, "request_client", lambda _kind, s: made(client, s)):
+        server = Server(settings, **kw)
+        await server.start()
     channel = grpc.aio.insecure_channel(server.address)
     try:
         yield server, channel

@@ -18,6 +18,7 @@ from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas.keyspace import Keyspace
 from serving import metrics
+from serving.state_reader import REQUEST_CLIENTS, RequestClientKind
 from tests.integration.serving_support import (
     consume_exposures,
     ctx,
@@ -114,12 +115,17 @@ async def test_session_recommend_anchors_and_similar_items(
     assert session_event["context"]["extra"]["session_id"] == "sess1"
 
 
+@pytest.mark.parametrize("client", REQUEST_CLIENTS)
 async def test_state_changes_are_seen_without_restart(
-    settings: Settings, redis: Redis, tmp_path: Path
+    settings: Settings, redis: Redis, tmp_path: Path, client: RequestClientKind
 ) -> None:
     keys = Keyspace(settings.key_prefix)
     world = await seed(redis, keys)
-    async with running(serving_settings(settings, tmp_path)) as (_server, channel):
+    cfg = serving_settings(settings, tmp_path)
+    async with running(cfg, client=client) as (server, channel):
+        assert server.recommender is not None
+        reader = server.recommender.reader
+        assert reader.requests.tracking and (reader.wire is not None) == (client == "wire")
         stub = recommender(channel)
         request = pb.RecommendRequest(user_id="u2", k=1, context=ctx(world))
         first = await stub.Recommend(request)
@@ -127,6 +133,10 @@ async def test_state_changes_are_seen_without_restart(
         await redis.lpush(keys.user_recent("u2"), f"{time.time():.3f}|x")
         second = await stub.Recommend(request)
         assert second.items[0].item_id == "y"  # per-request state: immediately visible
+        # x's row was cached by that request: a write drops it (invalidation)
+        await redis.zadd(keys.covis("x"), {"w": 20.0})
+        assert (await stub.Recommend(request)).items[0].item_id == "w"
+        await redis.zrem(keys.covis("x"), "w")
         await redis.hset(keys.item_categories, "y", "gone")
         await redis.sadd(keys.unavailable_items, "y")
         await redis.incr(keys.catalog_version)

@@ -8,6 +8,8 @@ FLUSHALL) run over both clients (:data:`~serving.state_reader.REQUEST_CLIENTS`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -158,30 +160,37 @@ async def _caches_emptied(reader: StateReader) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def _own_reader(
+    own_redis: RedisProcess, client: RequestClientKind
+) -> AsyncIterator[tuple[StateReader, Redis, Keyspace]]:
+    """A reader through ``client`` and a writer, on a started Redis of the test's own."""
+    own_redis.start()
+    settings = Settings(redis_url=own_redis.url, redis_retry_after_s=0.0)
+    writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
+    reader = await StateReader.connect(settings, client=client)
+    try:
+        yield reader, writer, Keyspace(settings.key_prefix)
+    finally:
+        await writer.aclose()
+        await reader.aclose()
+
+
 @each_client
 async def test_rows_are_forgotten_when_the_connection_is_lost(
     own_redis: RedisProcess, client: RequestClientKind
 ) -> None:
     """A restarted Redis sent its invalidations to a dead socket: nothing cached survives."""
-    own_redis.start()
-    settings = Settings(redis_url=own_redis.url, redis_retry_after_s=0.0)
-    keys = Keyspace(settings.key_prefix)
-    writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
-    reader = await StateReader.connect(settings, client=client)
-    try:
+    async with _own_reader(own_redis, client) as (reader, writer, keys):
         await _seed_and_cache(reader, writer, keys, "old")
-        await writer.aclose()
         own_redis.stop()
         own_redis.start()  # empty, and it never heard of our tracking
-        writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
+        await writer.connection_pool.disconnect()
         await writer.zadd(keys.covis("a"), {"new": 2.0})
         await writer.lpush(keys.user_recent("u1"), "2.000|new")
         assert await _read_again(reader, "a") == [("new", 2.0)]
         assert list((await _read_user(reader, "u1")).recent) == [(2.0, "new")]
         await _tracking_again(reader, writer, keys)
-    finally:
-        await writer.aclose()
-        await reader.aclose()
 
 
 @each_client
@@ -189,41 +198,25 @@ async def test_rows_are_forgotten_when_redis_kills_the_readers_connections(
     own_redis: RedisProcess, client: RequestClientKind
 ) -> None:
     """CLIENT KILL of every connection but the writer's (redis-py: pool and listener)."""
-    own_redis.start()
-    settings = Settings(redis_url=own_redis.url, redis_retry_after_s=0.0)
-    keys = Keyspace(settings.key_prefix)
-    writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
-    reader = await StateReader.connect(settings, client=client)
-    try:
+    async with _own_reader(own_redis, client) as (reader, writer, keys):
         await _seed_and_cache(reader, writer, keys, "old")
         for kind in ("normal", "pubsub"):
             await writer.client_kill_filter(_type=kind, skipme=True)
         await _caches_emptied(reader)
         await _tracking_again(reader, writer, keys)
         await _seed_and_cache(reader, writer, keys, "new")
-    finally:
-        await writer.aclose()
-        await reader.aclose()
 
 
 @each_client
 async def test_flushall_empties_the_cache(
     own_redis: RedisProcess, client: RequestClientKind
 ) -> None:
-    own_redis.start()
-    settings = Settings(redis_url=own_redis.url)
-    keys = Keyspace(settings.key_prefix)
-    writer = Redis.from_url(own_redis.url, socket_timeout=5.0)
-    reader = await StateReader.connect(settings, client=client)
-    try:
+    async with _own_reader(own_redis, client) as (reader, writer, keys):
         await _seed_and_cache(reader, writer, keys, "b")
         await writer.flushall()
         await _caches_emptied(reader)
         await _read_until(reader, "a", [])
         await _tracking_again(reader, writer, keys)
-    finally:
-        await writer.aclose()
-        await reader.aclose()
 
 
 async def test_the_caches_can_be_turned_off(settings: Settings, redis: Redis) -> None:
