@@ -12,9 +12,7 @@ Cost. The sender gathers exposures for ``linger_s`` (setting ``exposure_linger_m
 writes them into one record batch per partition (the producer's default partitioner on the
 user key, so a user's exposures stay in order on one partition) and hands each batch to the
 producer whole: one Kafka request per partition per round instead of a future, a partition
-lookup and a send per event. Measured in isolation at 1,200 exposures/s: ~160 µs of CPU per
-exposure with a send per event (5 ms producer linger), ~76 µs this way; under the serving
-benchmark the difference is within the machine's noise (docs/scaling.md).
+lookup and a send per event (about half the CPU per exposure; figures in docs/benchmarks.md).
 
 The exposure's ``user_id`` is the request's user_id, else its session_id (then
 ``context.extra["session_id"]`` says so), else ``"anonymous"`` (SimilarItems without a viewer).

@@ -17,8 +17,8 @@ hiredis parsing) or, asked for ``redis-py``, a :class:`RedisPyClient` (pipelines
 redis-py asyncio connection pool); ``streamrec bench serve --redis-client both`` measures the
 two side by side (docs/benchmarks.md). A reader built around a bare redis-py client (tests,
 fakeredis) sends the same commands through a pipeline on it. Background reads always use
-redis-py. (Aggregating the neighbour lists inside Redis with a Lua script was measured and
-dropped: on Redis 7.0 it cost Redis ~4× the CPU of the plain reads, more than the server saves.)
+redis-py. (Aggregating the neighbour lists inside Redis with a Lua script costs Redis more
+CPU than the server saves: docs/benchmarks.md, "Tried and dropped".)
 
 Shared state (popularity, rules, catalog, experiments, state age) is read by the background
 refresher of :mod:`serving.shared_state` through ``read_shared`` and friends.

@@ -1,8 +1,7 @@
 """The request path's Redis connection: one multiplexed socket, replies parsed by hiredis.
 
-Why not redis-py here: measured side by side (``streamrec bench serve --redis-client both``,
-docs/benchmarks.md), the server spends 1.2–1.3× the CPU per request through redis-py's asyncio
-client with the in-process caches, 1.3–1.8× without them. The alternative,
+Why not redis-py here: the server spends more CPU per request through redis-py's asyncio
+client (``streamrec bench serve --redis-client both``; docs/benchmarks.md). The alternative,
 :class:`~serving.state_reader.RedisPyClient`, serves URLs this client does not speak (TLS);
 background reads and Admin writes use redis-py (see :mod:`serving.state_reader`).
 
@@ -11,9 +10,9 @@ batches queued during one event-loop iteration leave in one ``transport.write``)
 the batch's future when its last reply arrives; replies come back in order, so any number of
 requests share the socket (pipelining for free). The
 connection speaks RESP3 when Redis does (``HELLO 3``; Redis 6+): scores then arrive as doubles
-that hiredis turns into floats in C — converting ~500 score strings per request in Python was
-a visible cost. Replies are raw (strings decoded as UTF-8; WITHSCORES as ``[member, score]``
-pairs under RESP3, flat under RESP2); an error reply is a ``redis.exceptions.ResponseError``
+that hiredis turns into floats in C, not in Python (docs/benchmarks.md). Replies are raw
+(strings decoded as UTF-8; WITHSCORES as ``[member, score]`` pairs under RESP3, flat under
+RESP2); an error reply is a ``redis.exceptions.ResponseError``
 *in* the reply list (the caller decides). With ``on_push`` set, each connection also turns
 on ``CLIENT TRACKING ON OPTIN`` and hands the RESP3 pushes (invalidations) to it; ``on_reset``
 runs whenever a connection is made or lost (see :mod:`serving.neighbour_cache`). Failures
