@@ -4,7 +4,7 @@ A profile only changes the co-visitation and ranker settings it lists; the envir
 config file still override each of them. ``sessions`` is the defaults (tuned on short click
 sessions); ``ratings`` is for users who rate or consume items over months (MovieLens-like):
 a long window, no session gap, no time decay, symmetric edges. The figures behind each are in
-docs/evaluation.md.
+docs/evaluation.md ("Profiles").
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "ratings",
             "long user histories without sessions (ratings, watch logs): window of 20, no "
-            "session gap, no time decay, symmetric edges, 20 anchors, raw co-visitation scores",
+            "session gap, no time decay, symmetric edges, no self edges, 20 anchors",
             {
                 "covis_window": 20,
                 "covis_session_gap_s": NO_DECAY_S,
@@ -46,7 +46,6 @@ PROFILES: dict[str, Profile] = {
                 "ranker_max_anchors": 20,
                 "ranker_anchor_decay_s": NO_DECAY_S,
                 "ranker_anchor_position_decay": 0.85,
-                "ranker_normalisation": "none",
             },
         ),
     )

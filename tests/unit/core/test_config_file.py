@@ -35,7 +35,7 @@ def test_precedence_is_environment_then_file_then_profile_then_default(
     monkeypatch.setenv("STREAMREC_CONFIG_FILE", str(config))
     both = load_settings()
     assert both.covis_window == 12
-    assert both.ranker_normalisation == ratings["ranker_normalisation"]  # still the profile's
+    assert both.ranker_max_anchors == ratings["ranker_max_anchors"]  # still the profile's
     monkeypatch.setenv("STREAMREC_COVIS_WINDOW", "7")
     assert load_settings().covis_window == 7
 
@@ -95,6 +95,6 @@ def test_config_command_shows_each_values_source(
     assert rows["STREAMREC_COVIS_WINDOW"]["value"] == 12
     assert rows["STREAMREC_COVIS_WINDOW"]["source"] == "file"
     assert rows["STREAMREC_PROFILE"]["source"] == "file"
-    assert rows["STREAMREC_RANKER_NORMALISATION"]["source"] == "profile ratings"
+    assert rows["STREAMREC_RANKER_ANCHOR_DECAY_S"]["source"] == "profile ratings"
     assert rows["STREAMREC_RANKER_MAX_ANCHORS"]["source"] == "env"
     assert rows["STREAMREC_PARTITIONS"]["source"] == "default"
