@@ -139,7 +139,18 @@ class Settings(BaseSettings):
         description="Weight (× the pair weight at its distance) of the self edge covis(a→a) "
         "added when a user comes back to an item inside the window; 0 = no self edges.",
     )
-    covis_top_k: int = Field(100, ge=1, le=10_000, description="Neighbours kept per item (K).")
+    covis_top_k: int = Field(
+        100, ge=1, le=10_000, description="K: neighbours per item served (read) at most."
+    )
+    covis_top_k_slack: int = Field(
+        27,
+        ge=0,
+        le=10_000,
+        description="Neighbours stored beyond K per item: cv:{item} is trimmed only past K + "
+        "slack, so its top K come out the same whatever order partitions interleave in, as "
+        "long as the true top K never fall below rank K + slack (100 + 27 ≤ 128 stays in "
+        "Redis' compact listpack encoding); 0 = trim at K.",
+    )
     popularity_half_life_s: float = Field(
         2 * 86400.0, gt=0, description="Half-life of popularity / trending (forward decay)."
     )

@@ -10,11 +10,14 @@ Key families and their bounds (see README, "Redis memory model"):
 key                         type       content / bound
 ==========================  =========  =====================================================
 ``P:cv:{item}``             zset       neighbour → forward-decayed co-visitation weight; top K
+                                       served, K + slack stored (``covis_top_k_slack``: 127
+                                       at the defaults, listpack): ≤ 3.6 KB per item
 ``P:sn:{item}``             zset       user (session) → its last event ts on the item; newest
                                        S..S+S/8 (``session_index_sessions_per_item``), TTL;
                                        ≈ 33 B per entry while ≤ 128 (listpack): ≤ 4.2 KB per
                                        item at S = 112 (``MEMORY USAGE``, docs/architecture.md)
 ``P:pop``                   zset       item → forward-decayed popularity (global); top N
+                                       stored, fewer served (``serving_popularity_top_n``)
 ``P:pop:{seg}``             zset       same per segment ``tenant|surface|locale``; top N
 ``P:segs``                  zset       known segments → last update (bounded, LRU trimmed)
 ``P:u:{user}:r``            list       recent ``ts|item`` entries, newest first; W_max, TTL

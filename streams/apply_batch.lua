@@ -22,19 +22,70 @@ elseif t0 ~= p.t0 then
   return {'conflict', 't0', t0}
 end
 
-local function trim_top(key, keep)
-  if keep > 0 and redis.call('ZCARD', key) > keep then
+-- keep the top `keep` members of a zset once it holds more than `over` (default: keep);
+-- over > keep leaves slack, so trims are rare (session index)
+local function trim_top(key, keep, over)
+  if keep > 0 and redis.call('ZCARD', key) > (over or keep) then
     redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
   end
 end
 
--- zset increments (co-visitation, popularity), then keep the top members
-for _, z in ipairs(p.z) do
-  local key, pairs_ = z[1], z[2]
-  for i = 1, #pairs_, 2 do
-    redis.call('ZINCRBY', key, pairs_[i + 1], pairs_[i])
+-- Redis' zset-max-listpack-entries (default): a zset that ever holds more members is
+-- converted to a skiplist (~4x the bytes) and stays one after a trim
+local LISTPACK_MAX = 128
+
+-- Applies (member, value, ...) to a zset, ZINCRBY or ZADD GT (gt), and trims it as trim_top
+-- does (top `keep` once over `over`) after each new member. A row bounded within the listpack
+-- limit never passes `over` on the way: new members come in best first, each either taking
+-- the place of what the trim would drop or dropped itself. With over = keep that is exactly
+-- "add everything, keep the top keep".
+local function add_bounded(key, pairs_, keep, over, gt)
+  over = over or keep
+  local function put(member, value)
+    if gt then
+      redis.call('ZADD', key, 'GT', value, member)
+    else
+      redis.call('ZINCRBY', key, value, member)
+    end
   end
-  trim_top(key, z[3])
+  if keep <= 0 or over > LISTPACK_MAX or redis.call('ZCARD', key) + #pairs_ / 2 <= over then
+    for i = 1, #pairs_, 2 do put(pairs_[i], pairs_[i + 1]) end
+    trim_top(key, keep, over)
+    return
+  end
+  local fresh = {}
+  for i = 1, #pairs_, 2 do
+    if redis.call('ZSCORE', key, pairs_[i]) then
+      put(pairs_[i], pairs_[i + 1])
+    else
+      fresh[#fresh + 1] = {pairs_[i], tonumber(pairs_[i + 1])}
+    end
+  end
+  trim_top(key, keep, over)
+  -- Redis' order: by score, equal scores by member
+  table.sort(fresh, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] > b[1]) end)
+  local drop = over - keep -- adding one member to a full row trims drop + 1 of the union
+  for _, f in ipairs(fresh) do
+    if redis.call('ZCARD', key) < over then
+      put(f[1], f[2])
+    else
+      local edge = redis.call('ZRANGE', key, drop, drop, 'WITHSCORES')
+      local edge_score = tonumber(edge[2])
+      if f[2] > edge_score or (f[2] == edge_score and f[1] > edge[1]) then
+        redis.call('ZREMRANGEBYRANK', key, 0, drop)
+        put(f[1], f[2])
+      elseif drop > 0 then
+        redis.call('ZREMRANGEBYRANK', key, 0, drop - 1)
+      end
+    end
+  end
+end
+
+-- zset increments (co-visitation, popularity), then keep the top members: the plan asks for
+-- more than is served (co-visitation K + slack, popularity N), so the top served members
+-- do not depend on the order batches of different partitions arrive in
+for _, z in ipairs(p.z) do
+  add_bounded(z[1], z[2], z[3])
 end
 
 -- zset absolute scores (seen sets: item -> last ts), keep the newest cap members
@@ -49,13 +100,7 @@ end
 -- session index (user -> last event ts on the item): ZADD GT keeps each user's newest ts
 -- whatever the order of arrival; trimmed to the newest snk users once sno is passed
 for _, z in ipairs(p.sn) do
-  local key, pairs_ = z[1], z[2]
-  for i = 1, #pairs_, 2 do
-    redis.call('ZADD', key, 'GT', pairs_[i + 1], pairs_[i])
-  end
-  if redis.call('ZCARD', key) > p.sno then
-    redis.call('ZREMRANGEBYRANK', key, 0, -(p.snk + 1))
-  end
+  add_bounded(z[1], z[2], p.snk, p.sno, true)
 end
 
 -- hash float increments (affinity), keep the largest cap fields

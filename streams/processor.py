@@ -61,6 +61,7 @@ class ProcessorConfig:
     covis_half_life_s: float = _setting("covis_half_life_s")
     self_weight: float = _setting("covis_self_weight")
     top_k: int = _setting("covis_top_k")
+    top_k_slack: int = _setting("covis_top_k_slack")
     popularity_half_life_s: float = _setting("popularity_half_life_s")
     popularity_top_n: int = _setting("popularity_top_n")
     event_weights: Mapping[str, float] = _setting("event_weights")
@@ -93,6 +94,17 @@ class ProcessorConfig:
         """
         return min(self.recent_max, max(4 * self.window, 20))
 
+    @property
+    def covis_stored(self) -> int:
+        """Neighbours a co-visitation row holds at most: K served plus the slack.
+
+        Scores are sums (ZINCRBY), exact for a member that was never trimmed; a member trimmed
+        and seen again restarts from zero. Trimming past ``K + slack`` instead of K means the
+        top K served come out the same in any interleaving of the partitions as long as
+        none of the final top K ever ranked below ``K + slack`` after a batch.
+        """
+        return self.top_k + self.top_k_slack
+
     def weight(self, event_type: EventType) -> float:
         return float(self.event_weights.get(str.__str__(event_type), 0.0))
 
@@ -114,7 +126,8 @@ class BatchPlan:
     t0: float
     #: zset key → member → increment (co-visitation, popularity)
     zincr: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    #: zset key → number of top members to keep after the increments
+    #: zset key → number of top members to keep after the increments (co-visitation: K plus
+    #: the slack, :attr:`ProcessorConfig.covis_stored`; popularity: N, more than is served)
     ztrim: dict[str, int] = field(default_factory=dict)
     #: zset key → member → score (seen sets), then keep the newest ``cap`` members
     zset: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
@@ -253,7 +266,7 @@ class BatchPlanner:
         user = event.user_id
         weight = cfg.weight(event.event_type)
         if weight > 0:
-            zincr, ztrim, top_k = plan.zincr, plan.ztrim, cfg.top_k
+            zincr, ztrim, keep = plan.zincr, plan.ztrim, cfg.covis_stored
             backward = cfg.backward_weight
             item_key = keys.covis(item)
             cv = decay_factor(ts, plan.t0, cfg.covis_half_life_s) * weight
@@ -263,16 +276,16 @@ class BatchPlanner:
                 earlier_key = keys.covis(earlier)
                 fwd = zincr[earlier_key]
                 fwd[item] = fwd.get(item, 0.0) + cv * powers[distance]
-                ztrim[earlier_key] = top_k
+                ztrim[earlier_key] = keep
             if window and backward > 0:
                 bwd = zincr[item_key]
                 for distance, earlier in enumerate(window):
                     bwd[earlier] = bwd.get(earlier, 0.0) + cv * powers[distance] * backward
-                ztrim[item_key] = top_k
+                ztrim[item_key] = keep
             if back is not None and cfg.self_weight > 0:  # a repeat inside the window: self edge
                 own = zincr[item_key]
                 own[item] = own.get(item, 0.0) + cv * cfg.self_weight * powers[back - 1]
-                ztrim[item_key] = top_k
+                ztrim[item_key] = keep
             pop = decay_factor(ts, plan.t0, cfg.popularity_half_life_s) * weight
             self._popularity(plan, keys.popularity(), item, pop)
             if event.context is not None:

@@ -33,7 +33,12 @@ from tests.worker_support import outcome
 
 #: Top-K trimming off (K above the number of items), as in test_worker_exactly_once: which
 #: members survive a trim depends on batch boundaries, so only untrimmed state is exact.
-UNTRIMMED = {"covis_top_k": "10000", "popularity_top_n": "10000", "batch_size": "200"}
+UNTRIMMED = {
+    "covis_top_k": "10000",
+    "popularity_top_n": "10000",
+    "session_index_sessions_per_item": "10000",
+    "batch_size": "200",
+}
 
 #: Deadline of every wait for a condition (progress, a log line, health): not a speed bound.
 WAIT_S = 120.0

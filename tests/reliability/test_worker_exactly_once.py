@@ -38,7 +38,12 @@ from tests.worker_support import (
 pytestmark = pytest.mark.slow
 
 N_EVENTS = 50_000
-UNTRIMMED = {"covis_top_k": "10000", "popularity_top_n": "10000", "batch_size": "200"}
+UNTRIMMED = {
+    "covis_top_k": "10000",
+    "popularity_top_n": "10000",
+    "session_index_sessions_per_item": "10000",
+    "batch_size": "200",
+}
 
 
 def _stream(n: int, seed: int = 7) -> list[tuple[bytes, bytes]]:

@@ -247,3 +247,39 @@ def test_config_from_settings_takes_every_field() -> None:
     assert config.event_weights is not settings.event_weights
     for f in dataclasses.fields(ProcessorConfig):
         assert getattr(config, f.name) == getattr(settings, f.metadata["setting"]), f.name
+
+
+def _applied(batches: list[dict[str, float]], keep: int, top: int) -> list[tuple[str, float]]:
+    """The apply script's rule on one row: ZINCRBY a batch, then keep the top ``keep``."""
+    row: dict[str, float] = {}
+    for batch in batches:
+        for member, inc in batch.items():
+            row[member] = row.get(member, 0.0) + inc
+        row = dict(sorted(row.items(), key=lambda kv: -kv[1])[:keep])
+    return sorted(row.items(), key=lambda kv: -kv[1])[:top]
+
+
+def test_trimming_past_k_plus_slack_serves_the_same_top_k_in_any_order() -> None:
+    """K = 2. Partition P sends {a: 5}, {b: 1}, {b: 3.5}; Q sends {c: 3}, {d: 2}: true top 2
+    is a 5, b 4.5. Interleaved P1 Q1 P2 Q2 P3, a trim at K (or K + 1) drops b's first 1 while
+    it ranks third (fourth); kept to K + 2, b never leaves and the top 2 are exact."""
+    p1, p2, p3, q1, q2 = {"a": 5.0}, {"b": 1.0}, {"b": 3.5}, {"c": 3.0}, {"d": 2.0}
+    in_order, interleaved = [p1, p2, p3, q1, q2], [p1, q1, p2, q2, p3]
+    exact = [("a", 5.0), ("b", 4.5)]
+    for slack in (0, 1):
+        assert _applied(in_order, 2 + slack, 2) == exact
+        assert _applied(interleaved, 2 + slack, 2) == [("a", 5.0), ("b", 3.5)]
+    for slack in (2, 3):
+        assert _applied(in_order, 2 + slack, 2) == _applied(interleaved, 2 + slack, 2) == exact
+
+
+def test_planner_trims_covisitation_past_k_plus_slack() -> None:
+    """Co-visitation rows are kept to K + slack, popularity to N (more than is served)."""
+    config = dataclasses.replace(NO_DECAY, top_k=5, top_k_slack=3, popularity_top_n=40)
+    plan = _plan([_out("u", "A", 0), _out("u", "B", 10)], config)
+    assert plan.ztrim[KEYS.covis("A")] == plan.ztrim[KEYS.covis("B")] == 8
+    assert plan.ztrim[KEYS.popularity()] == 40
+    default = ProcessorConfig()
+    # 100 + 27: the stored row stays within Redis' compact listpack encoding (≤ 128 members)
+    assert default.top_k < default.covis_stored <= 128
+    assert setting_default("serving_popularity_top_n") < default.popularity_top_n
