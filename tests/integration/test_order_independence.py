@@ -177,6 +177,10 @@ async def compare(
         try:
             await replay(settings.redis_url, prefix, by, cfg, seed)
             runs.append(await served(redis, prefix, config.top_k, served_n))
+            if name != "u" and cfg.covis_stored <= 128:  # never past the bound, not even once
+                async for key in redis.scan_iter(match=f"{prefix}:cv:*", count=1000):
+                    assert await redis.zcard(key) <= cfg.covis_stored, key
+                    assert _text(await redis.object("encoding", key)) == "listpack", key
         finally:
             await delete_prefix_keys(settings.redis_url, prefix)
     return runs[0], runs[1], runs[2]
@@ -247,3 +251,24 @@ if __name__ == "__main__":  # pragma: no cover
     # python -m tests.integration.test_order_independence [EVENTS | SESSIONS.tsv] [SLACK ...]
     source = sys.argv[1] if len(sys.argv) > 1 else "70000"
     asyncio.run(_measure(source, [int(x) for x in sys.argv[2:]] or [0, 27]))
+
+
+async def test_a_row_never_passes_its_bound_inside_a_batch(
+    settings: Settings, redis: Redis
+) -> None:
+    """Batches of up to 60 events per partition bring a full row (127 = K + slack) dozens of
+    new neighbours at once: the row must stay within 127 members and in the listpack encoding
+    (a zset that once passes 128 stays a skiplist, ~4x the bytes, after its trim)."""
+    base = math.floor(time.time() / 86400) * 86400 - 86400
+    events = []
+    for u in range(600):  # each user: the hub, then an item of their own
+        events.append((f"u{u}", outcome(f"u{u}", "hub", base + 2 * u, "view")))
+        events.append((f"u{u}", outcome(f"u{u}", f"x{u}", base + 2 * u + 1, "view")))
+    config = ProcessorConfig()
+    keys = Keyspace(settings.key_prefix)
+    await replay(settings.redis_url, settings.key_prefix, partitioned(events), config, seed=3)
+    hub = keys.covis("hub")
+    assert await redis.zcard(hub) == config.covis_stored == 127
+    assert _text(await redis.object("encoding", hub)) == "listpack"
+    newest = [_text(m) for m in await redis.zrevrange(hub, 0, 2)]  # forward decay: newest first
+    assert newest == ["x599", "x598", "x597"]
