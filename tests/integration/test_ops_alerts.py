@@ -356,8 +356,11 @@ async def test_volume_step_through_a_real_worker_emits_a_drift_alert(
     # ×10: the ratio is ≥ 3 from ~1 s to ~7 s after the step (4-s window against 12 s)
     n = await _traffic(settings, 200, step, step + 8.0, n)
     await wait_for("a drift_volume alert.v1 from the worker", volume_alert, EVENTUALLY_S, procs)
-    (alert,) = [a for a in await alerts_on_topic(settings) if a.kind == "drift_volume"]
-    assert alert.alert_id == "drift_volume:topic=outcomes" and alert.state == "firing"
-    assert alert.value >= 3.0 and "volume" in alert.cause
+    volume = [a for a in await alerts_on_topic(settings) if a.kind == "drift_volume"]
+    # the first event of the one alert id (in order: the topic is keyed by alert id); once the
+    # step is over the episode resolves and the silence after it may fire one more
+    alert = volume[0]
+    assert {a.alert_id for a in volume} == {"drift_volume:topic=outcomes"}
+    assert alert.state == "firing" and alert.value >= 3.0 and "volume" in alert.cause
     others = {a.kind for a in await alerts_on_topic(settings)} - {"drift_volume"}
     assert not others, others
