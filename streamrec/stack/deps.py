@@ -20,7 +20,7 @@ from pathlib import Path
 from core.errors import StackError
 from core.settings import Settings
 
-POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"  # the repository root
 _REDIS_PATHS = (Path("/usr/bin"), Path("/usr/sbin"), Path("/usr/local/bin"))
 
 Echo = Callable[[str], None]

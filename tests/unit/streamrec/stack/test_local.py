@@ -16,6 +16,7 @@ import pytest
 from core.errors import StackError
 from core.settings import load_settings
 from streamrec.stack import procs
+from streamrec.stack.deps import POM
 from streamrec.stack.local import (
     LocalStack,
     ServiceState,
@@ -24,6 +25,7 @@ from streamrec.stack.local import (
     kafka_libs_dir,
     redis_endpoint,
 )
+from tests.support import REPO
 
 
 @pytest.mark.parametrize(
@@ -240,3 +242,9 @@ def test_claim_makes_a_lease_started_stack_hand_owned(tmp_path: Path) -> None:
     stack.claim()
     assert not auto.exists()
     assert not stack.stop_if_unused()
+
+
+def test_the_kafka_pom_is_found_in_the_repository() -> None:
+    # a fresh clone has no cached jars: `stack fetch` needs the pom (it moved once with the code)
+    assert POM.is_file(), POM
+    assert POM.relative_to(REPO) == Path("deploy/kafka/pom.xml")
