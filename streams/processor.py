@@ -27,11 +27,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from functools import partial
-from typing import Any
+from dataclasses import dataclass, field
 
-from core.settings import Settings, setting_default
+from core.settings import Settings, setting_attr, settings_values
 from schemas.events import EventType, Exposure, Item, Outcome
 from schemas.keyspace import Keyspace, segment_id
 from schemas.topics import Topic
@@ -42,46 +40,34 @@ MAX_DECAY_EXPONENT = 600.0
 DAY_S = 86400.0
 
 
-def _setting(name: str) -> Any:
-    """A config field whose default is the setting ``name``'s (declared once, in core/settings)."""
-    default = setting_default(name)
-    if isinstance(default, Mapping):
-        return field(default_factory=partial(setting_default, name), metadata={"setting": name})
-    return field(default=default, metadata={"setting": name})
-
-
 @dataclass(frozen=True, slots=True)
 class ProcessorConfig:
     """Tuning of the planner: the settings below, with their defaults."""
 
-    window: int = _setting("covis_window")
-    session_gap_s: float = _setting("covis_session_gap_s")
-    distance_decay: float = _setting("covis_distance_decay")
-    backward_weight: float = _setting("covis_backward_weight")
-    covis_half_life_s: float = _setting("covis_half_life_s")
-    self_weight: float = _setting("covis_self_weight")
-    top_k: int = _setting("covis_top_k")
-    top_k_slack: int = _setting("covis_top_k_slack")
-    popularity_half_life_s: float = _setting("popularity_half_life_s")
-    popularity_top_n: int = _setting("popularity_top_n")
-    event_weights: Mapping[str, float] = _setting("event_weights")
-    recent_max: int = _setting("user_recent_max")
-    seen_max: int = _setting("user_seen_max")
-    affinity_max: int = _setting("user_affinity_max")
-    user_ttl_s: int = _setting("user_ttl_s")
-    session_index_max: int = _setting("session_index_sessions_per_item")
-    segments_max: int = _setting("segments_max")
-    join_window_s: int = _setting("join_window_s")
-    ctr_items_max: int = _setting("ctr_items_max")
+    window: int = setting_attr("covis_window")
+    session_gap_s: float = setting_attr("covis_session_gap_s")
+    distance_decay: float = setting_attr("covis_distance_decay")
+    backward_weight: float = setting_attr("covis_backward_weight")
+    covis_half_life_s: float = setting_attr("covis_half_life_s")
+    self_weight: float = setting_attr("covis_self_weight")
+    top_k: int = setting_attr("covis_top_k")
+    top_k_slack: int = setting_attr("covis_top_k_slack")
+    popularity_half_life_s: float = setting_attr("popularity_half_life_s")
+    popularity_top_n: int = setting_attr("popularity_top_n")
+    event_weights: Mapping[str, float] = setting_attr("event_weights")
+    recent_max: int = setting_attr("user_recent_max")
+    seen_max: int = setting_attr("user_seen_max")
+    affinity_max: int = setting_attr("user_affinity_max")
+    user_ttl_s: int = setting_attr("user_ttl_s")
+    session_index_max: int = setting_attr("session_index_sessions_per_item")
+    segments_max: int = setting_attr("segments_max")
+    join_window_s: int = setting_attr("join_window_s")
+    ctr_items_max: int = setting_attr("ctr_items_max")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorConfig:
         """Every field from its setting (a mapping copied, so the config owns it)."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            value = getattr(settings, f.metadata["setting"])
-            values[f.name] = dict(value) if isinstance(value, Mapping) else value
-        return cls(**values)
+        return cls(**settings_values(cls, settings))
 
     @property
     def history_depth(self) -> int:
