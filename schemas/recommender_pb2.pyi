@@ -38,6 +38,10 @@ class _FallbackStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Fallbac
     FALLBACK_STAGE_GLOBAL_POPULARITY: _FallbackStage.ValueType  # 2
     FALLBACK_STAGE_LAST_KNOWN: _FallbackStage.ValueType  # 3
     """The in-process last-known popularity list (or the items named in the request)."""
+    FALLBACK_STAGE_KILL_SWITCH: _FallbackStage.ValueType  # 4
+    """A kill switch covers the request: the safe baseline (segment → global popularity,
+    rules still applied) answered it.
+    """
 
 class FallbackStage(_FallbackStage, metaclass=_FallbackStageEnumTypeWrapper):
     """The deepest source the answer had to draw items from."""
@@ -48,6 +52,10 @@ FALLBACK_STAGE_SEGMENT_POPULARITY: FallbackStage.ValueType  # 1
 FALLBACK_STAGE_GLOBAL_POPULARITY: FallbackStage.ValueType  # 2
 FALLBACK_STAGE_LAST_KNOWN: FallbackStage.ValueType  # 3
 """The in-process last-known popularity list (or the items named in the request)."""
+FALLBACK_STAGE_KILL_SWITCH: FallbackStage.ValueType  # 4
+"""A kill switch covers the request: the safe baseline (segment → global popularity,
+rules still applied) answered it.
+"""
 Global___FallbackStage: _TypeAlias = FallbackStage  # noqa: Y015
 
 class _RuleKind:
@@ -627,3 +635,269 @@ class ExperimentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExperimentResponse: _TypeAlias = ExperimentResponse  # noqa: Y015
+
+@_typing.final
+class SetKillSwitchRequest(_message.Message):
+    """--- operational controls: kill switch, decision traces, erasure -------------------------"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ON_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SURFACE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    on: _builtins.bool
+    """true = switch on, false = switch off."""
+    tenant: _builtins.str
+    """Scope; empty = every tenant / every surface."""
+    surface: _builtins.str
+    reason: _builtins.str
+    """Required: why (recorded in the audit trail)."""
+    def __init__(
+        self,
+        *,
+        on: _builtins.bool = ...,
+        tenant: _builtins.str = ...,
+        surface: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["on", b"on", "reason", b"reason", "surface", b"surface", "tenant", b"tenant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetKillSwitchRequest: _TypeAlias = SetKillSwitchRequest  # noqa: Y015
+
+@_typing.final
+class GetKillSwitchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKillSwitchRequest: _TypeAlias = GetKillSwitchRequest  # noqa: Y015
+
+@_typing.final
+class KillSwitch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    SURFACE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    WHO_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    surface: _builtins.str
+    reason: _builtins.str
+    who: _builtins.str
+    """Principal that switched it on."""
+    since: _builtins.str
+    """RFC 3339 time it was switched on."""
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        surface: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        who: _builtins.str = ...,
+        since: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "since", b"since", "surface", b"surface", "tenant", b"tenant", "who", b"who"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillSwitch: _TypeAlias = KillSwitch  # noqa: Y015
+
+@_typing.final
+class KillSwitchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def active(self) -> _containers.RepeatedCompositeFieldContainer[Global___KillSwitch]:
+        """Every kill switch that is on (after the change, for SetKillSwitch)."""
+
+    def __init__(
+        self,
+        *,
+        active: _abc.Iterable[Global___KillSwitch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KillSwitchResponse: _TypeAlias = KillSwitchResponse  # noqa: Y015
+
+@_typing.final
+class ExplainRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainRequest: _TypeAlias = ExplainRequest  # noqa: Y015
+
+@_typing.final
+class TracedItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    RANK_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    rank: _builtins.int
+    score: _builtins.float
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids of the rules that touched the item (pin, boost)."""
+
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        rank: _builtins.int = ...,
+        score: _builtins.float = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        rules: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item_id", b"item_id", "rank", b"rank", "reasons", b"reasons", "rules", b"rules", "score", b"score"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TracedItem: _TypeAlias = TracedItem  # noqa: Y015
+
+@_typing.final
+class ExplainResponse(_message.Message):
+    """The decision trace of one answer, kept for `trace_retention_s`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TS_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    VARIANT_FIELD_NUMBER: _builtins.int
+    ALGO_VERSION_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    TENANT_FIELD_NUMBER: _builtins.int
+    SURFACE_FIELD_NUMBER: _builtins.int
+    LOCALE_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    RULES_FIELD_NUMBER: _builtins.int
+    FLAGS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    user_id: _builtins.str
+    """The pseudonymous user (or session) id the answer was for."""
+    ts: _builtins.str
+    method: _builtins.str
+    variant: _builtins.str
+    algo_version: _builtins.str
+    stage: _builtins.str
+    """Fallback stage name: none, segment_popularity, global_popularity, last_known, kill_switch."""
+    tenant: _builtins.str
+    surface: _builtins.str
+    locale: _builtins.str
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___TracedItem]: ...
+    @_builtins.property
+    def rules(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Rules active for the request (blocks included: they touch what is not shown)."""
+
+    @_builtins.property
+    def flags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Exposure flags: error, empty, degraded."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        ts: _builtins.str = ...,
+        method: _builtins.str = ...,
+        variant: _builtins.str = ...,
+        algo_version: _builtins.str = ...,
+        stage: _builtins.str = ...,
+        tenant: _builtins.str = ...,
+        surface: _builtins.str = ...,
+        locale: _builtins.str = ...,
+        items: _abc.Iterable[Global___TracedItem] | None = ...,
+        rules: _abc.Iterable[_builtins.str] | None = ...,
+        flags: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["algo_version", b"algo_version", "flags", b"flags", "items", b"items", "locale", b"locale", "method", b"method", "request_id", b"request_id", "rules", b"rules", "stage", b"stage", "surface", b"surface", "tenant", b"tenant", "ts", b"ts", "user_id", b"user_id", "variant", b"variant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExplainResponse: _TypeAlias = ExplainResponse  # noqa: Y015
+
+@_typing.final
+class ForgetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetRequest: _TypeAlias = ForgetRequest  # noqa: Y015
+
+@_typing.final
+class ForgetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEYS_DELETED_FIELD_NUMBER: _builtins.int
+    ENTRIES_REMOVED_FIELD_NUMBER: _builtins.int
+    keys_deleted: _builtins.int
+    """Keys deleted (per-user keys, session list, traces)."""
+    entries_removed: _builtins.int
+    """Entries of shared keys that named the user (session-neighbour indexes) removed."""
+    def __init__(
+        self,
+        *,
+        keys_deleted: _builtins.int = ...,
+        entries_removed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries_removed", b"entries_removed", "keys_deleted", b"keys_deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ForgetResponse: _TypeAlias = ForgetResponse  # noqa: Y015

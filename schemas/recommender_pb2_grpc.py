@@ -184,6 +184,26 @@ class AdminStub:
                 request_serializer=schemas_dot_recommender__pb2.GetExperimentRequest.SerializeToString,
                 response_deserializer=schemas_dot_recommender__pb2.ExperimentResponse.FromString,
                 _registered_method=True)
+        self.SetKillSwitch = channel.unary_unary(
+                '/streamrec.v1.Admin/SetKillSwitch',
+                request_serializer=schemas_dot_recommender__pb2.SetKillSwitchRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.KillSwitchResponse.FromString,
+                _registered_method=True)
+        self.GetKillSwitch = channel.unary_unary(
+                '/streamrec.v1.Admin/GetKillSwitch',
+                request_serializer=schemas_dot_recommender__pb2.GetKillSwitchRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.KillSwitchResponse.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/streamrec.v1.Admin/Explain',
+                request_serializer=schemas_dot_recommender__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExplainResponse.FromString,
+                _registered_method=True)
+        self.Forget = channel.unary_unary(
+                '/streamrec.v1.Admin/Forget',
+                request_serializer=schemas_dot_recommender__pb2.ForgetRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ForgetResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -231,6 +251,34 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetKillSwitch(self, request, context):
+        """operator
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKillSwitch(self, request, context):
+        """viewer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """viewer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Forget(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -268,6 +316,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetExperiment,
                     request_deserializer=schemas_dot_recommender__pb2.GetExperimentRequest.FromString,
                     response_serializer=schemas_dot_recommender__pb2.ExperimentResponse.SerializeToString,
+            ),
+            'SetKillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetKillSwitch,
+                    request_deserializer=schemas_dot_recommender__pb2.SetKillSwitchRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.KillSwitchResponse.SerializeToString,
+            ),
+            'GetKillSwitch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKillSwitch,
+                    request_deserializer=schemas_dot_recommender__pb2.GetKillSwitchRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.KillSwitchResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=schemas_dot_recommender__pb2.ExplainRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExplainResponse.SerializeToString,
+            ),
+            'Forget': grpc.unary_unary_rpc_method_handler(
+                    servicer.Forget,
+                    request_deserializer=schemas_dot_recommender__pb2.ForgetRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ForgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -459,6 +527,114 @@ class Admin:
             '/streamrec.v1.Admin/GetExperiment',
             schemas_dot_recommender__pb2.GetExperimentRequest.SerializeToString,
             schemas_dot_recommender__pb2.ExperimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetKillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/SetKillSwitch',
+            schemas_dot_recommender__pb2.SetKillSwitchRequest.SerializeToString,
+            schemas_dot_recommender__pb2.KillSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKillSwitch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/GetKillSwitch',
+            schemas_dot_recommender__pb2.GetKillSwitchRequest.SerializeToString,
+            schemas_dot_recommender__pb2.KillSwitchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/Explain',
+            schemas_dot_recommender__pb2.ExplainRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExplainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Forget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/Forget',
+            schemas_dot_recommender__pb2.ForgetRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ForgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,14 @@ class AdminStub:
     GetAudit: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetAuditRequest, _recommender_pb2.GetAuditResponse]
     SetExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.SetExperimentRequest, _recommender_pb2.ExperimentResponse]
     GetExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetExperimentRequest, _recommender_pb2.ExperimentResponse]
+    SetKillSwitch: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.SetKillSwitchRequest, _recommender_pb2.KillSwitchResponse]
+    """operator"""
+    GetKillSwitch: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetKillSwitchRequest, _recommender_pb2.KillSwitchResponse]
+    """viewer"""
+    Explain: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ExplainRequest, _recommender_pb2.ExplainResponse]
+    """viewer"""
+    Forget: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ForgetRequest, _recommender_pb2.ForgetResponse]
+    """admin"""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -87,6 +95,14 @@ class AdminAsyncStub(AdminStub):
     GetAudit: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetAuditRequest, _recommender_pb2.GetAuditResponse]  # type: ignore[assignment]
     SetExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.SetExperimentRequest, _recommender_pb2.ExperimentResponse]  # type: ignore[assignment]
     GetExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetExperimentRequest, _recommender_pb2.ExperimentResponse]  # type: ignore[assignment]
+    SetKillSwitch: _aio.UnaryUnaryMultiCallable[_recommender_pb2.SetKillSwitchRequest, _recommender_pb2.KillSwitchResponse]  # type: ignore[assignment]
+    """operator"""
+    GetKillSwitch: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetKillSwitchRequest, _recommender_pb2.KillSwitchResponse]  # type: ignore[assignment]
+    """viewer"""
+    Explain: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ExplainRequest, _recommender_pb2.ExplainResponse]  # type: ignore[assignment]
+    """viewer"""
+    Forget: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ForgetRequest, _recommender_pb2.ForgetResponse]  # type: ignore[assignment]
+    """admin"""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -137,5 +153,37 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _recommender_pb2.GetExperimentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.ExperimentResponse, _abc.Awaitable[_recommender_pb2.ExperimentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetKillSwitch(
+        self,
+        request: _recommender_pb2.SetKillSwitchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.KillSwitchResponse, _abc.Awaitable[_recommender_pb2.KillSwitchResponse]]:
+        """operator"""
+
+    @_abc_1.abstractmethod
+    def GetKillSwitch(
+        self,
+        request: _recommender_pb2.GetKillSwitchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.KillSwitchResponse, _abc.Awaitable[_recommender_pb2.KillSwitchResponse]]:
+        """viewer"""
+
+    @_abc_1.abstractmethod
+    def Explain(
+        self,
+        request: _recommender_pb2.ExplainRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExplainResponse, _abc.Awaitable[_recommender_pb2.ExplainResponse]]:
+        """viewer"""
+
+    @_abc_1.abstractmethod
+    def Forget(
+        self,
+        request: _recommender_pb2.ForgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ForgetResponse, _abc.Awaitable[_recommender_pb2.ForgetResponse]]:
+        """admin"""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
