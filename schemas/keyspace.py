@@ -38,6 +38,12 @@ key                         type       content / bound
 ``P:rules:ver``             string     INCR on every rule change; servers reload rules on change
 ``P:audit``                 stream     admin changes: ts who action target detail; MAXLEN ~10000
 ``P:exp``                   string     ``schemas.rules.ExperimentConfig`` JSON (Admin service)
+``P:auth:pr``               hash       principal name → ``schemas.admin.PrincipalRecord`` JSON
+``P:auth:tok``              hash       SHA-256 of a principal's token → principal name
+``P:cfgv``                  hash       version → ``schemas.admin.ConfigVersion`` JSON (≤ 1000)
+``P:cfgv:seq``              string     INCR: the newest config version number
+``P:cfg``                   string     run-time settings overrides JSON (Admin ``config``)
+``P:exps``                  string     experiments with their lifecycle status (Admin)
 ``P:stats:*``               hash/zset  monitor windows (drift, freshness)
 ``P:hb:{role}:{id}``        string     heartbeat with TTL
 ==========================  =========  =====================================================
@@ -156,6 +162,31 @@ class Keyspace:
     @property
     def experiments(self) -> str:
         return f"{self.prefix}:exp"
+
+    # --- admin: principals, versioned config, experiment lifecycle (issue 19) -------------
+    @property
+    def principals(self) -> str:
+        return f"{self.prefix}:auth:pr"
+
+    @property
+    def principal_tokens(self) -> str:
+        return f"{self.prefix}:auth:tok"
+
+    @property
+    def config_versions(self) -> str:
+        return f"{self.prefix}:cfgv"
+
+    @property
+    def config_version_seq(self) -> str:
+        return f"{self.prefix}:cfgv:seq"
+
+    @property
+    def runtime_config(self) -> str:
+        return f"{self.prefix}:cfg"
+
+    @property
+    def experiment_records(self) -> str:
+        return f"{self.prefix}:exps"
 
     # --- monitoring --------------------------------------------------------------------------
     def stats(self, name: str) -> str:

@@ -204,6 +204,26 @@ class AdminStub:
                 request_serializer=schemas_dot_recommender__pb2.ForgetRequest.SerializeToString,
                 response_deserializer=schemas_dot_recommender__pb2.ForgetResponse.FromString,
                 _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/streamrec.v1.Admin/WhoAmI',
+                request_serializer=schemas_dot_recommender__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.PrincipalInfo.FromString,
+                _registered_method=True)
+        self.AddPrincipal = channel.unary_unary(
+                '/streamrec.v1.Admin/AddPrincipal',
+                request_serializer=schemas_dot_recommender__pb2.AddPrincipalRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.AddPrincipalResponse.FromString,
+                _registered_method=True)
+        self.ListPrincipals = channel.unary_unary(
+                '/streamrec.v1.Admin/ListPrincipals',
+                request_serializer=schemas_dot_recommender__pb2.ListPrincipalsRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ListPrincipalsResponse.FromString,
+                _registered_method=True)
+        self.RevokePrincipal = channel.unary_unary(
+                '/streamrec.v1.Admin/RevokePrincipal',
+                request_serializer=schemas_dot_recommender__pb2.RevokePrincipalRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.PrincipalInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -279,6 +299,35 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WhoAmI(self, request, context):
+        """--- issue 19, helper G: principals, versioned config, experiment lifecycle (below) ----
+        any role: the caller's own principal
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddPrincipal(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPrincipals(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokePrincipal(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -336,6 +385,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Forget,
                     request_deserializer=schemas_dot_recommender__pb2.ForgetRequest.FromString,
                     response_serializer=schemas_dot_recommender__pb2.ForgetResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=schemas_dot_recommender__pb2.WhoAmIRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.PrincipalInfo.SerializeToString,
+            ),
+            'AddPrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddPrincipal,
+                    request_deserializer=schemas_dot_recommender__pb2.AddPrincipalRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.AddPrincipalResponse.SerializeToString,
+            ),
+            'ListPrincipals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPrincipals,
+                    request_deserializer=schemas_dot_recommender__pb2.ListPrincipalsRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ListPrincipalsResponse.SerializeToString,
+            ),
+            'RevokePrincipal': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokePrincipal,
+                    request_deserializer=schemas_dot_recommender__pb2.RevokePrincipalRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.PrincipalInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -635,6 +704,114 @@ class Admin:
             '/streamrec.v1.Admin/Forget',
             schemas_dot_recommender__pb2.ForgetRequest.SerializeToString,
             schemas_dot_recommender__pb2.ForgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/WhoAmI',
+            schemas_dot_recommender__pb2.WhoAmIRequest.SerializeToString,
+            schemas_dot_recommender__pb2.PrincipalInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddPrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/AddPrincipal',
+            schemas_dot_recommender__pb2.AddPrincipalRequest.SerializeToString,
+            schemas_dot_recommender__pb2.AddPrincipalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPrincipals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/ListPrincipals',
+            schemas_dot_recommender__pb2.ListPrincipalsRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ListPrincipalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokePrincipal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/RevokePrincipal',
+            schemas_dot_recommender__pb2.RevokePrincipalRequest.SerializeToString,
+            schemas_dot_recommender__pb2.PrincipalInfo.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,16 @@ class AdminStub:
     """viewer"""
     Forget: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ForgetRequest, _recommender_pb2.ForgetResponse]
     """admin"""
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.WhoAmIRequest, _recommender_pb2.PrincipalInfo]
+    """--- issue 19, helper G: principals, versioned config, experiment lifecycle (below) ----
+    any role: the caller's own principal
+    """
+    AddPrincipal: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.AddPrincipalRequest, _recommender_pb2.AddPrincipalResponse]
+    """admin"""
+    ListPrincipals: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ListPrincipalsRequest, _recommender_pb2.ListPrincipalsResponse]
+    """admin"""
+    RevokePrincipal: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.RevokePrincipalRequest, _recommender_pb2.PrincipalInfo]
+    """admin"""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -102,6 +112,16 @@ class AdminAsyncStub(AdminStub):
     Explain: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ExplainRequest, _recommender_pb2.ExplainResponse]  # type: ignore[assignment]
     """viewer"""
     Forget: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ForgetRequest, _recommender_pb2.ForgetResponse]  # type: ignore[assignment]
+    """admin"""
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_recommender_pb2.WhoAmIRequest, _recommender_pb2.PrincipalInfo]  # type: ignore[assignment]
+    """--- issue 19, helper G: principals, versioned config, experiment lifecycle (below) ----
+    any role: the caller's own principal
+    """
+    AddPrincipal: _aio.UnaryUnaryMultiCallable[_recommender_pb2.AddPrincipalRequest, _recommender_pb2.AddPrincipalResponse]  # type: ignore[assignment]
+    """admin"""
+    ListPrincipals: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ListPrincipalsRequest, _recommender_pb2.ListPrincipalsResponse]  # type: ignore[assignment]
+    """admin"""
+    RevokePrincipal: _aio.UnaryUnaryMultiCallable[_recommender_pb2.RevokePrincipalRequest, _recommender_pb2.PrincipalInfo]  # type: ignore[assignment]
     """admin"""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -184,6 +204,40 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _recommender_pb2.ForgetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.ForgetResponse, _abc.Awaitable[_recommender_pb2.ForgetResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _recommender_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.PrincipalInfo, _abc.Awaitable[_recommender_pb2.PrincipalInfo]]:
+        """--- issue 19, helper G: principals, versioned config, experiment lifecycle (below) ----
+        any role: the caller's own principal
+        """
+
+    @_abc_1.abstractmethod
+    def AddPrincipal(
+        self,
+        request: _recommender_pb2.AddPrincipalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.AddPrincipalResponse, _abc.Awaitable[_recommender_pb2.AddPrincipalResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def ListPrincipals(
+        self,
+        request: _recommender_pb2.ListPrincipalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ListPrincipalsResponse, _abc.Awaitable[_recommender_pb2.ListPrincipalsResponse]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def RevokePrincipal(
+        self,
+        request: _recommender_pb2.RevokePrincipalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.PrincipalInfo, _abc.Awaitable[_recommender_pb2.PrincipalInfo]]:
         """admin"""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

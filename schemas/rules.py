@@ -156,7 +156,26 @@ class ExperimentConfig(_Contract):
 
 DEFAULT_EXPERIMENT = ExperimentConfig(name="default", variants=[Variant(name="control", share=1.0)])
 
-AuditAction = Literal["create_rule", "delete_rule", "set_experiment"]
+AuditAction = Literal[
+    "create_rule",
+    "delete_rule",
+    "set_experiment",
+    # issue 19: principals, versioned config, experiment lifecycle
+    "add_principal",
+    "revoke_principal",
+    "set_config",
+    "rollback",
+    "create_experiment",
+    "start_experiment",
+    "pause_experiment",
+    "resume_experiment",
+    "stop_experiment",
+    "promote_experiment",
+    # issue 19: operational controls (kill switch, erasure): serving/admin_controls.py
+    "kill_switch_on",
+    "kill_switch_off",
+    "forget_user",
+]
 
 
 class AuditEntry(_Contract):

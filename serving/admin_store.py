@@ -55,10 +55,12 @@ class AdminStore:
         self.redis = redis
         self.keys = keys
         self.timeout_s = timeout_s
+        self.audit_maxlen = AUDIT_MAXLEN
         self._create = redis.register_script(_CREATE)
         self._delete = redis.register_script(_DELETE)
 
-    async def _call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await ``fn()`` within the timeout; Redis errors raise UnavailableError."""
         try:
             async with asyncio.timeout(self.timeout_s):
                 return await fn()
@@ -78,18 +80,18 @@ class AdminStore:
             who,
             AUDIT_MAXLEN,
         ]
-        created = await self._call(lambda: self._create(keys=self._rule_keys, args=args))
+        created = await self.call(lambda: self._create(keys=self._rule_keys, args=args))
         return bool(created)
 
     async def delete_rule(self, rule_id: str, who: str) -> str | None:
         """Delete a rule; returns its stored JSON, or None when there was none with that id."""
         args: list[str | int] = [rule_id, repr(time.time()), who, AUDIT_MAXLEN]
-        old = await self._call(lambda: self._delete(keys=self._rule_keys, args=args))
+        old = await self.call(lambda: self._delete(keys=self._rule_keys, args=args))
         return None if old is None else _text(old)
 
     async def list_rules(self) -> list[Rule]:
         """Every readable stored rule, oldest first."""
-        raw = await self._call(lambda: self.redis.hgetall(self.keys.rules))
+        raw = await self.call(lambda: self.redis.hgetall(self.keys.rules))
         rules: list[Rule] = []
         for value in raw.values():
             try:
@@ -110,7 +112,7 @@ class AdminStore:
             self._xadd(pipe, "set_experiment", experiment.name, detail, who)
             return await pipe.execute()
 
-        await self._call(run)
+        await self.call(run)
 
     def _xadd(self, pipe: Any, action: AuditAction, target: str, detail: str, who: str) -> None:
         fields = {"ts": repr(time.time()), "who": who, "action": action, "target": target}
@@ -119,7 +121,7 @@ class AdminStore:
 
     async def audit(self, limit: int) -> list[AuditEntry]:
         """The newest ``limit`` audit entries, newest first."""
-        raw = await self._call(lambda: self.redis.xrevrange(self.keys.audit, count=limit))
+        raw = await self.call(lambda: self.redis.xrevrange(self.keys.audit, count=limit))
         entries: list[AuditEntry] = []
         for entry_id, fields in raw or ():
             data = {_text(k): _text(v) for k, v in (fields or {}).items()}

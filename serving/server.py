@@ -29,6 +29,7 @@ from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from serving.admin_servicer import AdminServicer
 from serving.admin_store import AdminStore
+from serving.auth import DEFAULT_ADMIN_TOKEN, check_admin_token
 from serving.exposure_log import ExposureLog
 from serving.metrics import serve_metrics
 from serving.recommender import Recommender
@@ -40,7 +41,6 @@ log = logging.getLogger("streamrec.serving")
 RECOMMENDER_SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 SERVICE_NAMES: tuple[str, ...] = (RECOMMENDER_SERVICE, ADMIN_SERVICE)
-DEFAULT_ADMIN_TOKEN = "change-me"
 #: grpc_health's asyncio servicer (its type stubs do not describe the ``aio`` module).
 HEALTH_AIO: Any = health.aio  # type: ignore[attr-defined]
 
@@ -68,6 +68,7 @@ class Server:
         if self._grpc is not None:
             return
         settings = self.settings
+        check_admin_token(settings.admin_token, settings.grpc_addr)
         recommender = await Recommender.create(settings)
         try:
             exposures = ExposureLog.from_settings(settings) if self.log_exposures else None
@@ -108,7 +109,7 @@ class Server:
         self._grpc, self._health = server, health_servicer
         log.info("serving on %s (metrics port %s)", self.address, settings.server_metrics_port)
         if settings.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN:
-            log.warning("STREAMREC_ADMIN_TOKEN is the default: set it before exposing Admin")
+            log.warning("STREAMREC_ADMIN_TOKEN is the default: allowed on loopback only (dev)")
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful stop: NOT_SERVING, drain calls, stop tasks, flush exposures. Idempotent."""

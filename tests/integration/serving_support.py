@@ -31,7 +31,9 @@ from serving.state_reader import RequestClientKind
 from tests.support import EVENTUALLY_S
 
 TOKEN = "test-admin-token"
-ADMIN_MD = (("authorization", f"Bearer {TOKEN}"), ("x-streamrec-user", "alice"))
+#: the bootstrap admin (STREAMREC_ADMIN_TOKEN); a caller-written user header changes nothing
+ADMIN_MD = (("authorization", f"Bearer {TOKEN}"),)
+BOOTSTRAP = "bootstrap-admin"
 
 
 def free_port() -> int:
@@ -86,6 +88,21 @@ def recommender(channel: grpc.aio.Channel) -> pb_grpc.RecommenderAsyncStub:
 
 def admin(channel: grpc.aio.Channel) -> pb_grpc.AdminAsyncStub:
     return pb_grpc.AdminStub(channel)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata of a principal's token."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def add_principal(
+    channel: grpc.aio.Channel, name: str, role: str
+) -> tuple[tuple[str, str], ...]:
+    """Add a principal through Admin (as the bootstrap admin); its call metadata."""
+    added = await admin(channel).AddPrincipal(
+        pb.AddPrincipalRequest(name=name, role=role), metadata=ADMIN_MD
+    )
+    return bearer(added.token)
 
 
 @dataclass(frozen=True, slots=True)

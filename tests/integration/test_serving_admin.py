@@ -22,8 +22,11 @@ from serving.config import RankerConfig
 from serving.experiments import ExperimentPlan
 from tests.integration.serving_support import (
     ADMIN_MD,
+    BOOTSTRAP,
     World,
+    add_principal,
     admin,
+    bearer,
     consume_exposures,
     ctx,
     recommender,
@@ -60,6 +63,88 @@ async def test_admin_calls_need_the_token(settings: Settings, tmp_path: Path) ->
                     await call(md)
                 assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
         assert (await stub.ListRules(pb.ListRulesRequest(), metadata=ADMIN_MD)).rules == []
+
+
+async def code_of(call: Awaitable[object]) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a call fails with (OK, "" when it succeeds)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc.code(), exc.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+async def test_roles_and_revocation(settings: Settings, redis: Redis, tmp_path: Path) -> None:
+    await seed(redis, Keyspace(settings.key_prefix))
+    async with running(serving_settings(settings, tmp_path), log_exposures=False) as (_s, ch):
+        stub = admin(ch)
+        viewer = await add_principal(ch, "vera", "viewer")
+        operator = await add_principal(ch, "otto", "operator")
+        boss = await add_principal(ch, "ada", "admin")
+        rule = pb.CreateRuleRequest(rule=pb.Rule(kind=pb.RULE_KIND_BLOCK, item_id="x"))
+
+        # viewer: reads only
+        assert (await stub.ListRules(pb.ListRulesRequest(), metadata=viewer)).rules == []
+        code, message = await code_of(stub.CreateRule(rule, metadata=viewer))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        assert "'vera' (viewer) may not CreateRule: needs admin" in message
+        code, _ = await code_of(
+            stub.AddPrincipal(pb.AddPrincipalRequest(name="eve", role="admin"), metadata=viewer)
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        # operator: no rules either
+        code, _ = await code_of(stub.CreateRule(rule, metadata=operator))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        # admin: yes, and the audit names the principal whatever header the caller sends
+        forged = (*boss, ("x-streamrec-user", "mallory"))
+        created = await stub.CreateRule(rule, metadata=forged)
+        assert created.created_by == "ada"
+        audit = await stub.GetAudit(pb.GetAuditRequest(limit=1), metadata=viewer)
+        assert (audit.entries[0].who, audit.entries[0].action) == ("ada", "create_rule")
+        me = await stub.WhoAmI(pb.WhoAmIRequest(), metadata=operator)
+        assert (me.name, me.role) == ("otto", "operator")
+
+        listed = await stub.ListPrincipals(pb.ListPrincipalsRequest(), metadata=ADMIN_MD)
+        assert [(p.name, p.role) for p in listed.principals] == [
+            ("ada", "admin"),
+            ("otto", "operator"),
+            ("vera", "viewer"),
+        ]
+        revoked = await stub.RevokePrincipal(pb.RevokePrincipalRequest(name="otto"), metadata=boss)
+        assert revoked.revoked_by == "ada" and revoked.revoked_at
+        code, message = await code_of(stub.ListRules(pb.ListRulesRequest(), metadata=operator))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        assert "'otto' was revoked" in message
+        # a new token for the same name works; the revoked one stays refused
+        operator2 = await add_principal(ch, "otto", "operator")
+        assert (await stub.WhoAmI(pb.WhoAmIRequest(), metadata=operator2)).name == "otto"
+        code, _ = await code_of(stub.ListRules(pb.ListRulesRequest(), metadata=operator))
+        assert code == grpc.StatusCode.UNAUTHENTICATED
+        audit = await stub.GetAudit(pb.GetAuditRequest(limit=2), metadata=viewer)
+        assert [(e.action, e.target, e.who) for e in audit.entries] == [
+            ("add_principal", "otto", BOOTSTRAP),
+            ("revoke_principal", "otto", "ada"),
+        ]
+
+        # bad input: clear errors
+        for request, expected in (
+            (pb.AddPrincipalRequest(name="x y", role="viewer"), "bad principal name"),
+            (pb.AddPrincipalRequest(name="z", role="root"), "unknown role 'root'"),
+            (pb.AddPrincipalRequest(name="bootstrap-admin", role="admin"), "bootstrap-admin"),
+        ):
+            code, message = await code_of(stub.AddPrincipal(request, metadata=ADMIN_MD))
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, message
+            assert expected in message
+        code, _ = await code_of(
+            stub.AddPrincipal(pb.AddPrincipalRequest(name="ada", role="viewer"), metadata=boss)
+        )
+        assert code == grpc.StatusCode.ALREADY_EXISTS
+        code, _ = await code_of(
+            stub.RevokePrincipal(pb.RevokePrincipalRequest(name="nobody"), metadata=boss)
+        )
+        assert code == grpc.StatusCode.NOT_FOUND
+        code, message = await code_of(stub.ListRules(pb.ListRulesRequest(), metadata=bearer("x")))
+        assert (code, message) == (grpc.StatusCode.UNAUTHENTICATED, "unknown admin token")
 
 
 async def test_rules_change_the_answers_of_every_server(
@@ -100,7 +185,7 @@ async def test_rules_change_the_answers_of_every_server(
             created = await stub_admin.CreateRule(
                 pb.CreateRuleRequest(rule=rule), metadata=ADMIN_MD
             )
-            assert created.created_by == "alice"
+            assert created.created_by == BOOTSTRAP
             assert created.created_at.endswith("Z")
 
         async def changed_on_b() -> pb.RecommendResponse | None:
@@ -140,7 +225,7 @@ async def test_rules_change_the_answers_of_every_server(
         audit = await stub_admin.GetAudit(pb.GetAuditRequest(limit=3), metadata=ADMIN_MD)
         assert [e.action for e in audit.entries] == ["delete_rule", "create_rule", "create_rule"]
         assert audit.entries[0].target == "pin-z"
-        assert audit.entries[0].who == "alice"
+        assert audit.entries[0].who == BOOTSTRAP
         assert json.loads(audit.entries[0].detail)["item_id"] == "z"
         assert audit.entries[1].target == "cart-only"
 

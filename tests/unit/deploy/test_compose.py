@@ -155,3 +155,10 @@ def test_the_image_copies_every_package_and_installs_the_lock() -> None:
     copied = set(re.findall(r"^COPY (\w+) \./\1$", dockerfile, re.M))
     assert copied == packages
     assert "uv export --frozen --no-dev" in dockerfile and "--require-hashes" in dockerfile
+
+
+def test_the_admin_token_must_be_set(services: dict[str, Any]) -> None:
+    """No default token ships: compose stops with a message when it is unset (issue 19)."""
+    raw = str(services["server"]["environment"]["STREAMREC_ADMIN_TOKEN"])
+    assert re.fullmatch(r"\$\{STREAMREC_ADMIN_TOKEN:\?[^}]+\}", raw), raw
+    assert "change-me" not in COMPOSE.read_text()

@@ -17,8 +17,11 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+from core.errors import ConfigError
 from core.settings import ENV_PREFIX, Settings, load_settings
+from serving.auth import check_admin_token
 from tests.support import REPO, run_cli
 
 K8S = REPO / "deploy" / "k8s"
@@ -447,3 +450,12 @@ def test_settings_named_in_the_scaling_guide_exist() -> None:
     assert names, "docs/scaling.md names no settings"
     for name in names:
         assert name.removeprefix(ENV_PREFIX).lower() in Settings.model_fields, name
+
+
+def test_the_secret_ships_no_usable_admin_token(docs: list[Doc]) -> None:
+    """The Secret's token is empty: a server on the pod IP refuses to start until it is set."""
+    secret = _one(docs, "Secret", "streamrec-secrets")
+    token = secret["stringData"]["STREAMREC_ADMIN_TOKEN"]
+    assert token == ""
+    with pytest.raises(ConfigError, match="STREAMREC_ADMIN_TOKEN"):
+        check_admin_token(SecretStr(token), _settings(docs).grpc_addr)
