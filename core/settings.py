@@ -8,13 +8,14 @@ can print it and exit non-zero.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable, Mapping
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -116,6 +117,29 @@ class Settings(BaseSettings):
         0.02, description="Longest wait to fill a batch before processing what has arrived."
     )
 
+    # --- resumable replay (issue 21: `streamrec replay` retries, --from-line) ---------------
+    replay_transaction_events: int = Field(
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="Events per Kafka transaction of `streamrec replay`: each commits them "
+        "together with the replay's checkpoint (a failure re-sends at most this many).",
+    )
+    replay_retry_attempts: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Attempts of one replay transaction against retriable broker errors "
+        "before the replay gives up and prints the line to resume from.",
+    )
+    replay_retry_deadline_s: PositiveFloat = Field(
+        120.0,
+        description="No new attempt of a replay transaction starts this long after its first.",
+    )
+    replay_retry_max_s: PositiveFloat = Field(
+        10.0, description="Longest wait between two attempts (exponential backoff from 0.5 s)."
+    )
+
     # --- processing (co-visitation, popularity, user features) -----------------------------
     covis_window: int = Field(
         5, ge=1, le=50, description="W: each new event is paired with the user's last W items."
@@ -194,6 +218,47 @@ class Settings(BaseSettings):
     ctr_items_max: int = Field(100_000, ge=100, description="Items kept in impression counts.")
     recent_cache_users: int = Field(
         50_000, ge=0, description="Users whose recent items the worker caches in memory (LRU)."
+    )
+
+    # --- operational controls (issue 19: kill switch, holdback, decision traces) -----------
+    kill_switch_poll_s: PositiveFloat = Field(
+        0.5,
+        le=1.5,
+        description="How often each server reads the kill switches from Redis (a switch "
+        "reaches every server within this plus one Redis round trip; the promise is 2 s).",
+    )
+    holdback_share: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.5,
+        description="Share of users (hash-stable per tenant) who always get the baseline "
+        "answer (segment, then global popularity; rules applied), logged as variant 'holdback'.",
+    )
+    holdback_salt: str = Field(
+        "holdback",
+        min_length=1,
+        max_length=64,
+        description="Salt of the holdback hash; changing it draws a new holdback group.",
+    )
+    trace_retention_s: int = Field(
+        7 * 86_400,
+        ge=0,
+        le=90 * 86_400,
+        description="How long decision traces (streamrec admin explain) are kept; 0 = none.",
+    )
+    trace_max: int = Field(
+        200_000,
+        ge=100,
+        le=10_000_000,
+        description="At most this many traces are kept (the oldest go first): bounds Redis "
+        "memory at about trace_max x 1.5 KB.",
+    )
+    trace_buffer_size: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Traces waiting to be written by the server; beyond it the oldest are "
+        "dropped and counted.",
     )
 
     # --- metrics / admin ---------------------------------------------------------------------
@@ -319,6 +384,72 @@ class Settings(BaseSettings):
         20, ge=1, le=1000, description="Newest recent items read of each neighbour."
     )
 
+    # --- serving edge: TLS, API keys, rate limit, in-flight cap, pseudonymous ids (issue 19) -
+    grpc_tls_cert_file: Path | None = Field(
+        None,
+        description="PEM server certificate (chain) of the gRPC port; set with "
+        "grpc_tls_key_file to serve TLS only (plaintext clients are refused).",
+    )
+    grpc_tls_key_file: Path | None = Field(
+        None, description="PEM private key of grpc_tls_cert_file."
+    )
+    grpc_tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA bundle of client certificates; set, every client must present a "
+        "certificate it signed (mutual TLS). Needs grpc_tls_cert_file.",
+    )
+    grpc_client_ca_file: Path | None = Field(
+        None,
+        description="Client side (streamrec recommend, streamrec admin): PEM CA bundle to "
+        "trust the server's certificate with; set, the client connects over TLS.",
+    )
+    grpc_client_cert_file: Path | None = Field(
+        None, description="Client side: PEM client certificate for mutual TLS."
+    )
+    grpc_client_key_file: Path | None = Field(
+        None, description="Client side: PEM private key of grpc_client_cert_file."
+    )
+    grpc_client_api_key: SecretStr | None = Field(
+        None, description="Client side: API key sent as x-api-key by streamrec recommend."
+    )
+    serving_api_keys: tuple[str, ...] = Field(
+        (),
+        description="API keys accepted from Recommender callers, each NAME:SHA256HEX (the "
+        "SHA-256 of the key, never the key itself; JSON list). Empty = no key needed.",
+    )
+    serving_rate_limit_per_s: float = Field(
+        0.0,
+        ge=0,
+        description="Recommender calls per second allowed to one caller (its API key's name, "
+        "else its IP address), token bucket; 0 = no limit.",
+    )
+    serving_rate_limit_burst: int = Field(
+        50, ge=1, le=1_000_000, description="Token bucket size: calls one caller may burst."
+    )
+    serving_max_in_flight: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Recommender and Admin calls the server handles at once; more are "
+        "answered RESOURCE_EXHAUSTED at once; 0 = no cap.",
+    )
+    metrics_host: str | None = Field(
+        None,
+        description="Host /metrics of the server, worker and monitor binds; default: the "
+        "host of grpc_addr (loopback unless the gRPC port is exposed).",
+    )
+    pii_policy: str = Field(
+        "reject",
+        pattern="^(reject|hash|off)$",
+        description="User and session ids that look like an e-mail address or phone number: "
+        "reject (events → dead letter with reason pii, requests → INVALID_ARGUMENT), hash "
+        "(keyed HMAC-SHA256 with pii_hash_key, same result in the worker and the server) or "
+        "off.",
+    )
+    pii_hash_key: SecretStr | None = Field(
+        None, description="Secret of pii_policy=hash (at least 16 characters)."
+    )
+
     # --- monitoring (thresholds) ------------------------------------------------------------
     # Used by monitoring/monitor.py (built-in alerts, `streamrec status`) and mirrored literally
     # in deploy/prometheus/alerts.yml (a test keeps them equal). Why each default: see the
@@ -438,6 +569,112 @@ class Settings(BaseSettings):
         0.25, description="Serving p99 latency (s) per method that is critical."
     )
 
+    # --- drift (plans' thresholds): monitoring/drift.py plan signals, monitoring/retune.py ---
+    # Same windows as the drift signals above (drift_window_s vs the drift_reference_windows
+    # windows before it, drift_min_events / drift_ctr_min_impressions guards).
+    drift_plan_kl: PositiveFloat = Field(
+        0.1,
+        description="KL divergence (nats, current ‖ reference, 0.5 pseudo-count per bin) of the "
+        "event-type mix and of the top-N item mix (+ other) that is out of bounds.",
+    )
+    drift_plan_ctr_drop: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="Relative CTR drop per surface and variant that is out of bounds; "
+        "sustained for drift_plan_ctr_sustain_s it calls for a re-tune now.",
+    )
+    drift_plan_ctr_z: PositiveFloat = Field(
+        2.0,
+        description="Two-proportion z the plans' CTR drop must also reach (one-sided p ≈ 0.02).",
+    )
+    drift_plan_ctr_sustain_s: PositiveFloat = Field(
+        900.0,
+        description="A CTR drop is sustained when every evaluation over this many seconds saw "
+        "it out of bounds (a gap longer than drift_window_s restarts the count).",
+    )
+    drift_plan_volume_change: PositiveFloat = Field(
+        0.3,
+        description="Relative change |rate / reference rate − 1| of interaction volume per "
+        "topic that is out of bounds (up or down).",
+    )
+    drift_plan_coldstart_change: PositiveFloat = Field(
+        0.25,
+        description="Relative change |share / reference share − 1| of the never-seen user "
+        "(item) share of events that is out of bounds (up or down).",
+    )
+
+    # --- SLOs (issue 21): objectives of the burn-rate rules (monitoring/slo.py) -------------
+    # deploy/prometheus/alerts.yml's SLO groups are generated from these defaults by
+    # scripts/slo-rules (a unit test keeps them equal); the windows and burn rates (SRE
+    # workbook, 30-day budget) are fixed in monitoring/slo.py. See docs/operations.md, "SLOs".
+    slo_availability_objective: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description="Share of Recommender answers per surface that must not be server errors "
+        "(UNKNOWN, INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED, DATA_LOSS, UNIMPLEMENTED).",
+    )
+    slo_latency_objective: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="Share of Recommender answers that must take at most "
+        "slo_latency_threshold_s (0.99 = 'p99 under the threshold').",
+    )
+    slo_latency_threshold_s: PositiveFloat = Field(
+        0.05,
+        description="Server-side latency (s) of a good answer; must be a bucket bound of "
+        "streamrec_serving_latency_seconds.",
+    )
+    slo_freshness_objective: float = Field(
+        0.99,
+        gt=0,
+        lt=1,
+        description="Share of rule evaluations in which the state the servers answer from is "
+        "at most slo_freshness_max_age_s old.",
+    )
+    slo_freshness_max_age_s: PositiveFloat = Field(
+        300.0, description="Largest age (s) of the served state that still counts as fresh."
+    )
+    slo_empty_answers_objective: float = Field(
+        0.999,
+        gt=0,
+        lt=1,
+        description="Share of Recommender answers per surface that must not be empty.",
+    )
+    slo_surfaces: tuple[str, ...] = Field(
+        ("home", "pdp", "cart"),
+        description="Surfaces that get their own `surface` label on the answer metrics (and "
+        "SLOs); any other surface is counted as 'other' (keeps the label set bounded).",
+    )
+    prometheus_url: str | None = Field(
+        None,
+        description="Base URL of the Prometheus that evaluates the SLO rules (e.g. "
+        "http://127.0.0.1:9090); `streamrec status` reads the remaining error budgets there.",
+    )
+    prometheus_timeout_s: PositiveFloat = Field(
+        3.0, le=60, description="Timeout of one query of `streamrec status` to Prometheus."
+    )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _prometheus_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError(f"expected http(s)://HOST:PORT, got {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("slo_surfaces")
+    @classmethod
+    def _slo_surfaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for surface in value:
+            if not surface or surface == "other" or len(surface) > 64:
+                raise ValueError(f"surfaces must be 1-64 characters and not 'other': {surface!r}")
+        return value
+
     # --- monitoring (wiring): worker monitor task, `streamrec monitor`, `streamrec status` ----
     monitor_metrics_port: int = Field(
         9466, ge=0, lt=65536, description="`streamrec monitor` /metrics port (0 = off)."
@@ -468,6 +705,25 @@ class Settings(BaseSettings):
         "several homes may share one directory so the jars are fetched once.",
     )
 
+    # --- monitoring stack: `stack up --with-monitoring` (streamrec/stack/monitoring.py) -----
+    prometheus_port: int = Field(
+        19090, ge=1, lt=65536, description="Port of the local Prometheus (127.0.0.1)."
+    )
+    alertmanager_port: int = Field(
+        19095, ge=1, lt=65536, description="Port of the local Alertmanager (127.0.0.1)."
+    )
+    alert_webhook_url: str | None = Field(
+        None,
+        pattern=r"^https?://\S+$",
+        description="Webhook the local Alertmanager delivers alerts to (default: the "
+        "receiver URL written in deploy/alertmanager/alertmanager.yml).",
+    )
+    tools_dir: Path | None = Field(
+        None,
+        description="Where Prometheus, Alertmanager and promtool are unpacked from Debian's "
+        "packages (default HOME/tools); several homes may share one directory.",
+    )
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap(cls, value: str) -> str:
@@ -487,6 +743,43 @@ class Settings(BaseSettings):
         if parsed.scheme not in {"redis", "rediss", "unix"} or not (parsed.hostname or parsed.path):
             raise ValueError(f"expected redis://HOST:PORT/DB, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _serving_edge(self) -> Settings:  # issue 19: serving edge
+        if (self.grpc_tls_cert_file is None) != (self.grpc_tls_key_file is None):
+            raise ValueError(
+                "STREAMREC_GRPC_TLS_CERT_FILE and STREAMREC_GRPC_TLS_KEY_FILE go together"
+            )
+        if self.grpc_tls_client_ca_file is not None and self.grpc_tls_cert_file is None:
+            raise ValueError(
+                "STREAMREC_GRPC_TLS_CLIENT_CA_FILE needs STREAMREC_GRPC_TLS_CERT_FILE (mutual TLS)"
+            )
+        if (self.grpc_client_cert_file is None) != (self.grpc_client_key_file is None):
+            raise ValueError(
+                "STREAMREC_GRPC_CLIENT_CERT_FILE and STREAMREC_GRPC_CLIENT_KEY_FILE go together"
+            )
+        for entry in self.serving_api_keys:
+            name, sep, digest = entry.rpartition(":")
+            if not sep or not name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(
+                    "STREAMREC_SERVING_API_KEYS entries are NAME:SHA256HEX "
+                    "(64 lower-case hex digits)"
+                )
+        if self.pii_policy == "hash":
+            key = self.pii_hash_key.get_secret_value() if self.pii_hash_key else ""
+            if len(key) < 16:
+                raise ValueError(
+                    "STREAMREC_PII_POLICY=hash needs STREAMREC_PII_HASH_KEY "
+                    "(at least 16 characters)"
+                )
+        return self
+
+    @property
+    def metrics_bind_host(self) -> str:
+        """Where /metrics binds: metrics_host, else the host of grpc_addr (brackets dropped)."""
+        if self.metrics_host:
+            return self.metrics_host
+        return self.grpc_addr.rpartition(":")[0].strip("[]")
 
     def topic(self, name: str) -> str:
         """Full topic name for a logical topic (``outcomes``, ``exposures`` …)."""
@@ -568,6 +861,8 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check across settings names them itself
+            raise SettingsError(message) from exc
         raise SettingsError(f"{ENV_PREFIX}{field.upper()}: {message}") from exc
 
 

@@ -8,6 +8,7 @@ Encoding is orjson (:func:`encode_event`). The ``schema`` field names the contra
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -23,9 +25,14 @@ from pydantic import (
     PlainSerializer,
     StringConstraints,
     field_validator,
+    model_validator,
 )
 
-MAX_ID_LEN = 128
+from schemas.ids import MAX_ID_LEN as _MAX_ID_LEN
+from schemas.ids import id_problem
+
+MAX_ID_LEN = _MAX_ID_LEN  # the id contract lives in schemas.ids
+
 MAX_STR_LEN = 256
 MAX_ITEMS_PER_EXPOSURE = 200
 MAX_CATEGORIES = 32
@@ -88,10 +95,24 @@ Timestamp = Annotated[
         },
     ),
 ]
+
+
+def _valid_id(value: str) -> str:
+    problem = id_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
 Id = Annotated[
     str,
     StringConstraints(min_length=1, max_length=MAX_ID_LEN, strip_whitespace=False),
-    Field(description="Non-empty opaque identifier, at most 128 characters."),
+    AfterValidator(_valid_id),
+    Field(
+        description="Opaque identifier: 1 to 128 characters, not only whitespace, no "
+        "control characters.",
+        json_schema_extra={"pattern": r"^(?=.*\S)[^\x00-\x1f\x7f-\x9f]*$"},
+    ),
 ]
 ShortStr = Annotated[str, StringConstraints(max_length=MAX_STR_LEN)]
 
@@ -137,6 +158,12 @@ class ExposedItem(_Event):
     item_id: Id = Field(description="The item shown.")
     rank: int = Field(ge=1, le=10_000, description="1-based position in the answer.")
     score: float | None = Field(None, description="Ranker score, when known.")
+    reasons: list[ShortStr] | None = Field(
+        None, max_length=16, description="Why the item was served (server answers)."
+    )
+    rules: list[Id] | None = Field(
+        None, max_length=32, description="Ids of the merchandising rules that touched the item."
+    )
 
     @field_validator("score")
     @classmethod
@@ -156,9 +183,9 @@ class Exposure(_Event):
     user_id: Id = Field(description="Pseudonymous user (or session) the answer was for.")
     ts: Timestamp = Field(description="When the answer was served.")
     items: list[ExposedItem] = Field(
-        min_length=1,
         max_length=MAX_ITEMS_PER_EXPOSURE,
-        description="The items shown, at most 200, each with its 1-based rank.",
+        description="The items shown, at most 200, each with its 1-based rank; empty only for "
+        'a failed or empty answer (``context.extra["empty"]`` set, see schemas/controls.py).',
     )
     context: Context = Field(default_factory=Context, description="Where the request was made.")
     variant: ShortStr = Field("control", description="Experiment variant that served it.")
@@ -166,6 +193,12 @@ class Exposure(_Event):
     latency_ms: float | None = Field(None, ge=0, description="Server-side latency.")
 
     model_config = ConfigDict(populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _items_or_flagged_empty(self) -> Exposure:
+        if not self.items and not self.context.extra.get("empty"):
+            raise ValueError('items may be empty only when context.extra["empty"] is set')
+        return self
 
 
 class Outcome(_Event):
@@ -281,3 +314,52 @@ EVENT_MODELS: dict[str, type[_Event]] = {
 def encode_event(event: BaseModel) -> bytes:
     """Serialise an event to compact JSON bytes (with its ``schema`` field)."""
     return orjson.dumps(event.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (which value wins differs between parsers)."""
+
+
+def _key_count(value: Any) -> int:
+    count = 0
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            count += len(node)
+            stack.extend(v for v in node.values() if type(v) is dict or type(v) is list)
+        elif type(node) is list:
+            stack.extend(v for v in node if type(v) is dict or type(v) is list)
+    return count
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(f"duplicate key {key[:100]!r} in a JSON object")
+            seen.add(key)
+    return obj
+
+
+_WHITESPACE_COLON = (b" :", b"\t:", b"\n:", b"\r:")
+
+
+def loads_event(raw: bytes) -> Any:
+    """Parse event JSON (orjson); raise :class:`DuplicateKeyError` on a key given twice.
+
+    orjson keeps the last of duplicate keys silently. Fast path: every key of the raw text
+    ends with ``":`` (unless whitespace precedes the colon), so when the raw text holds no
+    more ``":`` than the parsed objects hold keys, no key was dropped. Otherwise (a value
+    containing ``":``, spaced colons, a real duplicate) the stdlib parser decides exactly.
+    Raises ``orjson.JSONDecodeError`` (a ValueError) for text that is not JSON.
+    """
+    data = orjson.loads(raw)
+    if not isinstance(data, dict | list):
+        return data
+    if not any(ws in raw for ws in _WHITESPACE_COLON) and raw.count(b'":') == _key_count(data):
+        return data
+    json.loads(raw, object_pairs_hook=_refuse_duplicates)
+    return data

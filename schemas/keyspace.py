@@ -18,7 +18,8 @@ key                         type       content / bound
                                        item at S = 112 (``MEMORY USAGE``, docs/architecture.md)
 ``P:pop``                   zset       item → forward-decayed popularity (global); top N
                                        stored, fewer served (``serving_popularity_top_n``)
-``P:pop:{seg}``             zset       same per segment ``tenant|surface|locale``; top N
+``P:pop:{seg}``             zset       same per segment ``tenant|surface|locale`` (parts
+                                       escaped, :func:`segment_id`); top N
 ``P:segs``                  zset       known segments → last update (bounded, LRU trimmed)
 ``P:u:{user}:r``            list       recent ``ts|item`` entries, newest first; W_max, TTL
 ``P:u:{user}:s``            zset       seen item → last ts; S_max, TTL
@@ -44,6 +45,11 @@ key                         type       content / bound
 ``P:cfgv:seq``              string     INCR: the newest config version number
 ``P:cfg``                   string     run-time settings overrides JSON (Admin ``config``)
 ``P:exps``                  string     experiments with their lifecycle status (Admin)
+``P:ks``                    hash       kill switches: ``["tenant","surface"]`` → KillSwitch JSON
+``P:tr:r:{request_id}``     string     decision trace JSON (``schemas.controls``); TTL =
+                                       ``trace_retention_s``; ≈ 1.5 KB at k = 10
+``P:tr:i``                  zset       request id → ts of every stored trace; ≤ ``trace_max``
+``P:tr:u:{user}``           set        request ids of a user's traces (for erasure); TTL
 ``P:stats:*``               hash/zset  monitor windows (drift, freshness)
 ``P:hb:{role}:{id}``        string     heartbeat with TTL
 ==========================  =========  =====================================================
@@ -57,9 +63,17 @@ from dataclasses import dataclass
 SEGMENT_SEP = "|"
 
 
+_SEGMENT_ESCAPES = str.maketrans({"%": "%25", SEGMENT_SEP: "%7C"})
+
+
 def segment_id(tenant: str, surface: str, locale: str) -> str:
-    """Segment key part for (tenant, surface, locale)."""
-    return SEGMENT_SEP.join((tenant, surface, locale))
+    """Segment key part for (tenant, surface, locale): ``tenant|surface|locale``.
+
+    Each part is escaped (``%`` → ``%25``, ``|`` → ``%7C``) so two different triples never
+    share a segment (``a|b`` + ``c`` vs ``a`` + ``b|c``). Parts without ``%`` or ``|``, the
+    usual case, are stored as before; see docs/operations.md for the migration note.
+    """
+    return SEGMENT_SEP.join(part.translate(_SEGMENT_ESCAPES) for part in (tenant, surface, locale))
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +201,43 @@ class Keyspace:
     @property
     def experiment_records(self) -> str:
         return f"{self.prefix}:exps"
+
+    # --- operational controls (kill switch, decision traces, erasure) ------------------------
+    @property
+    def kill_switch(self) -> str:
+        return f"{self.prefix}:ks"
+
+    def trace(self, request_id: str) -> str:
+        return f"{self.prefix}:tr:r:{request_id}"
+
+    @property
+    def traces(self) -> str:
+        """Index of stored traces: request id → ts (trimmed to ``trace_max``)."""
+        return f"{self.prefix}:tr:i"
+
+    def user_traces(self, user_id: str) -> str:
+        return f"{self.prefix}:tr:u:{user_id}"
+
+    def user_keys(self, user_id: str) -> tuple[str, ...]:
+        """Every key that belongs to one user (or session) id alone (erasure deletes them).
+
+        Shared keys that *name* the user are not here: the session-neighbour indexes
+        (``sn:{item}`` members, see :attr:`session_index_pattern`) and the traces listed in
+        :meth:`user_traces`.
+        """
+        return (
+            self.user_recent(user_id),
+            self.user_seen(user_id),
+            self.user_affinity(user_id),
+            self.user_meta(user_id),
+            self.session_recent(user_id),
+            self.user_traces(user_id),
+        )
+
+    @property
+    def session_index_pattern(self) -> str:
+        """SCAN pattern of every session-neighbour index (``sn:{item}``)."""
+        return f"{self.prefix}:sn:*"
 
     # --- monitoring --------------------------------------------------------------------------
     def stats(self, name: str) -> str:

@@ -15,6 +15,8 @@ Label conventions:
   (``outcomes``, ``users``, ``home|control``, ``all`` …).
 * ``stage`` on serving answers is the stage that supplied the answer's items
   (:data:`SERVING_STAGES`); everything but ``primary`` is a fallback.
+* ``surface`` on the server's answer metrics is one of ``slo_surfaces`` or ``other``
+  (:data:`SURFACE_OTHER`), so a client cannot grow the label set.
 """
 
 from __future__ import annotations
@@ -60,7 +62,13 @@ DRIFT_SIGNALS = (
     "deadletter_rate",
 )
 #: ``stage`` label values of ``streamrec_serving_answers_total``.
-SERVING_STAGES = ("primary", "segment_popularity", "global_popularity", "last_known")
+SERVING_STAGES = (
+    "primary",
+    "segment_popularity",
+    "global_popularity",
+    "last_known",
+    "kill_switch",  # a kill switch covered the request: the safe baseline answered (issue 19)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +206,54 @@ ALERTS_FIRING = MetricSpec(
     _W,
 )
 
+# --- monitor: CTR per surface and variant (dashboard intervals, issue 21) -----------------
+#: ``variant`` label of a variant past the first ``MAX_VARIANTS`` the monitor saw (bounded).
+VARIANT_OTHER = "other"
+CTR_IMPRESSIONS = MetricSpec(
+    "streamrec_ctr_impressions_total",
+    "counter",
+    ("surface", "variant"),
+    "Items shown in exposures, by surface (one of slo_surfaces or 'other') and variant "
+    "(bounded, 'other' past the cap): the cluster-wide exposure-join counters in Redis, "
+    "exported by streamrec monitor.",
+    _W,  # exported by `streamrec monitor`, which exports the worker's metric families
+)
+CTR_CLICKS = MetricSpec(
+    "streamrec_ctr_clicks_total",
+    "counter",
+    ("surface", "variant"),
+    "Clicks joined to the exposure that showed the item, by surface and variant (labels as "
+    "streamrec_ctr_impressions_total; clicks / impressions is the item CTR).",
+    _W,
+)
+
+# --- monitor: the re-tune decision (monitoring.retune, issue 21) --------------------------
+#: ``decision`` label values of ``streamrec_retune_decision``.
+RETUNE_DECISIONS = ("within_bounds", "schedule", "retune_now")
+RETUNE_DECISION = MetricSpec(
+    "streamrec_retune_decision",
+    "gauge",
+    ("decision",),
+    "Re-tune decision of streamrec monitor: 1 for the current one (retune_now, schedule, "
+    "within_bounds), 0 for the others.",
+    _W,  # exported by `streamrec monitor`, which exports the worker's metric families
+)
+RETUNE_SIGNALS_OUT = MetricSpec(
+    "streamrec_retune_signals_out",
+    "gauge",
+    (),
+    "Plan drift signals out of bounds now (distinct signals; 2 or more schedule a re-tune).",
+    _W,
+)
+RETUNE_CTR_DROP_SECONDS = MetricSpec(
+    "streamrec_retune_ctr_drop_seconds",
+    "gauge",
+    ("scope",),
+    "Seconds the plans' CTR drop of a surface|variant has been out at every evaluation "
+    "(sustained, i.e. re-tune now, at drift_plan_ctr_sustain_s).",
+    _W,
+)
+
 # --- server -------------------------------------------------------------------------------
 SERVING_LATENCY = MetricSpec(
     "streamrec_serving_latency_seconds",
@@ -217,8 +273,9 @@ SERVING_ANSWERS = MetricSpec(
 SERVING_EMPTY = MetricSpec(
     "streamrec_serving_empty_answers_total",
     "counter",
-    ("method",),
-    "Answers with no items (must stay 0: the server never answers empty).",
+    ("method", "surface"),
+    "Answers with no items, by method and surface (bounded: see GRPC_ANSWERS); the server "
+    "never answers empty unless it has no item at all (UNAVAILABLE).",
     _S,
 )
 SERVING_REDIS_ERRORS = MetricSpec(
@@ -265,6 +322,75 @@ SERVING_STATE_AGE = MetricSpec(
     "Age of the state the server answers from (now minus the newest state write it read).",
     _S,
 )
+# --- server: operational controls (issue 19) ---------------------------------------------
+SERVING_KILL_SWITCHES = MetricSpec(
+    "streamrec_serving_kill_switches",
+    "gauge",
+    (),
+    "Kill switches that are on, as this server last read them (0 = none; every answer in "
+    "an active switch's scope comes from the safe baseline).",
+    _S,
+)
+SERVING_TRACES_DROPPED = MetricSpec(
+    "streamrec_serving_traces_dropped_total",
+    "counter",
+    (),
+    "Decision traces not stored: buffer overflow or Redis unavailable for the write.",
+    _S,
+)
+
+# --- server: answers by gRPC status code and the SLOs (issue 21) -------------------------
+GRPC_ANSWERS = MetricSpec(
+    "streamrec_grpc_answers_total",
+    "counter",
+    ("service", "method", "code", "surface"),
+    "Unary gRPC answers of the server by service, method and status code (OK, "
+    "INVALID_ARGUMENT, UNAVAILABLE …), errors of the handlers and of the request guards "
+    "included; `surface` is the request's surface for Recommender calls (a surface outside "
+    "slo_surfaces is 'other'), empty for the other services.",
+    _S,
+)
+#: ``service`` label of the Recommender calls (the read path the SLOs are about).
+RECOMMENDER_SERVICE = "streamrec.v1.Recommender"
+#: ``surface`` label of a surface outside ``slo_surfaces`` (and of an undecodable request).
+SURFACE_OTHER = "other"
+#: Status codes that are the server's fault: they count against the availability SLO.
+#: Client errors (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND …), CANCELLED and throttling
+#: (RESOURCE_EXHAUSTED: a caller over its rate limit, or the in-flight cap) do not.
+SERVER_ERROR_CODES = (
+    "UNKNOWN",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "DATA_LOSS",
+    "UNIMPLEMENTED",
+)
+#: ``slo`` label values of the SLO recording rules (``monitoring.slo``).
+SLOS = ("availability", "latency", "freshness", "empty_answers")
+#: Recording rule (deploy/prometheus/alerts.yml): share of the 30-day error budget left, by
+#: ``slo`` and, for availability and empty_answers, ``surface``; 1 = untouched, < 0 = overspent.
+SLO_BUDGET_REMAINING = "streamrec:slo_error_budget_remaining:ratio"
+#: Recording rules: error ratio of each SLO over a window (``_rate5m`` … ``_rate30d``).
+SLO_ERROR_RATIO = "streamrec:slo_errors:ratio_rate"
+# --- server: the serving edge (issue 19) ----------------------------------------------------
+#: ``reason`` label values of :data:`SERVING_REFUSED`.
+SERVING_REFUSAL_REASONS = ("unauthenticated", "rate_limited", "overloaded")
+SERVING_REFUSED = MetricSpec(
+    "streamrec_serving_refused_total",
+    "counter",
+    ("method", "reason"),
+    "Calls refused at the edge before their handler ran, by method and reason "
+    "(unauthenticated: no or unknown API key; rate_limited: the caller's token bucket was "
+    "empty; overloaded: serving_max_in_flight calls were in flight).",
+    _S,
+)
+SERVING_IN_FLIGHT = MetricSpec(
+    "streamrec_serving_in_flight",
+    "gauge",
+    (),
+    "Recommender and Admin calls being handled (counted only while an edge check is on).",
+    _S,
+)
 
 ALL_METRICS: tuple[MetricSpec, ...] = (
     EVENTS_PROCESSED,
@@ -280,6 +406,11 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     DRIFT_EVALUABLE,
     DRIFT_THRESHOLD,
     ALERTS_FIRING,
+    CTR_IMPRESSIONS,
+    CTR_CLICKS,
+    RETUNE_DECISION,
+    RETUNE_SIGNALS_OUT,
+    RETUNE_CTR_DROP_SECONDS,
     SERVING_LATENCY,
     SERVING_ANSWERS,
     SERVING_EMPTY,
@@ -289,6 +420,11 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     SERVING_ROW_CACHE,
     SERVING_USER_CACHE,
     SERVING_STATE_AGE,
+    SERVING_KILL_SWITCHES,
+    SERVING_TRACES_DROPPED,
+    GRPC_ANSWERS,
+    SERVING_REFUSED,
+    SERVING_IN_FLIGHT,
 )
 
 METRICS_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}

@@ -28,6 +28,7 @@ from core.errors import UnavailableError
 from core.retry import retry
 from core.settings import Settings
 from schemas.events import DeadLetter, encode_event
+from schemas.ids import Pseudonyms
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streams.faust_tuning import EagerDeliveryTransport, LeanMonitor, RawSchema
@@ -185,6 +186,7 @@ def create_app(
             max_event_bytes=settings.max_event_bytes,
             max_future_skew_s=settings.max_future_skew_s,
             cache_users=settings.recent_cache_users,
+            pseudonyms=Pseudonyms.from_settings(settings),
         )
         state["store"], state["processor"] = store, processor
         taken = TakenEvents(settings.batch_size)

@@ -13,10 +13,18 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-import orjson
 from pydantic import BaseModel, ValidationError
 
-from schemas.events import EVENT_MODELS, DeadLetter, Exposure, Item, Outcome
+from schemas.events import (
+    EVENT_MODELS,
+    DeadLetter,
+    DuplicateKeyError,
+    Exposure,
+    Item,
+    Outcome,
+    loads_event,
+)
+from schemas.ids import PiiRefused, Pseudonyms
 from schemas.topics import Topic
 
 #: Which contracts each logical topic accepts.
@@ -38,6 +46,8 @@ class Reason(StrEnum):
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     INVALID = "invalid"
     FUTURE_TIMESTAMP = "future_timestamp"
+    DUPLICATE_KEY = "duplicate_key"
+    PII = "pii"
 
 
 Event = Outcome | Exposure | Item
@@ -69,15 +79,22 @@ def decode(
     max_bytes: int,
     max_future_skew_s: float,
     now: float,
+    pseudonyms: Pseudonyms | None = None,
 ) -> Event | Rejected:
-    """Decode one message value for ``topic``; return the event or why it was rejected."""
+    """Decode one message value for ``topic``; return the event or why it was rejected.
+
+    ``pseudonyms``: the ``pii_policy`` for user and session ids (None = not checked, as in
+    offline tools); under ``hash`` the returned event carries the pseudonyms.
+    """
     if raw is None:
         return Rejected(Reason.NOT_JSON, "empty message value (tombstone or null)")
     if len(raw) > max_bytes:
         return Rejected(Reason.OVERSIZED, f"payload of {len(raw)} bytes exceeds {max_bytes}")
     try:
-        data: Any = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        data: Any = loads_event(raw)
+    except DuplicateKeyError as exc:
+        return Rejected(Reason.DUPLICATE_KEY, str(exc)[:MAX_ERROR_LEN])
+    except (ValueError, RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
         return Rejected(Reason.NOT_JSON, f"not JSON: {exc}"[:MAX_ERROR_LEN])
     if not isinstance(data, dict):
         return Rejected(Reason.NOT_OBJECT, f"expected a JSON object, got {type(data).__name__}")
@@ -111,7 +128,24 @@ def decode(
             f"ts {ts.isoformat()} is {skew:.0f} s in the future (limit {max_future_skew_s:.0f} s)",
         )
     assert isinstance(event, Outcome | Exposure | Item)
+    if pseudonyms is not None and not isinstance(event, Item):
+        try:
+            return _pseudonymous(event, pseudonyms)
+        except PiiRefused as exc:
+            return Rejected(Reason.PII, str(exc))
     return event
+
+
+def _pseudonymous(event: Outcome | Exposure, pseudonyms: Pseudonyms) -> Outcome | Exposure:
+    update: dict[str, str | None] = {}
+    user_id = pseudonyms.apply(event.user_id, "user_id")
+    if user_id != event.user_id:
+        update["user_id"] = user_id
+    if isinstance(event, Outcome) and event.session_id is not None:
+        session_id = pseudonyms.apply(event.session_id, "session_id")
+        if session_id != event.session_id:
+            update["session_id"] = session_id
+    return event.model_copy(update=update) if update else event
 
 
 def dead_letter(

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from schemas.events import DeadLetter, Outcome
+from schemas.ids import Pseudonyms
 from schemas.topics import Topic
 from streams.decode import Rejected, dead_letter, decode
 from streams.processor import BatchPlanner, Record
@@ -111,8 +112,10 @@ class BatchProcessor:
         max_event_bytes: int,
         max_future_skew_s: float,
         cache_users: int = 50_000,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self.store = store
+        self.pseudonyms = pseudonyms  # pii_policy of user / session ids; None = unchecked
         self.planner = planner
         self.dead_letter_sink = dead_letter_sink
         self.max_event_bytes = max_event_bytes
@@ -143,6 +146,7 @@ class BatchProcessor:
                 max_bytes=self.max_event_bytes,
                 max_future_skew_s=self.max_future_skew_s,
                 now=now,
+                pseudonyms=self.pseudonyms,
             )
             if isinstance(event, Rejected):
                 decoded.append((msg, event))

@@ -57,7 +57,10 @@ json_values = st.recursive(
     ),
     max_leaves=15,
 )
-ids = st.text(min_size=1, max_size=24)
+# valid ids (schemas.ids.id_problem): no control character, not only whitespace
+ids = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=24).filter(
+    str.strip
+)
 short = st.text(max_size=24)
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12)
 offsets = st.integers(-1439, 1439).map(lambda m: timezone(timedelta(minutes=m)))
