@@ -1,4 +1,4 @@
-"""``streamrec stack``: start, stop and inspect the local Kafka + Redis stack."""
+"""``streamrec stack``: start, stop and inspect the local Kafka + Redis (+ monitoring) stack."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import typer
 from core.errors import ConfigError
 from core.settings import settings
 from streamrec.stack import local as stack
+from streamrec.stack import tools
+from streamrec.stack.monitoring import MonitoringStack
 
 app = typer.Typer(
     help="Local Kafka (KRaft) + Redis for development and tests.",
@@ -25,9 +27,21 @@ def up(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1.0, help="Seconds to wait until both answer.")
     ] = 90.0,
+    with_monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--with-monitoring",
+            help="Also start Prometheus (scraping the worker, server and monitor metrics ports, "
+            "with deploy/prometheus's rules) and Alertmanager.",
+        ),
+    ] = False,
 ) -> None:
     """Start the stack (idempotent) and wait until Kafka and Redis answer."""
-    stack.up(settings(), timeout_s=timeout)
+    current = settings()
+    stack.up(current, timeout_s=timeout)
+    if with_monitoring:
+        for state in MonitoringStack(current, timeout_s=timeout, echo=print).start():
+            print(state.line())
 
 
 @app.command()
@@ -44,6 +58,7 @@ def down(
     if if_unused:
         stack.LocalStack(settings(), echo=print).stop_if_unused()
     else:
+        MonitoringStack(settings(), echo=print).stop()
         stack.down(settings())
 
 
@@ -95,11 +110,22 @@ def _run(command: list[str]) -> int:
 
 @app.command()
 def status() -> None:
-    """Show each service; exit 0 only if everything that should run answers."""
-    states = stack.status(settings())
+    """Show each service; exit 0 only if everything that should run answers.
+
+    Prometheus and Alertmanager are shown (and must answer) after `up --with-monitoring`,
+    or while they run.
+    """
+    current = settings()
+    states = stack.status(current)
     for state in states:
         print(state.line())
-    raise typer.Exit(0 if all(state.running for state in states) else 1)
+    healthy = all(state.running for state in states)
+    monitoring = MonitoringStack(current)
+    for monitor in monitoring.status():
+        if monitoring.wanted or monitor.running or monitor.pid is not None:
+            print(monitor.line())
+            healthy = healthy and (monitor.running or not monitoring.wanted)
+    raise typer.Exit(0 if healthy else 1)
 
 
 @app.command()
@@ -107,9 +133,32 @@ def fetch(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only what is fetched or installed.")
     ] = False,
+    with_monitoring: Annotated[
+        bool,
+        typer.Option(
+            "--with-monitoring",
+            help="Also unpack Prometheus, promtool and Alertmanager from Debian's packages.",
+        ),
+    ] = False,
+    monitoring_only: Annotated[
+        bool,
+        typer.Option(
+            "--monitoring-only", help="Only Prometheus, promtool and Alertmanager (scripts/test)."
+        ),
+    ] = False,
 ) -> None:
     """Fetch the broker jars and install redis-server if missing (later starts are offline)."""
     current = settings()
+    if with_monitoring or monitoring_only:
+        prometheus = tools.ensure_prometheus(current, echo=print)
+        promtool = tools.ensure_promtool(current, echo=print)
+        alertmanager = tools.ensure_alertmanager(current, echo=print)
+        if not quiet:
+            print(f"prometheus:   {prometheus}")
+            print(f"promtool:     {promtool}")
+            print(f"alertmanager: {alertmanager}")
+        if monitoring_only:
+            return
     libs = stack.ensure_kafka_jars(current, echo=print)
     binary = stack.ensure_redis_server(echo=print)
     java = stack.find_java()

@@ -156,6 +156,15 @@ def terminate(record: ProcessRecord, grace_s: float, *, graceful: bool = True) -
     return not is_ours(record)
 
 
+def reload(record: ProcessRecord) -> bool:
+    """SIGHUP (re-read configuration) to the process in ``record`` if it is still ours."""
+    if not is_ours(record):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record.pid, signal.SIGHUP)
+    return True
+
+
 def log_offset(log: Path) -> int:
     try:
         return log.stat().st_size

@@ -53,7 +53,10 @@ def _host_port(service: dict[str, Any], container_port: int) -> int:
 
 
 def test_services_present(services: dict[str, Any]) -> None:
-    assert {"kafka", "redis", "worker", "server", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "redis", "worker", "server", "monitor", "prometheus", "alertmanager"} <= set(
+        services
+    )
+    assert "grafana" in services
     assert services["kafka"]["image"].startswith("apache/kafka:3.9")
     for name in STREAMREC_SERVICES:
         assert services[name]["build"]["dockerfile"] == "deploy/docker/Dockerfile"
@@ -100,22 +103,60 @@ def test_streamrec_services_reach_kafka_and_redis_inside_the_network(
         assert urlparse(env["STREAMREC_REDIS_URL"]).hostname == "redis"
 
 
+def _compose_targets(config: dict[str, Any], services: dict[str, Any]) -> dict[str, set[str]]:
+    """Job (or ``alertmanager``) → the addresses of the file_sd files compose mounts."""
+    (mount,) = [v for v in services["prometheus"]["volumes"] if "/etc/prometheus/targets" in v]
+    source = REPO / str(mount).split(":")[0]
+    jobs = [
+        *((job["job_name"], job) for job in config["scrape_configs"]),
+        *(("alertmanager", am) for am in config["alerting"]["alertmanagers"]),
+    ]
+    found: dict[str, set[str]] = {}
+    for name, job in jobs:
+        assert set(job) - {"job_name"} == {"file_sd_configs"}, f"{name}: targets belong in file_sd"
+        for sd in job["file_sd_configs"]:
+            for path in sd["files"]:
+                assert path.startswith("targets/"), path  # relative to prometheus.yml
+                groups = _load(source / path.removeprefix("targets/"))
+                found.setdefault(name, set()).update(t for g in groups for t in g["targets"])
+    return found
+
+
 def test_prometheus_scrapes_the_metrics_ports(services: dict[str, Any]) -> None:
     config = _load(PROMETHEUS)
-    targets = {
-        target
-        for job in config["scrape_configs"]
-        for static in job["static_configs"]
-        for target in static["targets"]
-    }
+    targets = _compose_targets(config, services)
     defaults = load_settings()
-    for service, field in (("worker", "worker_metrics_port"), ("server", "server_metrics_port")):
+    for service, field in (
+        ("worker", "worker_metrics_port"),
+        ("server", "server_metrics_port"),
+        ("monitor", "monitor_metrics_port"),
+    ):
         port = int(
             _env(services[service]).get(f"STREAMREC_{field.upper()}", getattr(defaults, field))
         )
         assert port == Settings.model_fields[field].default
-        assert f"{service}:{port}" in targets
-    assert "/etc/prometheus/alerts.yml" in config["rule_files"]
+        assert targets[f"streamrec-{service}"] == {f"{service}:{port}"}
+        assert str(port) in [str(p) for p in services[service]["expose"]]
+    assert config["rule_files"] == ["alerts.yml"]  # relative to /etc/prometheus/prometheus.yml
+    mounts = {str(v).split(":")[1]: str(v).split(":")[0] for v in services["prometheus"]["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./deploy/prometheus/prometheus.yml"
+    assert mounts["/etc/prometheus/alerts.yml"] == "./deploy/prometheus/alerts.yml"
+
+
+def test_prometheus_sends_alerts_to_the_alertmanager_service(services: dict[str, Any]) -> None:
+    targets = _compose_targets(_load(PROMETHEUS), services)
+    alertmanager = services["alertmanager"]
+    host, port = next(iter(targets["alertmanager"])).split(":")
+    assert host == "alertmanager" and len(targets["alertmanager"]) == 1
+    assert _host_port(alertmanager, int(port)) == int(port)
+    argv = alertmanager["command"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in argv
+    assert (
+        "./deploy/alertmanager/alertmanager.yml:/etc/alertmanager/alertmanager.yml:ro"
+        in (alertmanager["volumes"])
+    )
+    assert alertmanager["image"].startswith("prom/alertmanager:v0.25")
+    assert "alertmanager" in services["prometheus"]["depends_on"]
 
 
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboard(

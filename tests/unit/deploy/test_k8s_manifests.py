@@ -26,6 +26,10 @@ from tests.support import REPO, run_cli
 
 K8S = REPO / "deploy" / "k8s"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+PROMETHEUS = REPO / "deploy" / "prometheus" / "prometheus.yml"
+ALERTMANAGER = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
+#: directories of shared config files that deploy/k8s includes to generate ConfigMaps
+GENERATED = {"prometheus": PROMETHEUS.parent, "alertmanager": ALERTMANAGER.parent}
 SCALING_DOC = REPO / "docs" / "scaling.md"
 KUBECTL = shutil.which("kubectl")
 IMAGE = "streamrec:latest"
@@ -138,8 +142,36 @@ def test_every_document_is_a_named_object_and_the_kinds_are_present(docs: list[D
 def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert kustomization["namespace"] == "streamrec"
-    assert sorted(kustomization["resources"]) == sorted(p.name for p in _manifest_files())
+    local = [r for r in kustomization["resources"] if not r.startswith("../")]
+    assert sorted(local) == sorted(p.name for p in _manifest_files())
+    shared = [r for r in kustomization["resources"] if r.startswith("../")]
+    assert sorted(shared) == sorted(f"../{name}" for name in GENERATED)
     assert [i["name"] for i in kustomization["images"]] == [IMAGE.partition(":")[0]]
+
+
+def _generators() -> dict[str, tuple[Path, list[str]]]:
+    """ConfigMap name → (directory, files) of the generators in the shared config directories."""
+    found = {}
+    for directory in GENERATED.values():
+        kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        assert kustomization["namespace"] == "streamrec"
+        assert kustomization["generatorOptions"]["disableNameSuffixHash"] is True
+        for generator in kustomization["configMapGenerator"]:
+            found[generator["name"]] = (directory, list(generator["files"]))
+    return found
+
+
+def test_configmaps_are_generated_from_the_shared_config_files() -> None:
+    generators = _generators()
+    prometheus = yaml.safe_load(PROMETHEUS.read_text())
+    directory, files = generators["streamrec-prometheus-rules"]
+    assert directory == PROMETHEUS.parent
+    assert sorted(files) == sorted(prometheus["rule_files"]), "every rule file is shipped"
+    directory, files = generators["streamrec-alertmanager"]
+    assert (directory, files) == (ALERTMANAGER.parent, [ALERTMANAGER.name])
+    for directory, names in generators.values():
+        for name in names:
+            assert (directory / name).is_file(), name
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
@@ -148,8 +180,14 @@ def test_kustomize_builds_the_same_objects(docs: list[Doc]) -> None:
     built = subprocess.run(
         [KUBECTL, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    objects = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(built) if d}
-    assert objects == {(d["kind"], d["metadata"]["name"]) for d in docs}
+    objects = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(built) if d}
+    expected = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    generators = _generators()
+    assert set(objects) == expected | {("ConfigMap", name) for name in generators}
+    for name, (directory, files) in generators.items():
+        data = objects[("ConfigMap", name)]["data"]
+        assert objects[("ConfigMap", name)]["metadata"]["namespace"] == "streamrec"
+        assert data == {f: (directory / f).read_text() for f in files}, f"{name} differs"
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -435,6 +473,17 @@ def test_unannotated_pods_are_not_scraped(docs: list[Doc]) -> None:
     assert all(
         _relabel(t, job["relabel_configs"]) is None for t in _discovered_targets(bare, "10.0.0.9")
     )
+
+
+def test_scrape_config_is_the_shared_one_with_pod_discovery(docs: list[Doc]) -> None:
+    config = _scrape_config(docs)
+    shared = yaml.safe_load(PROMETHEUS.read_text())
+    assert config["global"] == shared["global"]
+    assert [Path(p).name for p in config["rule_files"]] == shared["rule_files"]
+    assert {Path(p).parent for p in config["rule_files"]} == {Path("/etc/prometheus/rules")}
+    (alertmanagers,) = config["alerting"]["alertmanagers"]
+    assert alertmanagers["static_configs"][0]["targets"], "alerts must go to an Alertmanager"
+    assert [j["job_name"] for j in config["scrape_configs"]] == ["streamrec-pods"]
 
 
 def test_scrape_config_loads_the_alert_rules(docs: list[Doc]) -> None:
