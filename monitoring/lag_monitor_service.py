@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from core.errors import UnavailableError
 from core.settings import Settings
 from monitoring.lag_monitor import LagMonitor, LagMonitorResult
-from monitoring.metrics import WorkerMetrics
+from monitoring.metrics import CtrCountersCollector, WorkerMetrics
 from monitoring.monitor import MonitorConfig
 from monitoring.monitor_io import (
     AlertProducer,
@@ -70,6 +70,7 @@ class LagMonitorService:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
+        self.ctr_counters = CtrCountersCollector(settings.slo_surfaces, self.registry)
         self.config = MonitorConfig.from_settings(settings)
         self.keys = Keyspace(settings.key_prefix)
         self.monitor: LagMonitor | None = None
@@ -177,6 +178,8 @@ class LagMonitorService:
                 m.newest_event_age.labels(topic).set(age)
         m.publish_drift(result.drift)
         m.publish_alerts(result.firing_counts)
+        if counters is not None:
+            self.ctr_counters.publish(counters)
         for alert in result.alerts:
             log.warning(
                 "alert %s %s %s: %s", alert.state, alert.severity.value, alert.alert_id, alert.cause

@@ -9,13 +9,17 @@ revoked in a rebalance), so dashboards show no stale series.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from monitoring.drift import DriftReport
+from monitoring.windows import PAIR_SEP
 from schemas import metrics as names
 from schemas.metrics import build_metric as _build
+from schemas.rules import MAX_VARIANTS
 
 
 class _Tracked:
@@ -82,3 +86,65 @@ class WorkerMetrics:
     def publish_alerts(self, firing_counts: Mapping[tuple[str, str], int]) -> None:
         """Set ``streamrec_alerts_firing``; kinds that stopped firing go to 0 (not removed)."""
         self._alerts.replace({key: float(n) for key, n in firing_counts.items()}, keep_zero=True)
+
+
+class CtrCountersCollector(Collector):
+    """``streamrec_ctr_impressions_total`` / ``streamrec_ctr_clicks_total`` from the join counters.
+
+    The exposure join counts items shown (``surface|variant|imp``) and clicks joined to their
+    exposure (``surface|variant|clk``) in one Redis hash, cluster-wide; ``streamrec monitor``
+    reads it every interval and hands it to :meth:`publish`. The values are exported as they
+    are (monotonic; a Redis flush reads as a counter reset). Labels stay bounded: a surface
+    outside ``surfaces`` is ``other`` (as on the server's answer metrics), and only the first
+    ``max_variants`` variants seen get their own label, later ones are ``other`` (admission is
+    sticky, so each labelled sum only grows; a restart may admit a different set when more
+    variants than the cap exist).
+    """
+
+    def __init__(
+        self,
+        surfaces: tuple[str, ...],
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        max_variants: int = MAX_VARIANTS,
+    ) -> None:
+        self.surfaces = frozenset(surfaces)
+        self.max_variants = max_variants
+        self._variants: set[str] = set()
+        self._values: dict[str, dict[tuple[str, str], int]] = {"imp": {}, "clk": {}}
+        if registry is not None:
+            registry.register(self)
+
+    def _labels(self, surface: str, variant: str) -> tuple[str, str]:
+        if variant not in self._variants and len(self._variants) < self.max_variants:
+            self._variants.add(variant)
+        return (
+            surface if surface in self.surfaces else names.SURFACE_OTHER,
+            variant if variant in self._variants else names.VARIANT_OTHER,
+        )
+
+    def publish(self, counters: Mapping[str, int]) -> None:
+        """Take a reading of the join hash (``surface|variant|imp`` → count, …)."""
+        shown: dict[tuple[str, str], int] = {}
+        parsed: list[tuple[str, str, str, int]] = []
+        for name, value in counters.items():
+            pair, sep, what = name.rpartition(PAIR_SEP)
+            surface, sep2, variant = pair.partition(PAIR_SEP)
+            if sep and sep2 and what in self._values:
+                parsed.append((what, surface, variant, int(value)))
+                if what == "imp":
+                    shown[(surface, variant)] = int(value)
+        # variants met for the first time are admitted busiest first (stable across readings)
+        parsed.sort(key=lambda r: (-shown.get((r[1], r[2]), 0), r[2], r[1], r[0]))
+        values: dict[str, dict[tuple[str, str], int]] = {"imp": {}, "clk": {}}
+        for what, surface, variant, value in parsed:
+            key = self._labels(surface, variant)
+            values[what][key] = values[what].get(key, 0) + value
+        self._values = values
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for spec, what in ((names.CTR_IMPRESSIONS, "imp"), (names.CTR_CLICKS, "clk")):
+            family = CounterMetricFamily(spec.name, spec.help, labels=spec.labels)
+            for labels, value in sorted(self._values[what].items()):
+                family.add_metric(labels, float(value))
+            yield family

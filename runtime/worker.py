@@ -71,7 +71,7 @@ def build_worker_app(settings: Settings) -> faust.App:
     """The production worker app: processor agent, metrics endpoint, observers, monitor."""
     metrics = WorkerMetrics()
     if settings.worker_metrics_port:
-        start_http_server(settings.worker_metrics_port, addr="0.0.0.0")
+        start_http_server(settings.worker_metrics_port, addr=settings.metrics_bind_host)
     batch_metrics = BatchMetricsObserver(metrics)
     monitor = WorkerMonitor(settings, metrics, lambda: dict(batch_metrics.newest_event_ts))
 

@@ -32,7 +32,9 @@ def command(
     if settings.monitor_metrics_port:
         try:
             start_http_server(
-                settings.monitor_metrics_port, addr="0.0.0.0", registry=service.registry
+                settings.monitor_metrics_port,
+                addr=settings.metrics_bind_host,
+                registry=service.registry,
             )
         except OSError as exc:
             raise ConfigError(
