@@ -123,6 +123,7 @@ class ExperimentRecord(_Contract):
     created_by: str = ""
     created_at: float = 0.0
     updated_at: float = 0.0
+    started_at: float | None = Field(None, description="When it first ran (its logs start).")
     promoted_variant: str | None = None
     decision: str = Field("", description="The eval ab summary (or forced reason) of a promote.")
 

@@ -224,6 +224,66 @@ class AdminStub:
                 request_serializer=schemas_dot_recommender__pb2.RevokePrincipalRequest.SerializeToString,
                 response_deserializer=schemas_dot_recommender__pb2.PrincipalInfo.FromString,
                 _registered_method=True)
+        self.ListVersions = channel.unary_unary(
+                '/streamrec.v1.Admin/ListVersions',
+                request_serializer=schemas_dot_recommender__pb2.ListVersionsRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ListVersionsResponse.FromString,
+                _registered_method=True)
+        self.DiffVersions = channel.unary_unary(
+                '/streamrec.v1.Admin/DiffVersions',
+                request_serializer=schemas_dot_recommender__pb2.DiffVersionsRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.DiffVersionsResponse.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/streamrec.v1.Admin/Rollback',
+                request_serializer=schemas_dot_recommender__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ConfigVersionInfo.FromString,
+                _registered_method=True)
+        self.GetConfig = channel.unary_unary(
+                '/streamrec.v1.Admin/GetConfig',
+                request_serializer=schemas_dot_recommender__pb2.GetConfigRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ConfigResponse.FromString,
+                _registered_method=True)
+        self.SetConfig = channel.unary_unary(
+                '/streamrec.v1.Admin/SetConfig',
+                request_serializer=schemas_dot_recommender__pb2.SetConfigRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ConfigVersionInfo.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/streamrec.v1.Admin/ListExperiments',
+                request_serializer=schemas_dot_recommender__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
+        self.CreateExperiment = channel.unary_unary(
+                '/streamrec.v1.Admin/CreateExperiment',
+                request_serializer=schemas_dot_recommender__pb2.CreateExperimentRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+                _registered_method=True)
+        self.StartExperiment = channel.unary_unary(
+                '/streamrec.v1.Admin/StartExperiment',
+                request_serializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+                _registered_method=True)
+        self.PauseExperiment = channel.unary_unary(
+                '/streamrec.v1.Admin/PauseExperiment',
+                request_serializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+                _registered_method=True)
+        self.ResumeExperiment = channel.unary_unary(
+                '/streamrec.v1.Admin/ResumeExperiment',
+                request_serializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+                _registered_method=True)
+        self.StopExperiment = channel.unary_unary(
+                '/streamrec.v1.Admin/StopExperiment',
+                request_serializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+                _registered_method=True)
+        self.PromoteExperiment = channel.unary_unary(
+                '/streamrec.v1.Admin/PromoteExperiment',
+                request_serializer=schemas_dot_recommender__pb2.PromoteExperimentRequest.SerializeToString,
+                response_deserializer=schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -328,6 +388,90 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListVersions(self, request, context):
+        """viewer: versions of the serving config (rules, experiments, run-time settings)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffVersions(self, request, context):
+        """viewer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """admin: restore the documents of a version, as a new version
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConfig(self, request, context):
+        """viewer: run-time settings overrides and the effective ranker settings
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetConfig(self, request, context):
+        """admin
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """viewer
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateExperiment(self, request, context):
+        """admin: a new experiment, in draft
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartExperiment(self, request, context):
+        """admin: draft -> running
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseExperiment(self, request, context):
+        """operator: running -> paused (everyone gets the control arm)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeExperiment(self, request, context):
+        """admin: paused -> running
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopExperiment(self, request, context):
+        """admin: -> stopped (the server's default experiment again)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteExperiment(self, request, context):
+        """admin: running | paused -> promoted (everyone gets the variant)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -405,6 +549,66 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.RevokePrincipal,
                     request_deserializer=schemas_dot_recommender__pb2.RevokePrincipalRequest.FromString,
                     response_serializer=schemas_dot_recommender__pb2.PrincipalInfo.SerializeToString,
+            ),
+            'ListVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListVersions,
+                    request_deserializer=schemas_dot_recommender__pb2.ListVersionsRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ListVersionsResponse.SerializeToString,
+            ),
+            'DiffVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffVersions,
+                    request_deserializer=schemas_dot_recommender__pb2.DiffVersionsRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.DiffVersionsResponse.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=schemas_dot_recommender__pb2.RollbackRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ConfigVersionInfo.SerializeToString,
+            ),
+            'GetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConfig,
+                    request_deserializer=schemas_dot_recommender__pb2.GetConfigRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ConfigResponse.SerializeToString,
+            ),
+            'SetConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetConfig,
+                    request_deserializer=schemas_dot_recommender__pb2.SetConfigRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ConfigVersionInfo.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=schemas_dot_recommender__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ListExperimentsResponse.SerializeToString,
+            ),
+            'CreateExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiment,
+                    request_deserializer=schemas_dot_recommender__pb2.CreateExperimentRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExperimentInfo.SerializeToString,
+            ),
+            'StartExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartExperiment,
+                    request_deserializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExperimentInfo.SerializeToString,
+            ),
+            'PauseExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseExperiment,
+                    request_deserializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExperimentInfo.SerializeToString,
+            ),
+            'ResumeExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeExperiment,
+                    request_deserializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExperimentInfo.SerializeToString,
+            ),
+            'StopExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopExperiment,
+                    request_deserializer=schemas_dot_recommender__pb2.ChangeExperimentRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExperimentInfo.SerializeToString,
+            ),
+            'PromoteExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteExperiment,
+                    request_deserializer=schemas_dot_recommender__pb2.PromoteExperimentRequest.FromString,
+                    response_serializer=schemas_dot_recommender__pb2.ExperimentInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -812,6 +1016,330 @@ class Admin:
             '/streamrec.v1.Admin/RevokePrincipal',
             schemas_dot_recommender__pb2.RevokePrincipalRequest.SerializeToString,
             schemas_dot_recommender__pb2.PrincipalInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/ListVersions',
+            schemas_dot_recommender__pb2.ListVersionsRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ListVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/DiffVersions',
+            schemas_dot_recommender__pb2.DiffVersionsRequest.SerializeToString,
+            schemas_dot_recommender__pb2.DiffVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/Rollback',
+            schemas_dot_recommender__pb2.RollbackRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ConfigVersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/GetConfig',
+            schemas_dot_recommender__pb2.GetConfigRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/SetConfig',
+            schemas_dot_recommender__pb2.SetConfigRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ConfigVersionInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/ListExperiments',
+            schemas_dot_recommender__pb2.ListExperimentsRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ListExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/CreateExperiment',
+            schemas_dot_recommender__pb2.CreateExperimentRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/StartExperiment',
+            schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/PauseExperiment',
+            schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/ResumeExperiment',
+            schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/StopExperiment',
+            schemas_dot_recommender__pb2.ChangeExperimentRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExperimentInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/streamrec.v1.Admin/PromoteExperiment',
+            schemas_dot_recommender__pb2.PromoteExperimentRequest.SerializeToString,
+            schemas_dot_recommender__pb2.ExperimentInfo.FromString,
             options,
             channel_credentials,
             insecure,

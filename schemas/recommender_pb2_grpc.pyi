@@ -94,6 +94,30 @@ class AdminStub:
     """admin"""
     RevokePrincipal: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.RevokePrincipalRequest, _recommender_pb2.PrincipalInfo]
     """admin"""
+    ListVersions: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ListVersionsRequest, _recommender_pb2.ListVersionsResponse]
+    """viewer: versions of the serving config (rules, experiments, run-time settings)"""
+    DiffVersions: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.DiffVersionsRequest, _recommender_pb2.DiffVersionsResponse]
+    """viewer"""
+    Rollback: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.RollbackRequest, _recommender_pb2.ConfigVersionInfo]
+    """admin: restore the documents of a version, as a new version"""
+    GetConfig: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.GetConfigRequest, _recommender_pb2.ConfigResponse]
+    """viewer: run-time settings overrides and the effective ranker settings"""
+    SetConfig: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.SetConfigRequest, _recommender_pb2.ConfigVersionInfo]
+    """admin"""
+    ListExperiments: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ListExperimentsRequest, _recommender_pb2.ListExperimentsResponse]
+    """viewer"""
+    CreateExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.CreateExperimentRequest, _recommender_pb2.ExperimentInfo]
+    """admin: a new experiment, in draft"""
+    StartExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]
+    """admin: draft -> running"""
+    PauseExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]
+    """operator: running -> paused (everyone gets the control arm)"""
+    ResumeExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]
+    """admin: paused -> running"""
+    StopExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]
+    """admin: -> stopped (the server's default experiment again)"""
+    PromoteExperiment: _grpc.UnaryUnaryMultiCallable[_recommender_pb2.PromoteExperimentRequest, _recommender_pb2.ExperimentInfo]
+    """admin: running | paused -> promoted (everyone gets the variant)"""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -123,6 +147,30 @@ class AdminAsyncStub(AdminStub):
     """admin"""
     RevokePrincipal: _aio.UnaryUnaryMultiCallable[_recommender_pb2.RevokePrincipalRequest, _recommender_pb2.PrincipalInfo]  # type: ignore[assignment]
     """admin"""
+    ListVersions: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ListVersionsRequest, _recommender_pb2.ListVersionsResponse]  # type: ignore[assignment]
+    """viewer: versions of the serving config (rules, experiments, run-time settings)"""
+    DiffVersions: _aio.UnaryUnaryMultiCallable[_recommender_pb2.DiffVersionsRequest, _recommender_pb2.DiffVersionsResponse]  # type: ignore[assignment]
+    """viewer"""
+    Rollback: _aio.UnaryUnaryMultiCallable[_recommender_pb2.RollbackRequest, _recommender_pb2.ConfigVersionInfo]  # type: ignore[assignment]
+    """admin: restore the documents of a version, as a new version"""
+    GetConfig: _aio.UnaryUnaryMultiCallable[_recommender_pb2.GetConfigRequest, _recommender_pb2.ConfigResponse]  # type: ignore[assignment]
+    """viewer: run-time settings overrides and the effective ranker settings"""
+    SetConfig: _aio.UnaryUnaryMultiCallable[_recommender_pb2.SetConfigRequest, _recommender_pb2.ConfigVersionInfo]  # type: ignore[assignment]
+    """admin"""
+    ListExperiments: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ListExperimentsRequest, _recommender_pb2.ListExperimentsResponse]  # type: ignore[assignment]
+    """viewer"""
+    CreateExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.CreateExperimentRequest, _recommender_pb2.ExperimentInfo]  # type: ignore[assignment]
+    """admin: a new experiment, in draft"""
+    StartExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]  # type: ignore[assignment]
+    """admin: draft -> running"""
+    PauseExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]  # type: ignore[assignment]
+    """operator: running -> paused (everyone gets the control arm)"""
+    ResumeExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]  # type: ignore[assignment]
+    """admin: paused -> running"""
+    StopExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.ChangeExperimentRequest, _recommender_pb2.ExperimentInfo]  # type: ignore[assignment]
+    """admin: -> stopped (the server's default experiment again)"""
+    PromoteExperiment: _aio.UnaryUnaryMultiCallable[_recommender_pb2.PromoteExperimentRequest, _recommender_pb2.ExperimentInfo]  # type: ignore[assignment]
+    """admin: running | paused -> promoted (everyone gets the variant)"""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -239,5 +287,101 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_recommender_pb2.PrincipalInfo, _abc.Awaitable[_recommender_pb2.PrincipalInfo]]:
         """admin"""
+
+    @_abc_1.abstractmethod
+    def ListVersions(
+        self,
+        request: _recommender_pb2.ListVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ListVersionsResponse, _abc.Awaitable[_recommender_pb2.ListVersionsResponse]]:
+        """viewer: versions of the serving config (rules, experiments, run-time settings)"""
+
+    @_abc_1.abstractmethod
+    def DiffVersions(
+        self,
+        request: _recommender_pb2.DiffVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.DiffVersionsResponse, _abc.Awaitable[_recommender_pb2.DiffVersionsResponse]]:
+        """viewer"""
+
+    @_abc_1.abstractmethod
+    def Rollback(
+        self,
+        request: _recommender_pb2.RollbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ConfigVersionInfo, _abc.Awaitable[_recommender_pb2.ConfigVersionInfo]]:
+        """admin: restore the documents of a version, as a new version"""
+
+    @_abc_1.abstractmethod
+    def GetConfig(
+        self,
+        request: _recommender_pb2.GetConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ConfigResponse, _abc.Awaitable[_recommender_pb2.ConfigResponse]]:
+        """viewer: run-time settings overrides and the effective ranker settings"""
+
+    @_abc_1.abstractmethod
+    def SetConfig(
+        self,
+        request: _recommender_pb2.SetConfigRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ConfigVersionInfo, _abc.Awaitable[_recommender_pb2.ConfigVersionInfo]]:
+        """admin"""
+
+    @_abc_1.abstractmethod
+    def ListExperiments(
+        self,
+        request: _recommender_pb2.ListExperimentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ListExperimentsResponse, _abc.Awaitable[_recommender_pb2.ListExperimentsResponse]]:
+        """viewer"""
+
+    @_abc_1.abstractmethod
+    def CreateExperiment(
+        self,
+        request: _recommender_pb2.CreateExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExperimentInfo, _abc.Awaitable[_recommender_pb2.ExperimentInfo]]:
+        """admin: a new experiment, in draft"""
+
+    @_abc_1.abstractmethod
+    def StartExperiment(
+        self,
+        request: _recommender_pb2.ChangeExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExperimentInfo, _abc.Awaitable[_recommender_pb2.ExperimentInfo]]:
+        """admin: draft -> running"""
+
+    @_abc_1.abstractmethod
+    def PauseExperiment(
+        self,
+        request: _recommender_pb2.ChangeExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExperimentInfo, _abc.Awaitable[_recommender_pb2.ExperimentInfo]]:
+        """operator: running -> paused (everyone gets the control arm)"""
+
+    @_abc_1.abstractmethod
+    def ResumeExperiment(
+        self,
+        request: _recommender_pb2.ChangeExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExperimentInfo, _abc.Awaitable[_recommender_pb2.ExperimentInfo]]:
+        """admin: paused -> running"""
+
+    @_abc_1.abstractmethod
+    def StopExperiment(
+        self,
+        request: _recommender_pb2.ChangeExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExperimentInfo, _abc.Awaitable[_recommender_pb2.ExperimentInfo]]:
+        """admin: -> stopped (the server's default experiment again)"""
+
+    @_abc_1.abstractmethod
+    def PromoteExperiment(
+        self,
+        request: _recommender_pb2.PromoteExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_recommender_pb2.ExperimentInfo, _abc.Awaitable[_recommender_pb2.ExperimentInfo]]:
+        """admin: running | paused -> promoted (everyone gets the variant)"""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

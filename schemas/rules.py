@@ -187,6 +187,8 @@ class AuditEntry(_Contract):
     action: AuditAction
     target: ScopeStr = Field(description="Rule id or experiment name.")
     detail: str = Field(description="JSON of the rule or experiment concerned.")
+    version: int = Field(0, description="Config version the change made (0 = not versioned).")
+    reason: str = Field("", description="Why, as given by the caller.")
 
     @property
     def when(self) -> datetime:

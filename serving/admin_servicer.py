@@ -19,15 +19,16 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import grpc
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 
 from core.errors import UnavailableError
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
-from schemas.admin import BOOTSTRAP_PRINCIPAL, PrincipalRecord, Role
+from schemas.admin import BOOTSTRAP_PRINCIPAL, PrincipalRecord, Role, Snapshot
 from schemas.rules import Rule
 from serving.admin_controls import AdminControlsMixin
-from serving.admin_store import AdminStore
+from serving.admin_store import AdminStore, rules_of
+from serving.admin_versions import AdminVersionsMixin
 from serving.auth import Authenticator, AuthError, Principal, PrincipalStore, bearer_token
 from serving.convert import (
     InvalidRequest,
@@ -37,7 +38,7 @@ from serving.convert import (
     rule_to_proto,
     to_response,
 )
-from serving.experiments import ExperimentPlan, parse_experiment
+from serving.experiments import ExperimentPlan, parse_experiment, set_running
 from serving.recommender import Recommender
 from serving.servicer import deadline_of
 
@@ -69,7 +70,11 @@ def principal_to_proto(record: PrincipalRecord) -> pb.PrincipalInfo:
     )
 
 
-class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
+class UnknownRule(LookupError):
+    """DeleteRule of an id that is not stored (NOT_FOUND)."""
+
+
+class AdminServicer(AdminControlsMixin, AdminVersionsMixin, pb_grpc.AdminServicer):
     """Admin RPCs over an :class:`AdminStore` and the server's :class:`Recommender`."""
 
     def __init__(self, store: AdminStore, recommender: Recommender, token: SecretStr) -> None:
@@ -101,6 +106,13 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
 
     async def CreateRule(self, request: pb.CreateRuleRequest, context: Ctx) -> pb.Rule:
         who = (await self._authorise(context, Role.ADMIN)).name
+        reason = await self._reason(context, request.reason, required=False)
+        if request.rule.id:
+            await self._fail(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "rule ids are assigned by the server: leave rule.id empty",
+            )
         try:
             rule = rule_from_proto(
                 request.rule,
@@ -109,13 +121,21 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
                 created_at=time.time(),
             )
         except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            created = await self.store.create_rule(rule, who)
-        except UnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if not created:
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"rule {rule.id!r} exists")
+            await self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+        def add(current: Snapshot) -> Snapshot:
+            rules = {**current.rules, rule.id: rule.model_dump(mode="json")}
+            return current.model_copy(update={"rules": rules})
+
+        await self._commit(
+            context,
+            author=who,
+            reason=reason,
+            action="create_rule",
+            target=rule.id,
+            change=add,
+            detail=lambda _old, _new: rule.model_dump_json(),
+        )
         return rule_to_proto(rule)
 
     async def ListRules(self, request: pb.ListRulesRequest, context: Ctx) -> pb.ListRulesResponse:
@@ -123,7 +143,7 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
         try:
             rules = await self.store.list_rules()
         except UnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await self._fail(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         now = time.time()
         kept = [
             r
@@ -138,19 +158,32 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
         self, request: pb.DeleteRuleRequest, context: Ctx
     ) -> pb.DeleteRuleResponse:
         who = (await self._authorise(context, Role.ADMIN)).name
+        reason = await self._reason(context, request.reason, required=False)
         if not request.id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+            await self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, "id is required")
+        deleted: list[Rule] = []
+
+        def remove(current: Snapshot) -> Snapshot:
+            if request.id not in current.rules:
+                raise UnknownRule(f"no rule {request.id!r}")
+            deleted[:] = [r for r in rules_of(current) if r.id == request.id]
+            rules = {i: r for i, r in current.rules.items() if i != request.id}
+            return current.model_copy(update={"rules": rules})
+
         try:
-            old = await self.store.delete_rule(request.id, who)
+            await self.store.commit(
+                author=who,
+                reason=reason,
+                action="delete_rule",
+                target=request.id,
+                change=remove,
+                detail=lambda _old, _new: deleted[0].model_dump_json(),
+            )
+        except UnknownRule as exc:
+            await self._fail(context, grpc.StatusCode.NOT_FOUND, str(exc))
         except UnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if old is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no rule {request.id!r}")
-        try:
-            deleted = rule_to_proto(Rule.model_validate_json(old))
-        except ValidationError:
-            deleted = pb.Rule(id=request.id, note="stored rule was unreadable")
-        return pb.DeleteRuleResponse(deleted=deleted)
+            await self._fail(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        return pb.DeleteRuleResponse(deleted=rule_to_proto(deleted[0]))
 
     async def DryRunRule(
         self, request: pb.DryRunRuleRequest, context: Ctx
@@ -162,7 +195,7 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
             )
             query = parse_recommend(request.request)
         except InvalidRequest as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            await self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         responses = []
         for extra in ((), (rule,)):
             rec = await self.recommender.recommend(
@@ -188,12 +221,13 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
         try:
             entries = await self.store.audit(limit)
         except UnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await self._fail(context, grpc.StatusCode.UNAVAILABLE, str(exc))
         return pb.GetAuditResponse(entries=[audit_to_proto(e) for e in entries])
 
     async def SetExperiment(
         self, request: pb.SetExperimentRequest, context: Ctx
     ) -> pb.ExperimentResponse:
+        """Run this config now (created or replaced; any other live experiment stops)."""
         who = (await self._authorise(context, Role.ADMIN)).name
         shared = self.recommender.shared
         try:
@@ -205,11 +239,16 @@ class AdminServicer(AdminControlsMixin, pb_grpc.AdminServicer):
                 source="redis",
             )
         except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            await self.store.set_experiment(experiment, who)
-        except UnavailableError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            await self._fail(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        await self._commit(
+            context,
+            author=who,
+            reason="",
+            action="set_experiment",
+            target=experiment.name,
+            change=lambda s: set_running(s, experiment, by=who, now=time.time()),
+            detail=lambda _old, _new: experiment.model_dump_json(),
+        )
         return pb.ExperimentResponse(config_json=experiment.model_dump_json(), source="redis")
 
     async def GetExperiment(

@@ -256,4 +256,6 @@ def audit_to_proto(entry: AuditEntry) -> pb.AuditEntry:
         action=entry.action,
         target=entry.target,
         detail=entry.detail,
+        version=entry.version,
+        reason=entry.reason,
     )

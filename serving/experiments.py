@@ -3,13 +3,20 @@
 ``u = int(sha256(salt + ":" + unit)[:8]) / 2**64`` ∈ [0, 1); the variant is the first whose
 cumulative share exceeds ``u``. The unit is the user_id, or the session_id when there is no
 user. Same config + same unit → same variant on every server, in every run.
-Config sources, first present wins: Redis ``P:exp`` (Admin SetExperiment), the
+Config sources, first present wins: Redis ``P:exp`` (the effective experiment of the Admin
+lifecycle, see :func:`serving.config_versions.effective_experiment`), the
 ``experiments_file`` setting, the built-in single ``control`` variant.
+
+Lifecycle (Admin): an experiment is created as a draft, started (running), paused (everyone
+gets the control arm, within two refreshes), resumed, and finally stopped (the server's
+default again) or promoted (everyone gets one arm). Promotion needs ``eval ab`` on the
+experiment's own logs to say *ship* with at least 30 users per arm, or a forced reason.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,6 +24,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from core.errors import ConfigError
+from schemas.admin import EXPERIMENT_MOVES, ExperimentRecord, ExperimentStatus, Snapshot
 from schemas.rules import DEFAULT_EXPERIMENT, ExperimentConfig
 from serving.config import RankerConfig
 
@@ -108,3 +116,129 @@ class ExperimentPlan:
             if assignment.variant == name:
                 return assignment.config
         return None
+
+
+# --- lifecycle (issue 19): draft → running → paused → stopped / promoted ----------------------
+#: users each arm needs in the analysed logs before any promotion decision
+MIN_USERS_PER_ARM = 30
+
+
+class LifecycleError(Exception):
+    """A lifecycle move the experiment's state does not allow (FAILED_PRECONDITION)."""
+
+
+class UnknownExperiment(LookupError):
+    """No experiment of that name (NOT_FOUND)."""
+
+
+def _records(snapshot: Snapshot) -> dict[str, ExperimentRecord]:
+    return {
+        name: ExperimentRecord.model_validate_json(json.dumps(raw))
+        for name, raw in snapshot.experiments.items()
+    }
+
+
+def _with(snapshot: Snapshot, record: ExperimentRecord) -> Snapshot:
+    experiments = {**snapshot.experiments, record.config.name: record.model_dump(mode="json")}
+    return snapshot.model_copy(update={"experiments": experiments})
+
+
+def create_experiment(
+    snapshot: Snapshot, config: ExperimentConfig, *, by: str, now: float
+) -> Snapshot:
+    """Add ``config`` as a draft; LifecycleError when the name is taken."""
+    if config.name in snapshot.experiments:
+        raise LifecycleError(f"experiment {config.name!r} exists (pick another name)")
+    record = ExperimentRecord(
+        config=config, status="draft", created_by=by, created_at=now, updated_at=now
+    )
+    return _with(snapshot, record)
+
+
+def set_running(snapshot: Snapshot, config: ExperimentConfig, *, by: str, now: float) -> Snapshot:
+    """SetExperiment: ``config`` runs now (created or replaced); any other live one stops."""
+    records = _records(snapshot)
+    for name, record in records.items():
+        if name != config.name and record.status in ("running", "paused"):
+            snapshot = _with(snapshot, record.model_copy(update={"status": "stopped"}))
+    old = records.get(config.name)
+    record = ExperimentRecord(
+        config=config,
+        status="running",
+        created_by=old.created_by if old else by,
+        created_at=old.created_at if old else now,
+        updated_at=now,
+        started_at=now,
+    )
+    return _with(snapshot, record)
+
+
+def move_experiment(
+    snapshot: Snapshot,
+    name: str,
+    to: ExperimentStatus,
+    *,
+    now: float,
+    variant: str | None = None,
+    decision: str = "",
+) -> Snapshot:
+    """``name`` moved to status ``to`` (see :data:`schemas.admin.EXPERIMENT_MOVES`).
+
+    Only one experiment is live (running or paused) at a time; promote needs ``variant``,
+    one of the experiment's arms.
+    """
+    records = _records(snapshot)
+    record = records.get(name)
+    if record is None:
+        known = ", ".join(sorted(records)) or "none"
+        raise UnknownExperiment(f"no experiment {name!r} (known: {known})")
+    if to not in EXPERIMENT_MOVES[record.status]:
+        allowed = ", ".join(EXPERIMENT_MOVES[record.status]) or "nothing (it is final)"
+        raise LifecycleError(
+            f"experiment {name!r} is {record.status}: it cannot become {to} (allowed: {allowed})"
+        )
+    if to == "running":
+        live = [n for n, r in records.items() if n != name and r.status in ("running", "paused")]
+        if live:
+            raise LifecycleError(
+                f"experiment {live[0]!r} is {records[live[0]].status}: stop it first "
+                "(one live experiment at a time)"
+            )
+    update: dict[str, object] = {"status": to, "updated_at": now}
+    if to == "running" and record.started_at is None:
+        update["started_at"] = now
+    if to == "promoted":
+        names = [v.name for v in record.config.variants]
+        if variant not in names:
+            raise ValueError(f"variant {variant!r} is not an arm of {name!r} ({', '.join(names)})")
+        update["promoted_variant"] = variant
+        update["decision"] = decision
+    return _with(snapshot, record.model_copy(update=update))
+
+
+def experiment_record(snapshot: Snapshot, name: str) -> ExperimentRecord:
+    record = _records(snapshot).get(name)
+    if record is None:
+        raise UnknownExperiment(f"no experiment {name!r}")
+    return record
+
+
+def promotion_refusal(
+    record: ExperimentRecord, *, decision: str, users_per_arm: dict[str, int]
+) -> str | None:
+    """Why a promotion without ``--force`` is refused, or None when ``eval ab`` allows it.
+
+    The analysis must say ``ship`` and every arm of the experiment must have at least
+    :data:`MIN_USERS_PER_ARM` users in the analysed logs.
+    """
+    arms = [v.name for v in record.config.variants if v.share > 0]
+    short = {arm: users_per_arm.get(arm, 0) for arm in arms}
+    short = {arm: n for arm, n in short.items() if n < MIN_USERS_PER_ARM}
+    if short:
+        listed = ", ".join(f"{arm} {n}" for arm, n in sorted(short.items()))
+        return f"too few users to decide: {listed} (at least {MIN_USERS_PER_ARM} per arm)"
+    if decision != "ship":
+        return (
+            f"eval ab says {decision or 'nothing'!s}, not ship (use --force --reason to override)"
+        )
+    return None

@@ -23,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -32,6 +33,7 @@ from core.settings import Settings
 from schemas.rules import ExperimentConfig, Rule
 from serving import metrics
 from serving.config import RankerConfig
+from serving.config_versions import apply_overrides, validate_overrides
 from serving.experiments import (
     ExperimentPlan,
     ExperimentSource,
@@ -104,7 +106,12 @@ class SharedState:
         file_experiment: ExperimentConfig | None = None,
     ) -> None:
         self.reader = reader
+        #: the ranker config of this server's settings; ``base_config`` adds the run-time
+        #: overrides of the Admin ``config`` document (``runtime_overrides``)
+        self.settings_config = base_config
         self.base_config = base_config
+        self.runtime_overrides: dict[str, Any] = {}
+        self._runtime_raw: str | None = None
         self.algo_version = algo_version
         self.refresh_s = refresh_s
         self.top_n = top_n
@@ -213,6 +220,8 @@ class SharedState:
                     deadline=deadline
                 )
                 self._catalog_version = read.catalog_version
+            if read.runtime_config != self._runtime_raw:
+                self._load_runtime_config(read.runtime_config)
             if read.experiments != self._experiments_raw:
                 self._load_experiment(read.experiments)
             if self._ticks % CTR_EVERY_TICKS == 0 and self._wants_ctr():
@@ -243,6 +252,20 @@ class SharedState:
             except ValidationError as exc:
                 log.warning("ignoring stored rule %s: %s", rule_id, exc.errors()[0]["msg"])
         self.rules = tuple(sorted(rules, key=lambda r: r.id))
+
+    def _load_runtime_config(self, raw: str | None) -> None:
+        """Apply the run-time overrides (validated again: a bad document is ignored, logged)."""
+        self._runtime_raw = raw
+        try:
+            overrides = validate_overrides(orjson.loads(raw)) if raw is not None else {}
+            base = apply_overrides(self.settings_config, overrides)
+        except (ValueError, TypeError) as exc:  # orjson.JSONDecodeError is a ValueError
+            log.warning("ignoring stored run-time config: %s", exc)
+            return
+        self.runtime_overrides, self.base_config = overrides, base
+        if self._file_plan is not None:
+            self._file_plan = self._plan(self._file_plan.experiment, "file")
+        self._load_experiment(self._experiments_raw if self._experiments_raw != _UNSET else None)
 
     def _load_experiment(self, raw: str | None) -> None:
         self._experiments_raw = raw

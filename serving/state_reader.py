@@ -156,6 +156,8 @@ class SharedRead:
     catalog_version: str | None
     experiments: str | None
     last_write: float | None
+    #: the run-time settings overrides JSON (Admin config, ``P:cfg``); None = none
+    runtime_config: str | None = None
 
 
 RequestClientKind = Literal["wire", "redis-py"]
@@ -701,10 +703,11 @@ class StateReader:
         pipe.get(keys.catalog_version)
         pipe.get(keys.experiments)
         pipe.hget(keys.meta, "last_write")
+        pipe.get(keys.runtime_config)
         replies = await self._call(pipe.execute, deadline, background=True)
         n = len(segments)
         seg_pops = {seg: _pairs(raw) for seg, raw in zip(segments, replies[1 : 1 + n], strict=True)}
-        rules_v, catalog_v, exp, last_write = replies[1 + n :]
+        rules_v, catalog_v, exp, last_write, runtime = replies[1 + n :]
         return SharedRead(
             global_popularity=_pairs(replies[0]),
             segments=seg_pops,
@@ -712,6 +715,7 @@ class StateReader:
             catalog_version=None if catalog_v is None else _text(catalog_v),
             experiments=None if exp is None else _text(exp),
             last_write=_float_or_none(last_write),
+            runtime_config=None if runtime is None else _text(runtime),
         )
 
     async def read_rules(self, *, deadline: float | None) -> dict[str, str]:

@@ -160,33 +160,34 @@ async def test_rules_change_the_answers_of_every_server(
         request = pb.RecommendRequest(user_id="u1", k=3, context=ctx(world))
         assert items_of(await recommender(ch_b).Recommend(request)) == ["b", "c", "d"]
         now = time.time()
-        rules = [
-            pb.Rule(id="pin-z", kind=pb.RULE_KIND_PIN, item_id="z", position=1),
-            pb.Rule(id="block-c", kind=pb.RULE_KIND_BLOCK, item_id="c"),
-            pb.Rule(id="boost-hats", kind=pb.RULE_KIND_BOOST, category="hats", factor=10.0),
+        rules = {
+            "pin-z": pb.Rule(kind=pb.RULE_KIND_PIN, item_id="z", position=1),
+            "block-c": pb.Rule(kind=pb.RULE_KIND_BLOCK, item_id="c"),
+            "boost-hats": pb.Rule(kind=pb.RULE_KIND_BOOST, category="hats", factor=10.0),
             # no effect: expired, not yet valid, other tenant, other surface
-            pb.Rule(
-                id="old",
+            "old": pb.Rule(
                 kind=pb.RULE_KIND_BLOCK,
                 item_id="b",
                 valid_until=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60)),
             ),
-            pb.Rule(
-                id="later",
+            "later": pb.Rule(
                 kind=pb.RULE_KIND_BLOCK,
                 item_id="b",
                 valid_from=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3600)),
             ),
-            pb.Rule(id="elsewhere", kind=pb.RULE_KIND_BLOCK, item_id="b", tenant="other"),
-            pb.Rule(id="cart-only", kind=pb.RULE_KIND_BLOCK, item_id="b", surface="cart"),
-        ]
+            "elsewhere": pb.Rule(kind=pb.RULE_KIND_BLOCK, item_id="b", tenant="other"),
+            "cart-only": pb.Rule(kind=pb.RULE_KIND_BLOCK, item_id="b", surface="cart"),
+        }
+        ids: dict[str, str] = {}
         started = time.monotonic()
-        for rule in rules:
+        for label, rule in rules.items():
             created = await stub_admin.CreateRule(
                 pb.CreateRuleRequest(rule=rule), metadata=ADMIN_MD
             )
             assert created.created_by == BOOTSTRAP
             assert created.created_at.endswith("Z")
+            assert created.id.startswith("r-")
+            ids[label] = created.id
 
         async def changed_on_b() -> pb.RecommendResponse | None:
             reply = await recommender(ch_b).Recommend(request)
@@ -198,12 +199,15 @@ async def test_rules_change_the_answers_of_every_server(
         record_property("rule_effect_s", round(effect_s, 3))
         print(f"rule effect on the second server after {effect_s:.2f} s (target {RULE_EFFECT_S} s)")
         assert items_of(reply) == ["z", "d", "b"]
-        assert list(reply.items[0].reasons) == ["pinned by rule pin-z"]
-        assert list(reply.items[1].reasons) == ["co-viewed with a", "boosted by rule boost-hats"]
+        assert list(reply.items[0].reasons) == [f"pinned by rule {ids['pin-z']}"]
+        assert list(reply.items[1].reasons) == [
+            "co-viewed with a",
+            f"boosted by rule {ids['boost-hats']}",
+        ]
         assert list(reply.items[2].reasons) == ["co-viewed with a"]
 
         listed = await stub_admin.ListRules(pb.ListRulesRequest(), metadata=ADMIN_MD)
-        assert "old" not in {r.id for r in listed.rules}
+        assert ids["old"] not in {r.id for r in listed.rules}
         assert len(listed.rules) == 6
         everything = await stub_admin.ListRules(
             pb.ListRulesRequest(include_expired=True), metadata=ADMIN_MD
@@ -212,9 +216,13 @@ async def test_rules_change_the_answers_of_every_server(
         scoped = await stub_admin.ListRules(
             pb.ListRulesRequest(tenant="shop", surface="home"), metadata=ADMIN_MD
         )
-        assert {r.id for r in scoped.rules} == {"pin-z", "block-c", "boost-hats", "later"}
+        assert {r.id for r in scoped.rules} == {
+            ids[label] for label in ("pin-z", "block-c", "boost-hats", "later")
+        }
 
-        deleted = await stub_admin.DeleteRule(pb.DeleteRuleRequest(id="pin-z"), metadata=ADMIN_MD)
+        deleted = await stub_admin.DeleteRule(
+            pb.DeleteRuleRequest(id=ids["pin-z"]), metadata=ADMIN_MD
+        )
         assert deleted.deleted.item_id == "z"
 
         async def unpinned() -> bool:
@@ -224,10 +232,10 @@ async def test_rules_change_the_answers_of_every_server(
 
         audit = await stub_admin.GetAudit(pb.GetAuditRequest(limit=3), metadata=ADMIN_MD)
         assert [e.action for e in audit.entries] == ["delete_rule", "create_rule", "create_rule"]
-        assert audit.entries[0].target == "pin-z"
+        assert audit.entries[0].target == ids["pin-z"]
         assert audit.entries[0].who == BOOTSTRAP
         assert json.loads(audit.entries[0].detail)["item_id"] == "z"
-        assert audit.entries[1].target == "cart-only"
+        assert audit.entries[1].target == ids["cart-only"]
 
 
 async def test_rule_errors(settings: Settings, redis: Redis, tmp_path: Path) -> None:
@@ -245,11 +253,11 @@ async def test_rule_errors(settings: Settings, redis: Redis, tmp_path: Path) -> 
                 await stub.CreateRule(pb.CreateRuleRequest(rule=rule), metadata=ADMIN_MD)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert message in (info.value.details() or "")
-        rule = pb.Rule(id="dup", kind=pb.RULE_KIND_BLOCK, item_id="x")
-        await stub.CreateRule(pb.CreateRuleRequest(rule=rule), metadata=ADMIN_MD)
+        rule = pb.Rule(id="mine", kind=pb.RULE_KIND_BLOCK, item_id="x")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.CreateRule(pb.CreateRuleRequest(rule=rule), metadata=ADMIN_MD)
-        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "rule ids are assigned by the server" in (info.value.details() or "")
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.DeleteRule(pb.DeleteRuleRequest(id="nope"), metadata=ADMIN_MD)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
