@@ -14,8 +14,15 @@ Checks, in the order they decide:
    unit — when more than 1% of users were seen in several variants the assignment is not
    per user and the check counts requests instead), the share of invalid log lines and the
    outcome join rate. Any failure → **hold**, whatever the metric says.
-2. Per treatment: a guardrail breach (latency p95, fallback share, error share; see
-   :class:`AbConfig`) or a significant degradation of the metric after correction → **rollback**.
+2. Per treatment: a guardrail breach (latency p95, fallback share, error share, empty-answer
+   share; see :class:`AbConfig`) or a significant degradation of the metric after correction
+   → **rollback**. Error and empty answers are read from the flags the server writes on its
+   exposures (:mod:`schemas.controls`).
+
+Holdback: when the logs hold the holdback arm (variant ``holdback``, the users who always get
+the baseline) and ``prefer_holdback`` is on, it is the control and every other arm a treatment;
+its share is not part of the experiment's split, so the SRM check covers the other arms unless
+``expected_split`` names ``holdback``.
 3. A significant improvement after correction with enough power (achieved power for the
    relative MDE at the observed sample ≥ ``power``) → **ship**; otherwise **hold**.
 
@@ -48,6 +55,7 @@ from evaluation.ab_model import (
 )
 from evaluation.arms import ArmData, collect_arms
 from evaluation.logs import Logs
+from schemas.controls import HOLDBACK_VARIANT
 
 
 def _seed(config: AbConfig, name: str) -> int:
@@ -85,6 +93,7 @@ def _summarise(arm: ArmData, config: AbConfig, boot: stats.FloatArray | None) ->
         latency_p95_ms=arm.latency_p95(),
         fallback_share=arm.fallbacks / n,
         error_share=arm.errors / n,
+        empty_share=arm.empties / n,
     )
 
 
@@ -139,6 +148,16 @@ def _guardrails(control: ArmData, treat: ArmData, config: AbConfig) -> tuple[Gua
     out.append(
         _rate_guardrail(
             "error_share", control.errors, control.requests, treat.errors, treat.requests, config
+        )
+    )
+    out.append(
+        _rate_guardrail(
+            "empty_share",
+            control.empties,
+            control.requests,
+            treat.empties,
+            treat.requests,
+            config,
         )
     )
     return tuple(out)
@@ -287,6 +306,9 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
     """Analyse an experiment's logs and decide."""
     summary = collect_arms(logs)
     arms = summary.arms
+    holdback_control = config.prefer_holdback and HOLDBACK_VARIANT in arms
+    if holdback_control:
+        config = replace(config, control=HOLDBACK_VARIANT)
     if config.control not in arms:
         raise ConfigError(
             f"control variant {config.control!r} not in the exposures (variants: "
@@ -294,21 +316,30 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
         )
     if len(arms) < 2:
         raise ConfigError(f"need at least two variants, found only {config.control!r}")
-    split = dict(config.expected_split) if config.expected_split else dict.fromkeys(arms, 1.0)
-    unknown = sorted(set(arms) - set(split))
+    split_arms = {
+        name: arm
+        for name, arm in arms.items()
+        if not holdback_control
+        or name != HOLDBACK_VARIANT
+        or (config.expected_split and HOLDBACK_VARIANT in config.expected_split)
+    }
+    split = dict(config.expected_split) if config.expected_split else dict.fromkeys(split_arms, 1.0)
+    unknown = sorted(set(split_arms) - set(split))
     if unknown:
         raise ConfigError(f"variant(s) {', '.join(unknown)} missing from the expected split")
     total = sum(split.values())
     split = {name: w / total for name, w in split.items()}
     never = sorted(set(split) - set(arms))
     notes = [f"variant {name!r} expected but never served" for name in never]
+    if holdback_control:
+        notes.append("control: the holdback arm (users who always get the baseline)")
     by_users = summary.multi_variant_users <= 0.01 * summary.total_users
     if not by_users:
         notes.append(
             f"{summary.multi_variant_users} users saw several variants: "
             "SRM counted on requests (assignment is not per user)"
         )
-    srm = _srm(arms, split, by_users, config.srm_alpha)
+    srm = _srm(split_arms, split, by_users, config.srm_alpha)
 
     treatments = sorted(n for n in arms if n != config.control)
     boots: dict[str, stats.FloatArray] = {}

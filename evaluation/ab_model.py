@@ -53,7 +53,10 @@ class AbConfig:
     max_invalid_share: float = 0.01
     latency_tolerance: float = 0.20  # relative increase of latency p95 …
     latency_slack_ms: float = 2.0  # … that is also at least this many ms
-    rate_tolerance: float = 0.01  # absolute increase of fallback / error share (significant)
+    rate_tolerance: float = 0.01  # absolute increase of fallback / error / empty share
+    #: when the logs hold the holdback arm (``schemas.controls.HOLDBACK_VARIANT``) it is the
+    #: control and every other arm a treatment (False: ``control`` as given)
+    prefer_holdback: bool = True
     n_boot: int = 2000
     seed: int = 0
 
@@ -128,6 +131,7 @@ class VariantSummary:
     latency_p95_ms: float | None
     fallback_share: float
     error_share: float
+    empty_share: float = 0.0
 
 
 @dataclass(frozen=True)

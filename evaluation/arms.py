@@ -9,9 +9,11 @@ exposure, see :mod:`evaluation.logs`) are credited to a request:
 - ``revenue``: the sum of ``value`` over its joined purchases (a missing value counts 0);
 - ``clicked_items``: distinct items of the request with a joined click (for clicks/impressions).
 
-Guardrail flags come from ``context.extra`` of the exposure: the request was served by a
-fallback when ``extra["fallback"]`` or ``extra["fallback_stage"]`` holds a value, and failed
-(served degraded after an error) when ``extra["error"]`` holds a value. Values ``""``, ``0``,
+Guardrail flags come from ``context.extra`` of the exposure, as the server writes them (the
+contract is :mod:`schemas.controls`): the request was served by a fallback when
+``extra["fallback"]`` or ``extra["fallback_stage"]`` holds a value, failed or was degraded by
+a failure when ``extra["error"]`` does (``ERROR_KEYS``), and served nothing when
+``extra["empty"]`` does (``EMPTY_KEYS``; such exposures have no items). Values ``""``, ``0``,
 ``false``, ``no`` and ``none`` (any case) mean "not set".
 """
 
@@ -24,10 +26,11 @@ import numpy as np
 
 from evaluation.logs import ExposureIndex, JoinStatus, Logs, gc_paused
 from evaluation.stats import FloatArray
+from schemas.controls import EMPTY_KEYS, ERROR_KEYS, EXTRA_FALLBACK_STAGE
 from schemas.events import EventType
 
-FALLBACK_KEYS = ("fallback", "fallback_stage")
-ERROR_KEYS = ("error",)
+FALLBACK_KEYS = ("fallback", EXTRA_FALLBACK_STAGE)
+__all__ = ["EMPTY_KEYS", "ERROR_KEYS", "FALLBACK_KEYS", "ArmData", "collect_arms", "flag_set"]
 _UNSET = frozenset({"", "0", "false", "no", "none"})
 
 
@@ -50,6 +53,7 @@ class ArmData:
     latencies: list[float] = field(default_factory=list)
     fallbacks: int = 0
     errors: int = 0
+    empties: int = 0
 
     @property
     def requests(self) -> int:
@@ -132,6 +136,7 @@ def _collect(logs: Logs) -> ArmsSummary:
             arm.latencies.append(exp.latency_ms)
         arm.fallbacks += flag_set(exp.context.extra, FALLBACK_KEYS)
         arm.errors += flag_set(exp.context.extra, ERROR_KEYS)
+        arm.empties += flag_set(exp.context.extra, EMPTY_KEYS)
     multi = sum(1 for variants in user_variants.values() if len(variants) > 1)
     return ArmsSummary(
         arms=arms,

@@ -75,6 +75,7 @@ def render_markdown(result: AbResult, chart: str | None = None) -> str:
             _opt(v.latency_p95_ms, ".1f"),
             f"{v.fallback_share:.2%}",
             f"{v.error_share:.2%}",
+            f"{v.empty_share:.2%}",
         ]
         for v in result.variants
     ]
@@ -90,6 +91,7 @@ def render_markdown(result: AbResult, chart: str | None = None) -> str:
             "latency p95 ms",
             "fallback",
             "errors",
+            "empty",
         ],
         rows,
     )

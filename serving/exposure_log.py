@@ -16,8 +16,12 @@ lookup and a send per event (about half the CPU per exposure; figures in docs/be
 
 The exposure's ``user_id`` is the request's user_id, else its session_id (then
 ``context.extra["session_id"]`` says so), else ``"anonymous"`` (SimilarItems without a viewer).
-``context.extra`` carries ``fallback_stage`` (none / segment_popularity / global_popularity /
-last_known) and ``degraded`` ("1" when Redis could not be read).
+``context.extra`` carries the flags of ``schemas.controls``: ``fallback_stage`` (none /
+segment_popularity / global_popularity / last_known / kill_switch), ``degraded`` ("1" when
+Redis could not be read), ``error`` (an ``AnswerError``: ``state_unavailable`` for a degraded
+answer, ``no_state`` / ``internal`` for a failed call) and ``empty`` ("1" when no item was
+served: failed calls are logged too, with no items). Each item carries its reasons and the ids
+of the pin / boost rules that touched it (:mod:`serving.decisions`).
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -38,9 +42,12 @@ from pydantic import ValidationError
 from core import kafka_clients
 from core.retry import retry
 from core.settings import Settings
+from schemas.controls import EXTRA_FALLBACK_STAGE, EXTRA_SESSION_ID
 from schemas.events import Context, ExposedItem, Exposure, encode_event
+from schemas.rules import Rule
 from schemas.topics import Topic
 from serving import metrics
+from serving.decisions import answer_flags, rule_hits
 
 log = logging.getLogger("streamrec.serving.exposures")
 BATCH_MAX = 500
@@ -63,17 +70,39 @@ class PendingExposure:
     latency_ms: float
     stage: str
     degraded: bool
+    reasons: Sequence[Sequence[str]] = ()
+    """Per item (same order as ``items``); empty = not known."""
+    rules: Sequence[Rule] = ()
+    """The rules the ranking saw."""
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    error: str = ""
+    """An ``AnswerError`` value when the call failed (then ``items`` is empty)."""
+    method: str = "Recommend"
+
+    def rule_hits(self) -> tuple[list[list[str]], list[str]]:
+        return rule_hits(
+            [item for item, _ in self.items],
+            self.rules,
+            self.categories,
+            now=self.ts,
+            tenant=self.context.tenant,
+            surface=self.context.surface,
+        )
+
+    def flags(self) -> dict[str, str]:
+        return answer_flags(items=len(self.items), degraded=self.degraded, error=self.error)
 
 
 def build_exposure(p: PendingExposure) -> Exposure:
     """The ``exposure.v1`` event of one answer (ranks 1..n in answer order)."""
     extra = dict(p.context.extra)
-    extra["fallback_stage"] = p.stage
-    if p.degraded:
-        extra["degraded"] = "1"
+    extra[EXTRA_FALLBACK_STAGE] = p.stage
+    extra.update(p.flags())
     user = p.user_id or p.session_id or ANONYMOUS
     if not p.user_id and p.session_id:
-        extra["session_id"] = p.session_id
+        extra[EXTRA_SESSION_ID] = p.session_id
+    hits, _active = p.rule_hits()
+    reasons = p.reasons if len(p.reasons) == len(p.items) else [()] * len(p.items)
     context = Context(
         tenant=p.context.tenant, surface=p.context.surface, locale=p.context.locale, extra=extra
     )
@@ -82,8 +111,16 @@ def build_exposure(p: PendingExposure) -> Exposure:
         user_id=user,
         ts=p.ts,  # type: ignore[arg-type]  # epoch seconds, parsed by the Timestamp validator
         items=[
-            ExposedItem(item_id=item, rank=rank, score=score)
-            for rank, (item, score) in enumerate(p.items, start=1)
+            ExposedItem(
+                item_id=item,
+                rank=rank,
+                score=score,
+                reasons=list(why)[:16] or None,
+                rules=hit[:32] or None,
+            )
+            for rank, ((item, score), why, hit) in enumerate(
+                zip(p.items, reasons, hits, strict=True), start=1
+            )
         ],
         context=context,
         variant=p.variant,

@@ -43,6 +43,7 @@ class Stage(StrEnum):
     SEGMENT_POPULARITY = "segment_popularity"
     GLOBAL_POPULARITY = "global_popularity"
     LAST_KNOWN = "last_known"
+    KILL_SWITCH = "kill_switch"  # set by serving.controls, never by rank()
 
 
 STAGE_DEPTH: Mapping[Stage, int] = {s: i for i, s in enumerate(Stage)}

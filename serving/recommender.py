@@ -10,6 +10,11 @@ It never raises for Redis trouble: errors, timeouts and a passed deadline give a
 the caches marked ``degraded``. Exposure logging is the caller's business (the server logs,
 the evaluator does not).
 
+Controls (:mod:`serving.controls`): a request covered by a kill switch, or whose unit is in the
+holdback, is answered by :meth:`Recommender._baseline` — segment, then global popularity
+(then the last-known list), the stored rules applied, the base ranker settings, no personal
+state read — with stage ``kill_switch`` (kill switch) and variant ``holdback`` (holdback).
+
 Evaluation use: build it with :meth:`Recommender.create` (or from a ``StateReader`` and a
 ``SharedState``), call ``await recommender.shared.refresh()`` whenever the replayed state
 moved and the caches must see it, pass ``now=`` the event time, and set
@@ -21,15 +26,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from core.errors import UnavailableError
 from core.settings import Settings
+from schemas.controls import BASELINE_ALGO, HOLDBACK_VARIANT
 from schemas.events import Context
 from schemas.keyspace import segment_id
 from schemas.rules import Rule
 from serving.config import RankerConfig
+from serving.controls import Controls
 from serving.experiments import Assignment
 from serving.ranker import (
     EMPTY_POPULARITY,
@@ -61,6 +68,10 @@ class Recommendation:
     degraded: bool
     unit: str
     now: float
+    rules: tuple[Rule, ...] = ()
+    """The rules the ranking saw (for decision traces)."""
+    categories: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """The catalog's categories the ranking saw (for decision traces)."""
 
 
 class Recommender:
@@ -73,26 +84,35 @@ class Recommender:
         *,
         request_timeout_s: float = 0.25,
         sessions: SessionReads | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.reader = reader
         self.shared = shared
         self.request_timeout_s = request_timeout_s
         self.sessions = SessionReads(reader) if sessions is None else sessions
+        self.controls = Controls() if controls is None else controls
 
     @classmethod
     async def create(cls, settings: Settings) -> Recommender:
-        """Connect to Redis (tolerating it being down), load caches, start the refresher."""
+        """Connect to Redis (tolerating it being down), load caches, start the refreshers."""
         reader = await StateReader.connect(settings)
+        controls = Controls.from_settings(reader.redis, settings)
         try:
             shared = SharedState.from_settings(reader, settings)
             await shared.start()
+            try:
+                await controls.start()
+            except BaseException:
+                await shared.stop()
+                raise
         except BaseException:
             await reader.aclose()
             raise
-        return cls(reader, shared, request_timeout_s=settings.request_timeout_s)
+        return cls(reader, shared, request_timeout_s=settings.request_timeout_s, controls=controls)
 
     async def aclose(self) -> None:
-        """Stop the refresher and close the Redis client. Idempotent."""
+        """Stop the refreshers and close the Redis client. Idempotent."""
+        await self.controls.stop()
         await self.shared.stop()
         await self.reader.aclose()
 
@@ -128,6 +148,21 @@ class Recommender:
             raise ValueError(f"k must be at least 1, got {k}")
         now = time.time() if now is None else now
         assignment = self.shared.plan.assign(unit)
+        killed = self.controls.killed(context.tenant, context.surface) is not None
+        holdback = self.controls.in_holdback(context.tenant, unit)
+        if killed or holdback:
+            return await self._baseline(
+                k=k,
+                now=now,
+                context=context,
+                exclude=frozenset(exclude) | frozenset(anchors),
+                assignment=assignment,
+                killed=killed,
+                holdback=holdback,
+                deadline=deadline,
+                extra_rules=extra_rules,
+                unit=unit,
+            )
         config = assignment.config
         segment = segment_id(context.tenant, context.surface, context.locale)
         segment_pop = self.shared.segment(segment)
@@ -182,7 +217,7 @@ class Recommender:
             session_scores=session_scores,
         )
         ranking = rank(inp, config)
-        return self._answer(ranking, assignment, degraded, unit, now)
+        return self._answer(ranking, assignment, degraded, unit, now, inp)
 
     async def _with_sessions(
         self, anchors: list[str], unit: str, config: RankerConfig, limit: float
@@ -230,6 +265,21 @@ class Recommender:
         now = time.time() if now is None else now
         unit = user_id or session_id or f"item:{item_id}"
         assignment = self.shared.plan.assign(unit)
+        killed = self.controls.killed(context.tenant, context.surface) is not None
+        holdback = bool(user_id or session_id) and self.controls.in_holdback(context.tenant, unit)
+        if killed or holdback:
+            return await self._baseline(
+                k=k,
+                now=now,
+                context=context,
+                exclude=frozenset(exclude) | {item_id},
+                assignment=assignment,
+                killed=killed,
+                holdback=holdback,
+                deadline=deadline,
+                extra_rules=extra_rules,
+                unit=unit,
+            )
         config = assignment.config
         segment = segment_id(context.tenant, context.surface, context.locale)
         segment_pop = self.shared.segment(segment)
@@ -264,7 +314,69 @@ class Recommender:
             demoted=self.shared.demoted(config),
         )
         ranking = rank(inp, config)
-        return self._answer(ranking, assignment, degraded, unit, now)
+        return self._answer(ranking, assignment, degraded, unit, now, inp)
+
+    async def _baseline(
+        self,
+        *,
+        k: int,
+        now: float,
+        context: Context,
+        exclude: frozenset[str],
+        assignment: Assignment,
+        killed: bool,
+        holdback: bool,
+        deadline: float | None,
+        extra_rules: Sequence[Rule],
+        unit: str,
+    ) -> Recommendation:
+        """The safe baseline: popularity of the segment, then global (then last known), with
+        the rules, under the base settings; no personal state. At most one Redis read (the
+        segment's popularity, when this server does not track the segment yet)."""
+        segment = segment_id(context.tenant, context.surface, context.locale)
+        segment_pop = self.shared.segment(segment)
+        degraded = False
+        if segment_pop is None:
+            limit = self._deadline(deadline)
+            degraded = not self._usable(limit)
+            if not degraded:
+                try:
+                    state = await self.reader.read_user(
+                        user_id=None,
+                        session_id=None,
+                        max_recent=1,
+                        with_seen=False,
+                        segment=segment,
+                        top_n=self.shared.top_n,
+                        deadline=limit,
+                    )
+                    if state.segment_popularity is not None:
+                        segment_pop = self.shared.remember_segment(
+                            segment, state.segment_popularity
+                        )
+                except UnavailableError:
+                    degraded = True
+        inp = self._input(
+            k=k,
+            now=now,
+            context=context,
+            segment_pop=segment_pop,
+            anchors=[],
+            neighbours={},
+            seen=frozenset(),
+            exclude=exclude,
+            extra_rules=extra_rules,
+            demoted=frozenset(),
+        )
+        ranking = rank(inp, self.shared.base_config)
+        if killed and ranking.items:
+            ranking = Ranking(ranking.items, Stage.KILL_SWITCH)
+        served = Assignment(
+            variant=HOLDBACK_VARIANT if holdback else assignment.variant,
+            config=self.shared.base_config,
+            algo_version=BASELINE_ALGO,
+        )
+        return self._answer(ranking, served, degraded, unit, now, inp)
 
     def _input(
         self,
@@ -302,7 +414,13 @@ class Recommender:
         )
 
     def _answer(
-        self, ranking: Ranking, assignment: Assignment, degraded: bool, unit: str, now: float
+        self,
+        ranking: Ranking,
+        assignment: Assignment,
+        degraded: bool,
+        unit: str,
+        now: float,
+        inp: RankInput,
     ) -> Recommendation:
         return Recommendation(
             request_id=os.urandom(16).hex(),  # 32 hex digits, as uuid4().hex but 4× cheaper
@@ -314,4 +432,6 @@ class Recommender:
             degraded=degraded,
             unit=unit,
             now=now,
+            rules=tuple(inp.rules),
+            categories=inp.categories,
         )

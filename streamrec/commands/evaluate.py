@@ -89,7 +89,14 @@ def ab(
     metric: Annotated[
         Metric, typer.Option("--metric", help="ctr | conversion | revenue (per request).")
     ] = Metric.CTR,
-    control: Annotated[str, typer.Option("--control", help="Control variant name.")] = "control",
+    control: Annotated[
+        str | None,
+        typer.Option(
+            "--control",
+            help="Control variant name (default: the holdback arm when the logs hold one, "
+            "else 'control').",
+        ),
+    ] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Significance level.")] = 0.05,
     mde: Annotated[
         float, typer.Option("--mde", help="Relative minimum detectable effect, e.g. 0.05.")
@@ -119,7 +126,8 @@ def ab(
     """Compare variants on a metric, check trust and guardrails, decide ship/hold/rollback."""
     config = AbConfig(
         metric=metric,
-        control=control,
+        control=control or "control",
+        prefer_holdback=control is None,
         alpha=alpha,
         mde=mde,
         power=power,
