@@ -11,6 +11,25 @@ Statistics (each unit-tested against hand-computed values):
   keys the reference never had, both of which JS sees without infinite terms.
 * :func:`volume_ratio`, :func:`coldstart_ratio`, :func:`ctr_change` (relative change plus a
   pooled two-proportion z statistic).
+* :func:`smoothed_kl` — KL(current‖reference) of two count vectors after adding
+  :data:`KL_PSEUDO_COUNT` to every bin, for the plans' KL threshold.
+
+Plan signals (:data:`PLAN_SIGNALS`, the product plans' thresholds, settings ``drift_plan_*``)
+sit next to the signals above, on the same windows and sample-size guards, and reuse their
+quantities where they are the same:
+
+=====================  ==============  ======================================================
+plan signal            scope           value (out of bounds when ≥ its threshold)
+=====================  ==============  ======================================================
+``event_mix_kl``       outcomes        KL of the event-type mix (smoothed, nats) ≥ 0.1
+``items_kl``           outcomes        KL of the top-N item mix + other (smoothed) ≥ 0.1
+``ctr_drop``           pair            the ``ctr_rel_drop`` value ≥ 0.15, z ≤ −drift_plan_ctr_z
+``volume_change``      topic           abs(volume_ratio − 1) ≥ 0.3 (up or down)
+``coldstart_change``   users / items   abs(never-seen share / reference share − 1) ≥ 0.25
+=====================  ==============  ======================================================
+
+They raise no alert one by one: :mod:`monitoring.retune` turns them into the re-tune decision
+(a sustained ``ctr_drop`` → re-tune now; two or more plan signals out → schedule).
 
 :func:`evaluate_drift` turns a :class:`~monitoring.windows.WindowPair` into a
 :class:`DriftReport`: one :class:`DriftSignal` per signal and scope, each with a value, its
@@ -45,6 +64,19 @@ SIGNAL_KINDS: dict[str, str] = {
     "ctr_rel_drop": "drift_ctr",
     "deadletter_rate": "deadletter_rate",
 }
+
+#: The plans' signals (no alert kind of their own: they feed :mod:`monitoring.retune`).
+PLAN_SIGNALS: tuple[str, ...] = (
+    "event_mix_kl",
+    "items_kl",
+    "ctr_drop",
+    "volume_change",
+    "coldstart_change",
+)
+
+KL_PSEUDO_COUNT = 0.5
+"""Added to every bin's count (both windows) before :func:`smoothed_kl`: a category the
+reference never saw gets a large but finite term (Jeffreys' prior, as in add-½ smoothing)."""
 
 
 # --- statistics ---------------------------------------------------------------------------------
@@ -101,6 +133,22 @@ def kl(
     qa = _floor(qa, eps)
     mask = pa > 0
     return float(np.sum(pa[mask] * np.log(pa[mask] / qa[mask])))
+
+
+def smoothed_kl(
+    current: Sequence[float] | FloatArray,
+    reference: Sequence[float] | FloatArray,
+    pseudo: float = KL_PSEUDO_COUNT,
+) -> float:
+    """KL(current‖reference) in nats of two aligned *count* vectors, ``pseudo`` added per bin.
+
+    ``(c_i + a) / (C + k·a)`` against ``(r_i + a) / (R + k·a)`` over the ``k`` bins.
+    """
+    if pseudo <= 0:
+        raise ValueError(f"pseudo must be > 0, got {pseudo}")
+    cur = np.asarray(current, dtype=np.float64) + pseudo
+    ref = np.asarray(reference, dtype=np.float64) + pseudo
+    return kl(cur, ref)
 
 
 def js(p: Sequence[float] | FloatArray, q: Sequence[float] | FloatArray) -> float:
@@ -227,6 +275,11 @@ class DriftThresholds:
     deadletter_warn: float = setting_attr("deadletter_rate_warn")
     deadletter_crit: float = setting_attr("deadletter_rate_crit")
     min_events: int = setting_attr("drift_min_events")
+    plan_kl: float = setting_attr("drift_plan_kl")
+    plan_ctr_drop: float = setting_attr("drift_plan_ctr_drop")
+    plan_ctr_z: float = setting_attr("drift_plan_ctr_z")
+    plan_volume_change: float = setting_attr("drift_plan_volume_change")
+    plan_coldstart_change: float = setting_attr("drift_plan_coldstart_change")
 
     def __post_init__(self) -> None:
         if self.volume_ratio <= 1:
@@ -235,6 +288,11 @@ class DriftThresholds:
             raise ValueError("deadletter_crit must be > deadletter_warn")
         if min(self.mix_psi, self.items_js, self.coldstart_delta, self.ctr_rel_drop) <= 0:
             raise ValueError("drift thresholds must be > 0")
+        plan = (self.plan_kl, self.plan_ctr_drop, self.plan_volume_change)
+        if min(*plan, self.plan_coldstart_change, self.plan_ctr_z) <= 0:
+            raise ValueError("plan thresholds must be > 0")
+        if self.plan_ctr_drop >= 1:
+            raise ValueError("plan_ctr_drop must be < 1")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DriftThresholds:
@@ -264,6 +322,16 @@ class DriftSignal:
         return SIGNAL_KINDS[self.signal]
 
     @property
+    def plan(self) -> bool:
+        """One of the plans' signals (:data:`PLAN_SIGNALS`: no alert kind of its own)."""
+        return self.signal in PLAN_SIGNALS
+
+    @property
+    def out(self) -> bool:
+        """Past its threshold with every guard passed (level WARN or worse)."""
+        return self.guards_passed and self.level >= Level.WARN
+
+    @property
     def guards_passed(self) -> bool:
         """Evaluable and significant: past the threshold now means WARN or worse."""
         return self.evaluable and self.significant
@@ -286,6 +354,11 @@ class DriftReport:
 
     def of(self, signal: str) -> list[DriftSignal]:
         return [s for s in self.signals if s.signal == signal]
+
+    @property
+    def plan_out(self) -> list[DriftSignal]:
+        """Plan signals out of bounds now."""
+        return [s for s in self.signals if s.plan and s.out]
 
     @property
     def level(self) -> Level:
@@ -316,6 +389,24 @@ def _not_evaluable(
     )
 
 
+def _plan(
+    signal: str, scope: str, value: float, threshold: float, labels: Mapping[str, str], cause: str
+) -> DriftSignal:
+    """An evaluable plan signal: out of bounds when ``value >= threshold``."""
+    return DriftSignal(
+        signal,
+        scope,
+        value,
+        threshold,
+        level_for(value, threshold),
+        True,
+        "above",
+        None,
+        dict(labels),
+        cause,
+    )
+
+
 def _volume(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
     out: list[DriftSignal] = []
     topics = sorted(set(pair.current.topics) | set(pair.reference.topics))
@@ -323,36 +414,24 @@ def _volume(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
         labels = {"topic": topic}
         cur, ref = pair.current.topics.get(topic, 0), pair.reference.topics.get(topic, 0)
         window_s = pair.current_end - pair.current_start
+        reason = ""
         if ref < th.min_events:
-            out.append(
-                _not_evaluable(
-                    "volume_ratio",
-                    topic,
-                    th.volume_ratio,
-                    f"{ref} reference events < {th.min_events}",
-                    labels,
-                )
+            reason = f"{ref} reference events < {th.min_events}"
+        elif pair.current_s < window_s or pair.reference_s < window_s:
+            reason = (
+                f"monitor running for less than two windows ({pair.reference_s:.0f} s reference)"
             )
-            continue
-        if pair.current_s < window_s or pair.reference_s < window_s:
+        if reason:
+            out.append(_not_evaluable("volume_ratio", topic, th.volume_ratio, reason, labels))
             out.append(
-                _not_evaluable(
-                    "volume_ratio",
-                    topic,
-                    th.volume_ratio,
-                    "monitor running for less than two windows "
-                    f"({pair.reference_s:.0f} s reference)",
-                    labels,
-                )
+                _not_evaluable("volume_change", topic, th.plan_volume_change, reason, labels)
             )
             continue
         ratio = volume_ratio(cur, pair.current_s, ref, pair.reference_s)
         direction: Direction = "above" if ratio >= 1 else "below"
         threshold = th.volume_ratio if ratio >= 1 else 1 / th.volume_ratio
-        cause = (
-            f"{topic} volume ×{ratio:.2f} vs reference "
-            f"({cur / pair.current_s:.2f}/s vs {ref / pair.reference_s:.2f}/s)"
-        )
+        rates = f"{cur / pair.current_s:.2f}/s vs {ref / pair.reference_s:.2f}/s"
+        cause = f"{topic} volume ×{ratio:.2f} vs reference ({rates})"
         out.append(
             DriftSignal(
                 "volume_ratio",
@@ -367,55 +446,73 @@ def _volume(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
                 cause,
             )
         )
+        change = ratio - 1
+        out.append(
+            _plan(
+                "volume_change",
+                topic,
+                abs(change),
+                th.plan_volume_change,
+                labels,
+                f"{topic} volume {change:+.0%} vs reference ({rates})",
+            )
+        )
     return out
 
 
-def _mix(pair: WindowPair, th: DriftThresholds) -> DriftSignal:
+def _mix(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
     cur, ref = pair.current.types, pair.reference.types
     labels = {"topic": "outcomes"}
     n_cur, n_ref = sum(cur.values()), sum(ref.values())
     if min(n_cur, n_ref) < th.min_events:
-        return _not_evaluable(
-            "event_mix_psi",
-            "outcomes",
-            th.mix_psi,
-            f"{n_cur} current / {n_ref} reference outcomes < {th.min_events}",
-            labels,
-        )
+        reason = f"{n_cur} current / {n_ref} reference outcomes < {th.min_events}"
+        return [
+            _not_evaluable("event_mix_psi", "outcomes", th.mix_psi, reason, labels),
+            _not_evaluable("event_mix_kl", "outcomes", th.plan_kl, reason, labels),
+        ]
     keys = sorted(set(cur) | set(ref))
-    p = np.array([cur.get(k, 0) for k in keys], dtype=np.float64) / n_cur
-    q = np.array([ref.get(k, 0) for k in keys], dtype=np.float64) / n_ref
+    c = np.array([cur.get(k, 0) for k in keys], dtype=np.float64)
+    r = np.array([ref.get(k, 0) for k in keys], dtype=np.float64)
+    p, q = c / n_cur, r / n_ref
     value = psi(p, q)
     worst = int(np.argmax(np.abs(p - q)))
-    cause = (
-        f"event mix PSI {value:.3f}; largest change {keys[worst]} {p[worst]:.1%} vs {q[worst]:.1%}"
-    )
-    return DriftSignal(
-        "event_mix_psi",
-        "outcomes",
-        value,
-        th.mix_psi,
-        level_for(value, th.mix_psi),
-        True,
-        "above",
-        None,
-        labels,
-        cause,
-    )
+    change = f"largest change {keys[worst]} {p[worst]:.1%} vs {q[worst]:.1%}"
+    divergence = smoothed_kl(c, r)
+    return [
+        DriftSignal(
+            "event_mix_psi",
+            "outcomes",
+            value,
+            th.mix_psi,
+            level_for(value, th.mix_psi),
+            True,
+            "above",
+            None,
+            labels,
+            f"event mix PSI {value:.3f}; {change}",
+        ),
+        _plan(
+            "event_mix_kl",
+            "outcomes",
+            divergence,
+            th.plan_kl,
+            labels,
+            f"event mix KL {divergence:.3f} nats; {change}",
+        ),
+    ]
 
 
-def _items(pair: WindowPair, th: DriftThresholds) -> DriftSignal:
+def _items(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
     cur, ref = pair.current, pair.reference
     labels = {"topic": "outcomes"}
     if min(cur.item_events, ref.item_events) < th.min_events:
-        return _not_evaluable(
-            "items_js",
-            "outcomes",
-            th.items_js,
-            f"{cur.item_events} current / {ref.item_events} reference item events "
-            f"< {th.min_events}",
-            labels,
+        reason = (
+            f"{cur.item_events} current / {ref.item_events} reference item events < {th.min_events}"
         )
+        return [
+            _not_evaluable("items_js", "outcomes", th.items_js, reason, labels),
+            _not_evaluable("items_kl", "outcomes", th.plan_kl, reason, labels),
+        ]
     top = topn_with_other(
         cur.items,
         ref.items,
@@ -428,41 +525,50 @@ def _items(pair: WindowPair, th: DriftThresholds) -> DriftSignal:
     value = js(p, q)
     gain = p - q
     risers = [top.keys[i] for i in np.argsort(-gain, kind="stable")[:3] if gain[i] > 0]
-    cause = (
-        f"top-{th.top_items} item distribution JS {value:.3f} bits; "
-        f"gaining: {', '.join(risers) or '-'}; other {p[-1]:.0%} vs {q[-1]:.0%}"
-    )
-    return DriftSignal(
-        "items_js",
-        "outcomes",
-        value,
-        th.items_js,
-        level_for(value, th.items_js),
-        True,
-        "above",
-        None,
-        labels,
-        cause,
-    )
+    moved = f"gaining: {', '.join(risers) or '-'}; other {p[-1]:.0%} vs {q[-1]:.0%}"
+    divergence = smoothed_kl(top.current, top.reference)
+    return [
+        DriftSignal(
+            "items_js",
+            "outcomes",
+            value,
+            th.items_js,
+            level_for(value, th.items_js),
+            True,
+            "above",
+            None,
+            labels,
+            f"top-{th.top_items} item distribution JS {value:.3f} bits; {moved}",
+        ),
+        _plan(
+            "items_kl",
+            "outcomes",
+            divergence,
+            th.plan_kl,
+            labels,
+            f"top-{th.top_items} item mix KL {divergence:.3f} nats; {moved}",
+        ),
+    ]
 
 
 def _coldstart(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
     out: list[DriftSignal] = []
     c, r = pair.current, pair.reference
+    # the never-seen share falls by itself while a fresh seen-set fills up: a fall counts once
+    # the monitor had run one reference length before the reference window began
+    warm = pair.reference_start - pair.started_at >= pair.current_start - pair.reference_start
     for entity, cur_new, cur_n, ref_new, ref_n in (
         ("users", c.new_users, c.user_events, r.new_users, r.user_events),
         ("items", c.new_items, c.item_events, r.new_items, r.item_events),
     ):
         labels = {"entity": entity}
         if min(cur_n, ref_n) < th.min_events:
+            reason = f"{cur_n} current / {ref_n} reference events < {th.min_events}"
             out.append(
-                _not_evaluable(
-                    "coldstart_delta",
-                    entity,
-                    th.coldstart_delta,
-                    f"{cur_n} current / {ref_n} reference events < {th.min_events}",
-                    labels,
-                )
+                _not_evaluable("coldstart_delta", entity, th.coldstart_delta, reason, labels)
+            )
+            out.append(
+                _not_evaluable("coldstart_change", entity, th.plan_coldstart_change, reason, labels)
             )
             continue
         cur, ref = coldstart_ratio(cur_new, cur_n), coldstart_ratio(ref_new, ref_n)
@@ -482,6 +588,39 @@ def _coldstart(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
                 cause,
             )
         )
+        if ref_new == 0:
+            out.append(
+                _not_evaluable(
+                    "coldstart_change",
+                    entity,
+                    th.plan_coldstart_change,
+                    f"no never-seen {entity} in the reference (relative change undefined)",
+                    labels,
+                )
+            )
+        elif cur < ref and not warm:
+            out.append(
+                _not_evaluable(
+                    "coldstart_change",
+                    entity,
+                    th.plan_coldstart_change,
+                    f"never-seen {entity} share fell while the seen-set warms up",
+                    labels,
+                )
+            )
+        else:
+            change = cur / ref - 1
+            out.append(
+                _plan(
+                    "coldstart_change",
+                    entity,
+                    abs(change),
+                    th.plan_coldstart_change,
+                    labels,
+                    f"never-seen {entity} share {change:+.0%}: {cur:.1%} of events vs "
+                    f"{ref:.1%} in the reference",
+                )
+            )
     return out
 
 
@@ -493,52 +632,43 @@ def _ctr(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
         labels = {"surface": surface, "variant": variant}
         imp, ref_imp = c.impressions.get(key, 0), r.impressions.get(key, 0)
         clicks, ref_clicks = c.clicks.get(key, 0), r.clicks.get(key, 0)
+        reason = ""
         if min(imp, ref_imp) < th.ctr_min_impressions:
-            out.append(
-                _not_evaluable(
-                    "ctr_rel_drop",
-                    key,
-                    th.ctr_rel_drop,
-                    f"{imp} current / {ref_imp} reference impressions < {th.ctr_min_impressions}",
-                    labels,
-                )
-            )
-            continue
-        if ref_clicks < th.ctr_min_reference_clicks:
-            out.append(
-                _not_evaluable(
-                    "ctr_rel_drop",
-                    key,
-                    th.ctr_rel_drop,
-                    f"{ref_clicks} reference clicks < {th.ctr_min_reference_clicks}",
-                    labels,
-                )
-            )
+            reason = f"{imp} current / {ref_imp} reference impressions < {th.ctr_min_impressions}"
+        elif ref_clicks < th.ctr_min_reference_clicks:
+            reason = f"{ref_clicks} reference clicks < {th.ctr_min_reference_clicks}"
+        if reason:
+            out.append(_not_evaluable("ctr_rel_drop", key, th.ctr_rel_drop, reason, labels))
+            out.append(_not_evaluable("ctr_drop", key, th.plan_ctr_drop, reason, labels))
             continue
         # more clicks than impressions can only come from join skew at a window edge
         change = ctr_change(min(clicks, imp), imp, min(ref_clicks, ref_imp), ref_imp)
         drop = -change.relative_change
-        significant = change.z <= -th.ctr_z
-        level = level_for(drop, th.ctr_rel_drop) if significant else Level.OK
         cause = (
             f"CTR {surface}/{variant} {change.current:.2%} vs {change.reference:.2%} "
             f"({change.relative_change:+.0%}, z={change.z:.1f}, {imp} impressions)"
         )
-        out.append(
-            DriftSignal(
-                "ctr_rel_drop",
-                key,
-                drop,
-                th.ctr_rel_drop,
-                level,
-                True,
-                "above",
-                None,
-                labels,
-                cause,
-                significant,
+        # the same drop against the two thresholds, each with its significance guard
+        for signal, threshold, z in (
+            ("ctr_rel_drop", th.ctr_rel_drop, th.ctr_z),
+            ("ctr_drop", th.plan_ctr_drop, th.plan_ctr_z),
+        ):
+            significant = change.z <= -z
+            out.append(
+                DriftSignal(
+                    signal,
+                    key,
+                    drop,
+                    threshold,
+                    level_for(drop, threshold) if significant else Level.OK,
+                    True,
+                    "above",
+                    None,
+                    labels,
+                    cause,
+                    significant,
+                )
             )
-        )
     return out
 
 
@@ -576,8 +706,8 @@ def evaluate_drift(pair: WindowPair, thresholds: DriftThresholds) -> DriftReport
     """Compute every drift signal for the windows in ``pair``."""
     signals: list[DriftSignal] = [
         *_volume(pair, thresholds),
-        _mix(pair, thresholds),
-        _items(pair, thresholds),
+        *_mix(pair, thresholds),
+        *_items(pair, thresholds),
         *_coldstart(pair, thresholds),
         *_ctr(pair, thresholds),
         _deadletter(pair, thresholds),

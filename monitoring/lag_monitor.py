@@ -18,6 +18,9 @@ kind                   emitted by           why there
 ``state_freshness``    ``streamrec monitor``  newest state write (Redis ``meta.last_write``)
 ``drift_ctr``          ``streamrec monitor``  CTR per surface/variant from the cluster-wide
                                              join counters (the join happens in Redis)
+``retune``             ``streamrec monitor``  the re-tune decision (:mod:`monitoring.retune`):
+                                             its sustained CTR drop and the plan signals
+                                             out in the workers' heartbeat reports
 ``drift_volume``,      worker               need the events themselves (types, items, users);
 ``drift_event_mix``,                        each worker sees the users of its partitions
 ``drift_items``,
@@ -33,8 +36,8 @@ them (then ``consumer_lag`` follows).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from monitoring.alerting import AlertManager, Observation
@@ -48,6 +51,7 @@ from monitoring.monitor import (
     lag_observations,
 )
 from monitoring.monitor_io import FreshnessReading, OffsetSample
+from monitoring.retune import CtrSustain, RetuneDecision, SignalOut, decide
 from monitoring.windows import PAIR_SEP, WindowAccumulator
 from schemas.events import Alert
 
@@ -155,6 +159,10 @@ class LagMonitorResult:
     event_ages: Mapping[str, float]
     """Per freshness topic; ``inf`` when no event was ever processed."""
     firing_counts: Mapping[tuple[str, str], int]
+    retune: RetuneDecision | None = None
+    """The re-tune decision (None when the CTR counters could not be read)."""
+    ctr_drop_s: Mapping[str, float] = field(default_factory=dict)
+    """surface|variant → seconds its plans' CTR drop has been out without a break."""
 
 
 class LagMonitor:
@@ -176,6 +184,7 @@ class LagMonitor:
             self.alerts = AlertManager(self.config.alerts)
             self.silence = SilenceTracker(started_at)
             self.ctr = CtrCounters()
+            self.retune = CtrSustain(self.config.retune)
             return
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unsupported lag monitor state version {state.get('version')!r}")
@@ -184,6 +193,12 @@ class LagMonitor:
             self.alerts = AlertManager.from_dict(self.config.alerts, state["alerts"])
             self.silence = SilenceTracker.from_dict(started_at, state["silence"])
             self.ctr = CtrCounters.from_dict(state["ctr"])
+            raw = state.get("retune")  # absent in states saved before the re-tune decision
+            self.retune = (
+                CtrSustain(self.config.retune)
+                if raw is None
+                else CtrSustain.from_dict(self.config.retune, raw)
+            )
         except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"bad lag monitor state: {exc!r}") from exc
 
@@ -194,6 +209,7 @@ class LagMonitor:
             "windows": self.windows.to_dict(),
             "silence": self.silence.to_dict(),
             "ctr": self.ctr.to_dict(),
+            "retune": self.retune.to_dict(),
         }
 
     def _feed_ctr(self, now: float, counters: Mapping[str, int]) -> None:
@@ -226,9 +242,13 @@ class LagMonitor:
         offsets: OffsetSample | None,
         freshness: FreshnessReading | None,
         ctr_counters: Mapping[str, int] | None,
+        worker_signals: Sequence[SignalOut] = (),
     ) -> LagMonitorResult:
         """One evaluation. An input left at ``None`` (its source was unreachable) is skipped:
-        its alerts keep their state (and resolve as stale after ``alert_stale_s``)."""
+        its alerts keep their state (and resolve as stale after ``alert_stale_s``).
+
+        ``worker_signals``: plan signals out in the workers' reports (read with the CTR
+        counters from Redis); with the CTR drop they make the re-tune decision."""
         th = self.config.health
         topics = self.config.freshness_topics
         observations: list[Observation] = []
@@ -293,9 +313,14 @@ class LagMonitor:
         if ctr_counters is not None:
             self._feed_ctr(now, ctr_counters)
         full = evaluate_drift(self.windows.windows(now), self.config.drift)
-        drift = replace(full, signals=tuple(full.of("ctr_rel_drop")))
+        drift = replace(full, signals=(*full.of("ctr_rel_drop"), *full.of("ctr_drop")))
+        retune: RetuneDecision | None = None
+        sustained = self.retune.update(now, drift.of("ctr_drop"))
         if ctr_counters is not None:
             observations.extend(drift_observations(drift))
+            out = [*worker_signals, *(SignalOut.of(s) for s in drift.plan_out)]
+            retune = decide(out, sustained, sustain_s=self.config.retune.sustain_s)
+            observations.append(retune.observation(drift.window_s))
 
         events = self.alerts.evaluate(now, observations)
         health = evaluate_health(
@@ -316,7 +341,8 @@ class LagMonitor:
             )
             for topic, quiet in sorted(silence.items())
         )
-        health = HealthReport(health.lines + silence_lines)
+        retune_lines = () if retune is None else (retune.status_line(),)
+        health = HealthReport(health.lines + silence_lines + retune_lines)
         return LagMonitorResult(
             alerts=tuple(events),
             health=health,
@@ -324,4 +350,6 @@ class LagMonitor:
             silence=silence,
             event_ages=event_ages,
             firing_counts=self.alerts.firing_counts(),
+            retune=retune,
+            ctr_drop_s=self.retune.durations(now),
         )

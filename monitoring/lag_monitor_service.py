@@ -1,8 +1,9 @@
 """``streamrec monitor`` runtime: samples Kafka and Redis, runs :class:`LagMonitor`, emits alerts.
 
 Every ``monitor_interval_s``: consumer lag and end offsets of the worker group (Kafka), the
-newest processed event per topic, the newest state write and the exposure-join counters
-(Redis) → :meth:`LagMonitor.evaluate` → ``alert.v1`` events on the alerts topic (keyed by
+newest processed event per topic, the newest state write, the exposure-join counters and the
+workers' heartbeat reports (Redis; their plan drift signals feed the re-tune decision) →
+:meth:`LagMonitor.evaluate` → ``alert.v1`` events on the alerts topic (keyed by
 ``alert_id``), gauges on its own ``/metrics`` (``monitor_metrics_port``), a heartbeat with its
 health report (read by ``streamrec status``) and its state (open alerts, CTR windows, silence
 tracker) in Redis, restored at start. A source that cannot be reached is skipped for that
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from core.errors import UnavailableError
 from core.settings import Settings
 from monitoring.lag_monitor import LagMonitor, LagMonitorResult
-from monitoring.metrics import CtrCountersCollector, WorkerMetrics
+from monitoring.metrics import CtrCountersCollector, RetuneMetrics, WorkerMetrics
 from monitoring.monitor import MonitorConfig
 from monitoring.monitor_io import (
     AlertProducer,
@@ -35,6 +36,7 @@ from monitoring.monitor_io import (
     heartbeat_ttl_s,
     process_doc,
 )
+from monitoring.retune import SignalOut, signals_out_in_reports
 from monitoring.status_report import report_doc
 from schemas.keyspace import Keyspace
 
@@ -70,6 +72,7 @@ class LagMonitorService:
         self.clock = clock
         self.registry = registry or CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
+        self.retune_metrics = RetuneMetrics(self.registry)
         self.ctr_counters = CtrCountersCollector(settings.slo_surfaces, self.registry)
         self.config = MonitorConfig.from_settings(settings)
         self.keys = Keyspace(settings.key_prefix)
@@ -160,14 +163,21 @@ class LagMonitorService:
         offsets = await self._offsets()
         freshness: FreshnessReading | None = None
         counters: dict[str, int] | None = None
+        worker_signals: list[SignalOut] = []
         try:
             freshness = await store.read_freshness()
+            # read before the counters: a decision is only made with both (counters not None)
+            worker_signals = signals_out_in_reports(await store.read_heartbeats("worker"))
             counters = await store.read_ctr_counters()
         except UnavailableError as exc:
             log.warning("Redis not read: %s", exc)
         now = self.clock()
         result = self.monitor.evaluate(
-            now, offsets=offsets, freshness=freshness, ctr_counters=counters
+            now,
+            offsets=offsets,
+            freshness=freshness,
+            ctr_counters=counters,
+            worker_signals=worker_signals,
         )
         self.last_result = result
         m = self.metrics
@@ -180,6 +190,8 @@ class LagMonitorService:
         m.publish_alerts(result.firing_counts)
         if counters is not None:
             self.ctr_counters.publish(counters)
+        if result.retune is not None:
+            self.retune_metrics.publish(result.retune, result.ctr_drop_s)
         for alert in result.alerts:
             log.warning(
                 "alert %s %s %s: %s", alert.state, alert.severity.value, alert.alert_id, alert.cause
@@ -196,6 +208,7 @@ class LagMonitorService:
                 pending_alerts=len(self._producer.pending),
                 dropped_alerts=self._producer.dropped,
                 report=report_doc(result.health, self.monitor.alerts.firing()),
+                retune=None if result.retune is None else result.retune.to_doc(),
             )
             await store.write_heartbeat(ROLE, self.instance, doc, self._hb_ttl)
             await self._save(store)

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from monitoring.drift import DriftReport
+from monitoring.retune import RetuneDecision
 from monitoring.windows import PAIR_SEP
 from schemas import metrics as names
 from schemas.metrics import build_metric as _build
@@ -86,6 +87,23 @@ class WorkerMetrics:
     def publish_alerts(self, firing_counts: Mapping[tuple[str, str], int]) -> None:
         """Set ``streamrec_alerts_firing``; kinds that stopped firing go to 0 (not removed)."""
         self._alerts.replace({key: float(n) for key, n in firing_counts.items()}, keep_zero=True)
+
+
+class RetuneMetrics:
+    """The re-tune decision's gauges, exported by ``streamrec monitor`` only."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.decision = _build(names.RETUNE_DECISION, registry, Gauge)
+        self.signals_out = _build(names.RETUNE_SIGNALS_OUT, registry, Gauge)
+        self.ctr_drop_seconds = _build(names.RETUNE_CTR_DROP_SECONDS, registry, Gauge)
+        self._ctr = _Tracked(self.ctr_drop_seconds)
+
+    def publish(self, decision: RetuneDecision, ctr_drop_s: Mapping[str, float]) -> None:
+        """One-hot ``decision`` gauge, the signals-out count and each CTR drop's duration."""
+        for name in names.RETUNE_DECISIONS:
+            self.decision.labels(name).set(1.0 if name == decision.verdict.value else 0.0)
+        self.signals_out.set(decision.signals_out)
+        self._ctr.replace({(scope,): seconds for scope, seconds in ctr_drop_s.items()})
 
 
 class CtrCountersCollector(Collector):

@@ -69,6 +69,7 @@ from monitoring.alerting import AlertManager, AlertPolicy, Observation
 from monitoring.drift import DriftReport, DriftThresholds, evaluate_drift
 from monitoring.health import HealthReport, HealthThresholds, evaluate_health
 from monitoring.levels import level_for
+from monitoring.retune import RetuneConfig
 from monitoring.windows import WindowAccumulator, WindowConfig
 from schemas.events import Alert
 
@@ -81,6 +82,7 @@ class MonitorConfig:
     drift: DriftThresholds = field(default_factory=DriftThresholds)
     alerts: AlertPolicy = field(default_factory=AlertPolicy)
     health: HealthThresholds = field(default_factory=HealthThresholds)
+    retune: RetuneConfig = field(default_factory=RetuneConfig)
     freshness_topics: tuple[str, ...] = setting_attr("freshness_topics")
 
     @classmethod
@@ -92,6 +94,7 @@ class MonitorConfig:
                 drift=DriftThresholds.from_settings(settings),
                 alerts=AlertPolicy.from_settings(settings),
                 health=HealthThresholds.from_settings(settings),
+                retune=RetuneConfig.from_settings(settings),
                 **settings_values(cls, settings),
             )
         except ValueError as exc:
@@ -113,7 +116,7 @@ class MonitorResult:
 
 
 def drift_observations(report: DriftReport) -> list[Observation]:
-    """One alert observation per drift signal."""
+    """One alert observation per drift signal (plan signals feed the re-tune decision instead)."""
     return [
         Observation(
             kind=s.kind,
@@ -128,6 +131,7 @@ def drift_observations(report: DriftReport) -> list[Observation]:
             evaluable=s.evaluable,
         )
         for s in report.signals
+        if not s.plan
     ]
 
 

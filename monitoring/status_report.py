@@ -279,7 +279,8 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
         )
     lines += _process_lines("workers", inputs.workers)
     lines += _process_lines("monitor", inputs.monitors)
-    lines += _reported_lines(inputs.monitors, {"silent_for_s"})
+    # the monitor's re-tune decision line (monitoring.retune; 'decision' is its metric)
+    lines += _reported_lines(inputs.monitors, {"silent_for_s", "decision"})
     lines += _reported_lines(inputs.workers, None)
     alerts = _alerts([*inputs.monitors, *inputs.workers], now)
     for a in alerts:
@@ -343,6 +344,8 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
         "monitor": procs(inputs.monitors),
         "drift": [line_doc(line) for line in lines if line.subject.startswith("drift/")],
         "alerts": alerts,
+        # the re-tune decision of `streamrec monitor` (null while no monitor runs)
+        "retune": next((d["retune"] for d in inputs.monitors if d.get("retune")), None),
         "lines": [line_doc(line) for line in lines],
     }
     return Status(report, doc)

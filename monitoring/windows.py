@@ -223,6 +223,8 @@ class WindowPair:
     """Seconds of the current window the accumulator was running for (≤ window_s)."""
     reference_s: float
     """Seconds of the reference window the accumulator was running for (≤ R × window_s)."""
+    started_at: float = -math.inf
+    """When the accumulator (and its seen-sets) started; ``-inf``: long ago."""
 
 
 class WindowAccumulator:
@@ -454,6 +456,7 @@ class WindowAccumulator:
             reference_start=ref_start,
             current_s=self._covered(cur_start, cur_end),
             reference_s=self._covered(ref_start, cur_start),
+            started_at=self.started_at,
         )
 
     def newest_event_age(self, now: float) -> dict[str, float]:

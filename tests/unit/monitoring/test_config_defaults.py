@@ -11,6 +11,7 @@ from monitoring.alerting import AlertPolicy
 from monitoring.drift import DriftThresholds
 from monitoring.health import HealthThresholds
 from monitoring.monitor import MonitorConfig
+from monitoring.retune import RetuneConfig
 from monitoring.windows import WindowConfig
 from tests.unit.settings_backed import (
     assert_defaults_are_the_settings_defaults,
@@ -39,7 +40,13 @@ OVERRIDES: dict[type[Any], dict[str, Any]] = {
         "deadletter_rate_warn": 0.02,
         "deadletter_rate_crit": 0.1,
         "drift_min_events": 600,
+        "drift_plan_kl": 0.2,
+        "drift_plan_ctr_drop": 0.2,
+        "drift_plan_ctr_z": 2.5,
+        "drift_plan_volume_change": 0.4,
+        "drift_plan_coldstart_change": 0.3,
     },
+    RetuneConfig: {"drift_plan_ctr_sustain_s": 600.0, "drift_window_s": 60.0},
     AlertPolicy: {"alert_min_duration_s": 30.0, "alert_clear_ratio": 0.9, "alert_stale_s": 600.0},
     WindowConfig: {
         "drift_bucket_s": 5.0,
@@ -79,6 +86,7 @@ def test_monitor_config_from_settings_builds_every_part() -> None:
         drift=DriftThresholds.from_settings(settings),
         alerts=AlertPolicy.from_settings(settings),
         health=HealthThresholds.from_settings(settings),
+        retune=RetuneConfig.from_settings(settings),
         freshness_topics=("outcomes",),
     )
     assert config.window != WindowConfig() and config.health != HealthThresholds()

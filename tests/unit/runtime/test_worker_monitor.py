@@ -187,7 +187,7 @@ def test_lag_monitor_ctr_drop_alerts_and_state_round_trip() -> None:
     assert alerts[0].state == "firing"
     signal = result.drift.get("ctr_rel_drop", "home|B")
     assert signal is not None and signal.value > 0.3
-    assert {s.signal for s in result.drift.signals} == {"ctr_rel_drop"}
+    assert {s.signal for s in result.drift.signals} == {"ctr_rel_drop", "ctr_drop"}
     state = orjson.loads(orjson.dumps(mon.state()))
     again = LagMonitor(config, started_at=now, state=state)
     assert [a.alert_id for a in again.alerts.firing()] == ["drift_ctr:surface=home,variant=B"]
