@@ -21,6 +21,7 @@ from monitoring.alerting import OpenAlert
 from monitoring.health import HealthReport, HealthThresholds, StatusLine, evaluate_health
 from monitoring.levels import Level
 from monitoring.monitor_io import FreshnessReading, OffsetSample
+from schemas.controls import KillSwitch
 
 #: Metrics ``streamrec status`` measures itself; copies in heartbeat reports are not shown.
 LIVE_METRICS = frozenset(
@@ -114,6 +115,8 @@ class StatusInputs:
     monitors: Sequence[Mapping[str, Any]]
     """Heartbeat documents of live ``streamrec monitor`` processes."""
     freshness_topics: Sequence[str]
+    kill_switches: Sequence[KillSwitch] = ()
+    """Kill switches that are on (issue 19): one WARN line each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +255,16 @@ def _explain_freshness(
     return replace(line, detail=detail)
 
 
+def kill_switch_line(switch: KillSwitch, now: float) -> StatusLine:
+    """WARN while a kill switch is on: answers in its scope come from the safe baseline."""
+    scope = f"{switch.tenant or '*'}/{switch.surface or '*'}"
+    detail = (
+        f"ON for {_span(max(0.0, now - switch.since))} by {switch.who}: {switch.reason} "
+        "(answers come from the baseline; `streamrec admin kill-switch off` ends it)"
+    )
+    return StatusLine(f"kill_switch/{scope}", "on", 1.0, Level.WARN, detail)
+
+
 def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
     """Lines, JSON document and exit code of ``streamrec status``."""
     now = inputs.now
@@ -301,6 +314,7 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
                 "no worker has ever processed a batch for this key prefix",
             )
         )
+    lines += [kill_switch_line(switch, now) for switch in inputs.kill_switches]
     report = HealthReport(tuple(lines))
 
     silence: dict[str, float] = {}
@@ -344,6 +358,7 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
         "monitor": procs(inputs.monitors),
         "drift": [line_doc(line) for line in lines if line.subject.startswith("drift/")],
         "alerts": alerts,
+        "kill_switches": [s.model_dump() for s in inputs.kill_switches],
         # the re-tune decision of `streamrec monitor` (null while no monitor runs)
         "retune": next((d["retune"] for d in inputs.monitors if d.get("retune")), None),
         "lines": [line_doc(line) for line in lines],

@@ -4,8 +4,9 @@ Validation (any failure raises :class:`InvalidRequest`, which the servicers map 
 INVALID_ARGUMENT with its one-line message):
 
 * ``k`` in 1..100; ids non-empty where required and at most 128 characters; exclude / anchor
-  lists at most 100 entries; context strings at most 256 characters, ``extra`` at most 30 keys
-  (two are reserved for the exposure event's ``fallback_stage`` / ``degraded``).
+  lists at most 100 entries; context strings at most 256 characters, ``extra`` at most 27 keys
+  (the keys the server writes on the exposure event, ``schemas.controls.SERVER_EXTRA_KEYS``,
+  are reserved).
 * Recommend: exactly one of ``user_id`` / ``session_id``. SimilarItems: at most one.
 * Unknown fields: a request (or nested message) carrying field numbers this server does not
   know is rejected. A newer client asking for something this server cannot do should get an
@@ -23,6 +24,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from pydantic import ValidationError
 
 from schemas import recommender_pb2 as pb
+from schemas.controls import SERVER_EXTRA_KEYS
 from schemas.events import MAX_CONTEXT_KEYS, MAX_ID_LEN, MAX_STR_LEN, Context
 from schemas.rules import AuditEntry, Rule
 from serving.ranker import Stage
@@ -30,8 +32,8 @@ from serving.recommender import Recommendation
 
 MAX_K = 100
 MAX_LIST = 100
-MAX_EXTRA_KEYS = MAX_CONTEXT_KEYS - 2
-RESERVED_EXTRA = frozenset({"fallback_stage", "degraded", "session_id"})
+RESERVED_EXTRA = SERVER_EXTRA_KEYS
+MAX_EXTRA_KEYS = MAX_CONTEXT_KEYS - len(RESERVED_EXTRA)
 DEFAULT_TENANT = "default"
 DEFAULT_SURFACE = "home"
 
@@ -40,6 +42,7 @@ STAGE_TO_PROTO: dict[Stage, pb.FallbackStage.ValueType] = {
     Stage.SEGMENT_POPULARITY: pb.FALLBACK_STAGE_SEGMENT_POPULARITY,
     Stage.GLOBAL_POPULARITY: pb.FALLBACK_STAGE_GLOBAL_POPULARITY,
     Stage.LAST_KNOWN: pb.FALLBACK_STAGE_LAST_KNOWN,
+    Stage.KILL_SWITCH: pb.FALLBACK_STAGE_KILL_SWITCH,
 }
 KIND_TO_PROTO: dict[str, pb.RuleKind.ValueType] = {
     "pin": pb.RULE_KIND_PIN,

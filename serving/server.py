@@ -35,6 +35,7 @@ from serving.metrics import serve_metrics
 from serving.recommender import Recommender
 from serving.request_guard import MalformedRequestInterceptor
 from serving.servicer import RecommenderServicer
+from serving.traces import TraceLog
 
 log = logging.getLogger("streamrec.serving")
 
@@ -54,6 +55,7 @@ class Server:
         self.port = 0
         self.recommender: Recommender | None = None
         self.exposures: ExposureLog | None = None
+        self.traces: TraceLog | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health: Any = None
         self._metrics_http: WSGIServer | None = None
@@ -72,12 +74,13 @@ class Server:
         recommender = await Recommender.create(settings)
         try:
             exposures = ExposureLog.from_settings(settings) if self.log_exposures else None
+            traces = TraceLog.from_settings(recommender.reader.redis, settings)
             server = grpc.aio.server(
                 options=[("grpc.so_reuseport", 0)],
                 interceptors=[MalformedRequestInterceptor()],
             )
             pb_grpc.add_RecommenderServicer_to_server(
-                RecommenderServicer(recommender, exposures), server
+                RecommenderServicer(recommender, exposures, traces=traces), server
             )
             store = AdminStore(
                 recommender.reader.redis,
@@ -101,11 +104,13 @@ class Server:
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
             if exposures is not None:
                 await exposures.start()
+            if traces is not None:
+                await traces.start()
             self._metrics_http = serve_metrics(settings.server_metrics_port)
         except BaseException:
             await recommender.aclose()
             raise
-        self.recommender, self.exposures = recommender, exposures
+        self.recommender, self.exposures, self.traces = recommender, exposures, traces
         self._grpc, self._health = server, health_servicer
         log.info("serving on %s (metrics port %s)", self.address, settings.server_metrics_port)
         if settings.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN:
@@ -122,6 +127,8 @@ class Server:
         await server.stop(grace)
         if self.exposures is not None:
             await self.exposures.stop(grace)
+        if self.traces is not None:
+            await self.traces.stop(grace)
         if self.recommender is not None:
             await self.recommender.aclose()
         if self._metrics_http is not None:

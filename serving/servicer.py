@@ -12,19 +12,26 @@ answer comes from the in-process caches, so a request never waits on Redis beyon
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
+from schemas.controls import AnswerError
 from schemas.events import Context
 from serving import metrics
 from serving.convert import InvalidRequest, parse_recommend, parse_similar, to_response
 from serving.exposure_log import ExposureLog, PendingExposure
+from serving.ranker import Stage
 from serving.recommender import Recommendation, Recommender
+from serving.traces import TraceLog
 
+log = logging.getLogger("streamrec.serving")
 DEADLINE_MARGIN_S = 0.005
 _LATENCY = {m: metrics.LATENCY.labels(m) for m in ("Recommend", "SimilarItems")}
 _ANSWERS = {
@@ -49,9 +56,16 @@ def deadline_of(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     """Recommend and SimilarItems over a :class:`~serving.recommender.Recommender`."""
 
-    def __init__(self, recommender: Recommender, exposures: ExposureLog | None) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        exposures: ExposureLog | None,
+        *,
+        traces: TraceLog | None = None,
+    ) -> None:
         self.recommender = recommender
         self.exposures = exposures
+        self.traces = traces
 
     async def Recommend(
         self, request: pb.RecommendRequest, context: RecommendContext
@@ -62,14 +76,22 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 query = parse_recommend(request)
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            rec = await self.recommender.recommend(
-                user_id=query.user_id,
-                session_id=query.session_id,
-                k=query.k,
-                context=query.context,
-                exclude=query.exclude,
-                anchors=query.anchors,
-                deadline=deadline_of(context),
+            rec = await self._guarded(
+                "Recommend",
+                self.recommender.recommend(
+                    user_id=query.user_id,
+                    session_id=query.session_id,
+                    k=query.k,
+                    context=query.context,
+                    exclude=query.exclude,
+                    anchors=query.anchors,
+                    deadline=deadline_of(context),
+                ),
+                context,
+                started,
+                query.user_id,
+                query.session_id,
+                query.context,
             )
             return await self._answer(
                 "Recommend", rec, context, started, query.user_id, query.session_id, query.context
@@ -86,14 +108,22 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 query = parse_similar(request)
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            rec = await self.recommender.similar_items(
-                item_id=query.item_id,
-                k=query.k,
-                context=query.context,
-                exclude=query.exclude,
-                user_id=query.user_id,
-                session_id=query.session_id,
-                deadline=deadline_of(context),
+            rec = await self._guarded(
+                "SimilarItems",
+                self.recommender.similar_items(
+                    item_id=query.item_id,
+                    k=query.k,
+                    context=query.context,
+                    exclude=query.exclude,
+                    user_id=query.user_id,
+                    session_id=query.session_id,
+                    deadline=deadline_of(context),
+                ),
+                context,
+                started,
+                query.user_id,
+                query.session_id,
+                query.context,
             )
             return await self._answer(
                 "SimilarItems",
@@ -117,24 +147,75 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         session_id: str | None,
         ctx: Context,
     ) -> pb.RecommendResponse:
+        self._log(
+            PendingExposure(
+                request_id=rec.request_id,
+                user_id=user_id,
+                session_id=session_id,
+                ts=rec.now,
+                items=[(item.item_id, item.score) for item in rec.items],
+                context=ctx,
+                variant=rec.variant,
+                algo_version=rec.algo_version,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                stage=rec.stage.value,
+                degraded=rec.degraded,
+                reasons=[item.reasons for item in rec.items],
+                rules=rec.rules,
+                categories=rec.categories,
+                error="" if rec.items else AnswerError.NO_STATE.value,
+                method=method,
+            )
+        )
         if not rec.items:
             metrics.EMPTY_ANSWERS.labels(method).inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NO_STATE)
         _ANSWERS[method, rec.stage].inc()
+        return to_response(rec)
+
+    def _log(self, pending: PendingExposure) -> None:
+        """Exposure event and decision trace of one answer (both O(1), sent off the path)."""
         if self.exposures is not None:
-            self.exposures.log(
+            self.exposures.log(pending)
+        if self.traces is not None:
+            self.traces.log(pending)
+
+    async def _guarded(
+        self,
+        method: str,
+        call: Awaitable[Recommendation],
+        context: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+        user_id: str | None,
+        session_id: str | None,
+        ctx: Context,
+    ) -> Recommendation:
+        """Await a recommender call: an unexpected error is logged as a failed answer (exposure
+        flagged ``error=internal`` / ``empty``, one log line), then answered INTERNAL."""
+        try:
+            return await call
+        except Exception as exc:
+            request_id = os.urandom(16).hex()
+            assignment = self.recommender.shared.plan.assign(user_id or session_id or "")
+            self._log(
                 PendingExposure(
-                    request_id=rec.request_id,
+                    request_id=request_id,
                     user_id=user_id,
                     session_id=session_id,
-                    ts=rec.now,
-                    items=[(item.item_id, item.score) for item in rec.items],
+                    ts=time.time(),
+                    items=[],
                     context=ctx,
-                    variant=rec.variant,
-                    algo_version=rec.algo_version,
+                    variant=assignment.variant,
+                    algo_version=assignment.algo_version,
                     latency_ms=(time.perf_counter() - started) * 1000.0,
-                    stage=rec.stage.value,
-                    degraded=rec.degraded,
+                    stage=Stage.NONE.value,
+                    degraded=False,
+                    error=AnswerError.INTERNAL.value,
+                    method=method,
                 )
             )
-        return to_response(rec)
+            log.error("%s failed (request_id %s): %r", method, request_id, exc)
+            await context.abort(
+                grpc.StatusCode.INTERNAL, f"internal error (request_id {request_id})"
+            )
+            raise AssertionError("unreachable: context.abort raises") from exc

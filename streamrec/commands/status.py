@@ -23,6 +23,7 @@ from core.settings import settings as load
 from monitoring.health import HealthThresholds
 from monitoring.monitor_io import MonitorStore, OffsetSample, OffsetsProbe
 from monitoring.status_report import Status, StatusInputs, build_status
+from schemas.controls import parse_kill_switches
 from schemas.keyspace import Keyspace
 
 
@@ -53,6 +54,7 @@ async def gather_status(settings: Settings, sample_s: float) -> Status:
             freshness = await store.read_freshness()
             workers = await store.read_heartbeats("worker")
             monitors = await store.read_heartbeats("monitor")
+            switches = parse_kill_switches(await store.client.hgetall(store.keys.kill_switch))
         except BaseException:
             kafka.cancel()
             await asyncio.gather(kafka, return_exceptions=True)
@@ -70,6 +72,7 @@ async def gather_status(settings: Settings, sample_s: float) -> Status:
         workers=workers,
         monitors=monitors,
         freshness_topics=tuple(settings.freshness_topics),
+        kill_switches=switches,
     )
     return build_status(thresholds, inputs)
 
