@@ -25,7 +25,8 @@ from pydantic import ValidationError
 
 from schemas import recommender_pb2 as pb
 from schemas.controls import SERVER_EXTRA_KEYS
-from schemas.events import MAX_CONTEXT_KEYS, MAX_ID_LEN, MAX_STR_LEN, Context
+from schemas.events import MAX_CONTEXT_KEYS, MAX_STR_LEN, Context
+from schemas.ids import PiiRefused, Pseudonyms, id_problem
 from schemas.rules import AuditEntry, Rule
 from serving.ranker import Stage
 from serving.recommender import Recommendation
@@ -95,9 +96,20 @@ def _id(value: str, what: str, *, required: bool) -> str | None:
         if required:
             raise InvalidRequest(f"{what} is required")
         return None
-    if len(value) > MAX_ID_LEN:
-        raise InvalidRequest(f"{what} is longer than {MAX_ID_LEN} characters")
+    problem = id_problem(value, what)  # whitespace-only, control characters, too long
+    if problem is not None:
+        raise InvalidRequest(problem)
     return value
+
+
+def _pseudonymous(value: str | None, what: str, pseudonyms: Pseudonyms | None) -> str | None:
+    """``pii_policy`` on a user / session id (see :mod:`schemas.ids`); refusal → InvalidRequest."""
+    if value is None or pseudonyms is None:
+        return value
+    try:
+        return pseudonyms.apply(value, what)
+    except PiiRefused as exc:
+        raise InvalidRequest(str(exc)) from None
 
 
 def _ids(values: Sequence[str], what: str) -> tuple[str, ...]:
@@ -148,10 +160,14 @@ def parse_context(ctx: pb.Context) -> Context:
     return parsed
 
 
-def parse_recommend(request: pb.RecommendRequest) -> RecommendQuery:
+def parse_recommend(
+    request: pb.RecommendRequest, pseudonyms: Pseudonyms | None = None
+) -> RecommendQuery:
     reject_unknown_fields(request)
-    user = _id(request.user_id, "user_id", required=False)
-    session = _id(request.session_id, "session_id", required=False)
+    user = _pseudonymous(_id(request.user_id, "user_id", required=False), "user_id", pseudonyms)
+    session = _pseudonymous(
+        _id(request.session_id, "session_id", required=False), "session_id", pseudonyms
+    )
     if (user is None) == (session is None):
         raise InvalidRequest("exactly one of user_id or session_id must be set")
     return RecommendQuery(
@@ -164,12 +180,16 @@ def parse_recommend(request: pb.RecommendRequest) -> RecommendQuery:
     )
 
 
-def parse_similar(request: pb.SimilarItemsRequest) -> SimilarQuery:
+def parse_similar(
+    request: pb.SimilarItemsRequest, pseudonyms: Pseudonyms | None = None
+) -> SimilarQuery:
     reject_unknown_fields(request)
     item = _id(request.item_id, "item_id", required=True)
     assert item is not None
-    user = _id(request.user_id, "user_id", required=False)
-    session = _id(request.session_id, "session_id", required=False)
+    user = _pseudonymous(_id(request.user_id, "user_id", required=False), "user_id", pseudonyms)
+    session = _pseudonymous(
+        _id(request.session_id, "session_id", required=False), "session_id", pseudonyms
+    )
     if user is not None and session is not None:
         raise InvalidRequest("at most one of user_id or session_id may be set")
     return SimilarQuery(

@@ -20,10 +20,12 @@ from typing import Any
 
 import grpc
 
+from core.settings import setting_default
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.controls import AnswerError
 from schemas.events import Context
+from schemas.ids import Pseudonyms
 from serving import metrics
 from serving.convert import InvalidRequest, parse_recommend, parse_similar, to_response
 from serving.exposure_log import ExposureLog, PendingExposure
@@ -61,11 +63,16 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         recommender: Recommender,
         exposures: ExposureLog | None,
         *,
+        surfaces: metrics.SurfaceLabels | None = None,
         traces: TraceLog | None = None,
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self.recommender = recommender
+        self.pseudonyms = pseudonyms  # pii_policy of user / session ids (issue 19)
         self.exposures = exposures
         self.traces = traces
+        #: bounded ``surface`` label of the empty-answer counter (slo_surfaces + other)
+        self.surfaces = surfaces or metrics.SurfaceLabels(setting_default("slo_surfaces"))
 
     async def Recommend(
         self, request: pb.RecommendRequest, context: RecommendContext
@@ -73,7 +80,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         started = time.perf_counter()
         try:
             try:
-                query = parse_recommend(request)
+                query = parse_recommend(request, self.pseudonyms)
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             rec = await self._guarded(
@@ -105,7 +112,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         started = time.perf_counter()
         try:
             try:
-                query = parse_similar(request)
+                query = parse_similar(request, self.pseudonyms)
             except InvalidRequest as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             rec = await self._guarded(
@@ -168,7 +175,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             )
         )
         if not rec.items:
-            metrics.EMPTY_ANSWERS.labels(method).inc()
+            metrics.EMPTY_ANSWERS.labels(method, self.surfaces(ctx.surface)).inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NO_STATE)
         _ANSWERS[method, rec.stage].inc()
         return to_response(rec)
