@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitoring.drift import DriftReport, DriftSignal
 from monitoring.levels import Level
-from monitoring.metrics import RetuneMetrics, WorkerMetrics
+from monitoring.metrics import CtrCountersCollector, RetuneMetrics, WorkerMetrics
 from schemas.metrics import ALL_METRICS, DRIFT_SIGNALS, METRICS_BY_NAME, metrics_for
 from serving import metrics as server_metrics
 
@@ -41,6 +41,7 @@ def test_every_spec_is_registered_with_its_labels() -> None:
     worker_registry = CollectorRegistry()
     WorkerMetrics(worker_registry)
     RetuneMetrics(worker_registry)  # `streamrec monitor` adds these to the worker families
+    CtrCountersCollector(("home",), worker_registry)  # and the CTR counters (no reading yet)
     registered = {}
     for registry in (worker_registry, server_metrics.REGISTRY):
         text = generate_latest(registry).decode()
