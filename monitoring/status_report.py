@@ -21,6 +21,7 @@ from monitoring.alerting import OpenAlert
 from monitoring.health import HealthReport, HealthThresholds, StatusLine, evaluate_health
 from monitoring.levels import Level
 from monitoring.monitor_io import FreshnessReading, OffsetSample
+from monitoring.slo import BudgetReading, budget_text
 from schemas.controls import KillSwitch
 
 #: Metrics ``streamrec status`` measures itself; copies in heartbeat reports are not shown.
@@ -117,6 +118,8 @@ class StatusInputs:
     freshness_topics: Sequence[str]
     kill_switches: Sequence[KillSwitch] = ()
     """Kill switches that are on (issue 19): one WARN line each."""
+    slo_budget: BudgetReading | None = None
+    """Remaining SLO error budgets read from Prometheus (None: not asked, no lines)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +258,55 @@ def _explain_freshness(
     return replace(line, detail=detail)
 
 
+def budget_lines(reading: BudgetReading) -> list[StatusLine]:
+    """Lines of the remaining SLO error budgets, or one line saying why they are unknown.
+
+    A spent budget (≤ 0 left) is WARN; an unreachable Prometheus or one without the SLO
+    rules' series is WARN with the reason; no Prometheus configured is OK, said plainly.
+    """
+    if reading.prometheus is None:
+        detail = "unknown: no Prometheus configured (set STREAMREC_PROMETHEUS_URL)"
+        return [StatusLine("slo", "error_budget", None, Level.OK, detail)]
+    if reading.error is not None:
+        detail = f"unknown: Prometheus at {reading.prometheus} did not answer: {reading.error}"
+        return [StatusLine("slo", "error_budget", None, Level.WARN, detail)]
+    if not reading.rows:
+        detail = (
+            f"unknown: Prometheus at {reading.prometheus} has no SLO budget series "
+            "(SLO rules not loaded, or nothing scraped yet)"
+        )
+        return [StatusLine("slo", "error_budget", None, Level.WARN, detail)]
+    return [
+        StatusLine(
+            "slo/" + row.slo + (f"/{row.surface}" if row.surface else ""),
+            "error_budget_left",
+            row.remaining,
+            Level.WARN if row.remaining <= 0 else Level.OK,
+            budget_text(row),
+        )
+        for row in reading.rows
+    ]
+
+
+def budget_doc(reading: BudgetReading | None) -> dict[str, Any] | None:
+    """JSON form of the budgets (None when they were not asked for)."""
+    if reading is None:
+        return None
+    return {
+        "prometheus": reading.prometheus,
+        "error": reading.error,
+        "budgets": [
+            {
+                "slo": r.slo,
+                "surface": r.surface,
+                "remaining": _num(r.remaining),
+                "objective": r.objective,
+            }
+            for r in reading.rows
+        ],
+    }
+
+
 def kill_switch_line(switch: KillSwitch, now: float) -> StatusLine:
     """WARN while a kill switch is on: answers in its scope come from the safe baseline."""
     scope = f"{switch.tenant or '*'}/{switch.surface or '*'}"
@@ -314,6 +366,8 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
                 "no worker has ever processed a batch for this key prefix",
             )
         )
+    if inputs.slo_budget is not None:
+        lines += budget_lines(inputs.slo_budget)
     lines += [kill_switch_line(switch, now) for switch in inputs.kill_switches]
     report = HealthReport(tuple(lines))
 
@@ -359,6 +413,7 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
         "drift": [line_doc(line) for line in lines if line.subject.startswith("drift/")],
         "alerts": alerts,
         "kill_switches": [s.model_dump() for s in inputs.kill_switches],
+        "slo": budget_doc(inputs.slo_budget),
         # the re-tune decision of `streamrec monitor` (null while no monitor runs)
         "retune": next((d["retune"] for d in inputs.monitors if d.get("retune")), None),
         "lines": [line_doc(line) for line in lines],

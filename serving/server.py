@@ -31,10 +31,11 @@ from serving.admin_servicer import AdminServicer
 from serving.admin_store import AdminStore
 from serving.auth import DEFAULT_ADMIN_TOKEN, check_admin_token
 from serving.exposure_log import ExposureLog
-from serving.metrics import serve_metrics
+from serving.metrics import SurfaceLabels, serve_metrics
 from serving.recommender import Recommender
 from serving.request_guard import MalformedRequestInterceptor
 from serving.servicer import RecommenderServicer
+from serving.status_metrics import AnswerStatusInterceptor
 from serving.traces import TraceLog
 
 log = logging.getLogger("streamrec.serving")
@@ -75,12 +76,15 @@ class Server:
         try:
             exposures = ExposureLog.from_settings(settings) if self.log_exposures else None
             traces = TraceLog.from_settings(recommender.reader.redis, settings)
+            surfaces = SurfaceLabels(settings.slo_surfaces)
             server = grpc.aio.server(
                 options=[("grpc.so_reuseport", 0)],
-                interceptors=[MalformedRequestInterceptor()],
+                # AnswerStatusInterceptor first: it counts what the guards after it reject
+                interceptors=[AnswerStatusInterceptor(surfaces), MalformedRequestInterceptor()],
             )
             pb_grpc.add_RecommenderServicer_to_server(
-                RecommenderServicer(recommender, exposures, traces=traces), server
+                RecommenderServicer(recommender, exposures, surfaces=surfaces, traces=traces),
+                server,
             )
             store = AdminStore(
                 recommender.reader.redis,

@@ -22,6 +22,7 @@ from core.settings import Settings
 from core.settings import settings as load
 from monitoring.health import HealthThresholds
 from monitoring.monitor_io import MonitorStore, OffsetSample, OffsetsProbe
+from monitoring.slo import read_error_budget
 from monitoring.status_report import Status, StatusInputs, build_status
 from schemas.controls import parse_kill_switches
 from schemas.keyspace import Keyspace
@@ -50,6 +51,8 @@ async def gather_status(settings: Settings, sample_s: float) -> Status:
     )
     try:
         kafka = asyncio.create_task(_kafka_side(settings, sample_s))
+        # the SLO budgets (Prometheus): never raises, bounded by prometheus_timeout_s
+        budget = asyncio.create_task(read_error_budget(settings))
         try:
             freshness = await store.read_freshness()
             workers = await store.read_heartbeats("worker")
@@ -57,9 +60,16 @@ async def gather_status(settings: Settings, sample_s: float) -> Status:
             switches = parse_kill_switches(await store.client.hgetall(store.keys.kill_switch))
         except BaseException:
             kafka.cancel()
-            await asyncio.gather(kafka, return_exceptions=True)
+            budget.cancel()
+            await asyncio.gather(kafka, budget, return_exceptions=True)
             raise
-        first, later, window = await kafka
+        try:
+            first, later, window = await kafka
+        except BaseException:
+            budget.cancel()
+            await asyncio.gather(budget, return_exceptions=True)
+            raise
+        slo_budget = await budget
     finally:
         await store.aclose()
     inputs = StatusInputs(
@@ -73,6 +83,7 @@ async def gather_status(settings: Settings, sample_s: float) -> Status:
         monitors=monitors,
         freshness_topics=tuple(settings.freshness_topics),
         kill_switches=switches,
+        slo_budget=slo_budget,
     )
     return build_status(thresholds, inputs)
 

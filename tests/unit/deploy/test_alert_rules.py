@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from core.settings import Settings
-from schemas.metrics import ALL_METRICS, SERIES_NAMES
+from monitoring.slo import BEGIN, END, Objectives, render_groups
+from schemas.metrics import ALL_METRICS, SERIES_NAMES, SLO_BUDGET_REMAINING, SLOS
 from tests.support import REPO
 
 ROOT = REPO
@@ -29,6 +30,8 @@ RUNBOOK_URL_RE = re.compile(r"\{\{ \$externalLabels\.runbook_base \}\}/([a-z0-9-
 PROMTOOL = shutil.which("promtool")
 
 METRIC_RE = re.compile(r"\bstreamrec_[a-z0-9_]+")
+#: recording rules (level:metric:operations)
+RECORDED_RE = re.compile(r"\bstreamrec:[a-z0-9_]+:[a-z0-9_]+")
 SELECTOR_RE = re.compile(r"\b(streamrec_[a-z0-9_]+)\s*\{([^}]*)\}")
 MATCHER_RE = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
@@ -49,15 +52,25 @@ def default(name: str) -> Any:
     return Settings.model_fields[name].default
 
 
-def check_expr(expr: str, where: str) -> None:
-    """Every metric is known, every label used belongs to the metrics of the expression."""
+def check_expr(expr: str, where: str, recorded: frozenset[str] = frozenset()) -> None:
+    """Every metric is known, every label used belongs to the metrics of the expression.
+
+    An expression over recording rules only (the SLO alerts) must use rules in ``recorded``.
+    """
     names = set(METRIC_RE.findall(expr))
+    uses = set(RECORDED_RE.findall(expr))
+    assert uses <= recorded, f"{where}: unknown recording rules {sorted(uses - recorded)}"
+    if uses and not names:
+        return
     assert names, f"{where}: expression mentions no streamrec metric: {expr}"
     unknown = names - set(SERIES_NAMES)
     assert not unknown, f"{where}: unknown metrics {sorted(unknown)}"
     for metric, matchers in SELECTOR_RE.findall(expr):
         for label in MATCHER_RE.findall(matchers):
-            assert label in SERIES_NAMES[metric].labels, f"{where}: {metric} has no label {label}"
+            bucket = label == "le" and metric.endswith("_bucket")
+            assert bucket or label in SERIES_NAMES[metric].labels, (
+                f"{where}: {metric} has no {label}"
+            )
     known = AMBIENT_LABELS.union(*(SERIES_NAMES[n].labels for n in names))
     for group in GROUPING_RE.findall(expr):
         for label in filter(None, (x.strip() for x in group.split(","))):
@@ -66,35 +79,95 @@ def check_expr(expr: str, where: str) -> None:
 
 # --- alert rules --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def rules() -> list[dict[str, Any]]:
+def groups() -> list[dict[str, Any]]:
     doc = yaml.safe_load(RULES.read_text(encoding="utf-8"))
     assert isinstance(doc, dict) and set(doc) == {"groups"}
-    groups = doc["groups"]
+    groups: list[dict[str, Any]] = doc["groups"]
     group_names = [g["name"] for g in groups]
     assert len(group_names) == len(set(group_names)), "group names must be unique"
-    out = []
     for group in groups:
-        assert set(group) == {"name", "rules"} and group["rules"], group["name"]
-        out.extend(group["rules"])
-    return out
+        assert set(group) - {"interval"} == {"name", "rules"} and group["rules"], group["name"]
+    return groups
 
 
-def test_rule_structure(rules: list[dict[str, Any]]) -> None:
+@pytest.fixture(scope="module")
+def rules(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alerting rules (recording rules are in :func:`records`)."""
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+@pytest.fixture(scope="module")
+def records(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for g in groups for r in g["rules"] if "record" in r]
+
+
+def hand_written(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rules with a literal threshold of a monitoring setting (not the generated SLO rules)."""
+    return [r for r in rules if "objective_setting" not in r["annotations"]]
+
+
+def test_rule_structure(rules: list[dict[str, Any]], records: list[dict[str, Any]]) -> None:
     names = [r["alert"] for r in rules]
     assert len(names) == len(set(names)), "alert names must be unique"
+    recorded = frozenset(r["record"] for r in records)
+    for record in records:
+        assert set(record) - {"labels"} == {"record", "expr"}, record["record"]
+        assert RECORDED_RE.fullmatch(record["record"]), record["record"]
+        check_expr(record["expr"], record["record"], recorded)
     for rule in rules:
         assert set(rule) == {"alert", "expr", "for", "labels", "annotations"}, rule["alert"]
         assert re.fullmatch(r"Streamrec[A-Za-z0-9]+", rule["alert"])
         assert rule["labels"]["severity"] in {"warn", "crit"}, rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         seconds(rule["for"])
-        check_expr(rule["expr"], rule["alert"])
+        check_expr(rule["expr"], rule["alert"], recorded)
+
+
+def test_slo_rules_are_generated_from_the_settings() -> None:
+    """The SLO section of alerts.yml is exactly what `streamrec slo rules` makes of the
+    settings' defaults (regenerate: streamrec slo rules --write deploy/prometheus/alerts.yml)."""
+    text = RULES.read_text(encoding="utf-8")
+    start, end = text.index(BEGIN), text.index(END) + len(END) + 1
+    assert text[start:end] == render_groups(Objectives()), (
+        "alerts.yml's SLO rules differ from the settings: run "
+        "`streamrec slo rules --write deploy/prometheus/alerts.yml`"
+    )
+
+
+def test_slo_alerts_cover_every_slo_with_both_burns(
+    rules: list[dict[str, Any]], records: list[dict[str, Any]]
+) -> None:
+    slo_alerts = [r for r in rules if "objective_setting" in r["annotations"]]
+    pairs = {(r["annotations"]["objective_setting"], r["labels"]["burn"]) for r in slo_alerts}
+    assert pairs == {(f"slo_{s}_objective", b) for s in SLOS for b in ("fast", "slow")}
+    for rule in slo_alerts:
+        objective = default(rule["annotations"]["objective_setting"])
+        assert f"(1 - {objective:g})" in rule["expr"], rule["alert"]
+        assert rule["annotations"]["runbook_url"].endswith("/slo-burn.md")
+    budgets = {r["labels"]["slo"] for r in records if r["record"] == SLO_BUDGET_REMAINING}
+    assert budgets == set(SLOS)
+
+
+def test_every_slo_alert_has_a_burn_rate_unit_test(rules: list[dict[str, Any]]) -> None:
+    """alerts_test.yml makes each SLO alert fire on a series that burns its budget, and checks
+    it silent at another time or on a series within budget (promtool runs them below)."""
+    cases = [
+        case
+        for group in yaml.safe_load(RULES_TEST.read_text(encoding="utf-8"))["tests"]
+        for case in group.get("alert_rule_test", [])
+    ]
+    for rule in rules:
+        if "objective_setting" not in rule["annotations"]:
+            continue
+        mine = [c for c in cases if c["alertname"] == rule["alert"]]
+        assert any(c.get("exp_alerts") for c in mine), f"{rule['alert']}: no test fires it"
+        assert any(not c.get("exp_alerts") for c in mine), f"{rule['alert']}: never checked silent"
 
 
 def test_rule_thresholds_equal_the_settings_defaults(rules: list[dict[str, Any]]) -> None:
     min_duration = default("alert_min_duration_s")
     checked = set()
-    for rule in rules:
+    for rule in hand_written(rules):
         expr, notes = rule["expr"], rule["annotations"]
         compared = {float(x) for x in COMPARISON_RE.findall(expr)}
         setting = notes.get("threshold_setting")
@@ -132,7 +205,7 @@ def test_rule_thresholds_equal_the_settings_defaults(rules: list[dict[str, Any]]
 def test_rule_windows_equal_the_drift_windows(rules: list[dict[str, Any]]) -> None:
     window = default("drift_window_s")
     reference = window * default("drift_reference_windows")
-    for rule in rules:
+    for rule in hand_written(rules):
         for rng in RANGE_RE.findall(rule["expr"]):
             assert seconds(rng) in {window, reference}, f"{rule['alert']}: [{rng}]"
         for off in OFFSET_RE.findall(rule["expr"]):
@@ -299,7 +372,7 @@ def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path:
 def test_check_expr_rejects_unknown_names_and_labels() -> None:
     with pytest.raises(AssertionError, match="unknown"):
         check_expr("rate(streamrec_nope_total[5m])", "t")
-    with pytest.raises(AssertionError, match="no label"):
+    with pytest.raises(AssertionError, match="has no method"):
         check_expr('streamrec_consumer_lag{method="x"}', "t")
     with pytest.raises(AssertionError, match="not on any metric"):
         check_expr("sum by (method) (streamrec_consumer_lag)", "t")
