@@ -1,13 +1,11 @@
-"""Prometheus rules and the Grafana dashboard agree with the metric names and the settings."""
+"""Prometheus rules agree with the metric names and the settings (the Grafana dashboard:
+test_grafana_dashboard.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,13 +13,12 @@ import yaml
 
 from core.settings import Settings
 from monitoring.slo import BEGIN, END, Objectives, render_groups
-from schemas.metrics import ALL_METRICS, SERIES_NAMES, SLO_BUDGET_REMAINING, SLOS
+from schemas.metrics import SERIES_NAMES, SLO_BUDGET_REMAINING, SLOS
 from tests.support import REPO
 
 ROOT = REPO
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULES_TEST = ROOT / "deploy" / "prometheus" / "alerts_test.yml"
-DASHBOARD = ROOT / "deploy" / "grafana" / "streamrec.json"
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 K8S_PROMETHEUS = ROOT / "deploy" / "k8s" / "prometheus-scrape.yaml"
 RUNBOOKS = ROOT / "docs" / "runbooks"
@@ -283,90 +280,6 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
             [PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False
         )
         assert done.returncode == 0, done.stdout + done.stderr
-
-
-# --- dashboard ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def dashboard() -> dict[str, Any]:
-    doc = json.loads(DASHBOARD.read_text(encoding="utf-8"))
-    assert isinstance(doc, dict)
-    return doc
-
-
-def panels(doc: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for panel in doc["panels"]:
-        yield panel
-        yield from panel.get("panels", [])
-
-
-def test_dashboard_structure(dashboard: dict[str, Any]) -> None:
-    assert 36 <= dashboard["schemaVersion"] <= 41
-    assert dashboard["uid"] and dashboard["title"]
-    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource"
-    assert variables["datasource"]["query"] == "prometheus"
-    ids = [p["id"] for p in panels(dashboard)]
-    assert len(ids) == len(set(ids))
-    for panel in panels(dashboard):
-        if panel["type"] == "row":
-            continue
-        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
-        assert panel["targets"], panel["title"]
-        for target in panel["targets"]:
-            assert target["datasource"]["uid"] == "${datasource}"
-            check_expr(target["expr"], panel["title"])
-
-
-def test_dashboard_covers_every_metric_and_required_panel(dashboard: dict[str, Any]) -> None:
-    exprs = " ".join(t["expr"] for p in panels(dashboard) for t in p.get("targets", []))
-    used = {SERIES_NAMES[n].name for n in METRIC_RE.findall(exprs)}
-    assert used == {spec.name for spec in ALL_METRICS}
-    titles = " ".join(p["title"].lower() for p in panels(dashboard))
-    for word in (
-        "throughput",
-        "consumer lag",
-        "event-time lag",
-        "newest",
-        "state write",
-        "volume",
-        "psi",
-        "js",
-        "cold-start",
-        "ctr",
-        "latency",
-        "fallback",
-        "dead letters",
-        "exposure buffer",
-        "dropped",
-    ):
-        assert word in titles, word
-
-
-@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
-def test_dashboard_queries_are_valid_promql(dashboard: dict[str, Any], tmp_path: Path) -> None:
-    assert PROMTOOL is not None
-    exprs = [t["expr"] for p in panels(dashboard) for t in p.get("targets", [])]
-    recording = {
-        "groups": [
-            {
-                "name": "dashboard",
-                "rules": [
-                    {"record": f"dashboard:q{i}", "expr": e.replace("$__rate_interval", "5m")}
-                    for i, e in enumerate(exprs)
-                ],
-            }
-        ]
-    }
-    path = tmp_path / "dashboard_rules.yml"
-    path.write_text(yaml.safe_dump(recording), encoding="utf-8")
-    done = subprocess.run(
-        [PROMTOOL, "check", "rules", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_check_expr_rejects_unknown_names_and_labels() -> None:
