@@ -67,7 +67,7 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
         try:
             return deserializer(raw)
         except DecodeError as exc:
-            return _Malformed(str(exc)[:200])
+            return _Malformed(" ".join(str(exc).split())[:200])
 
     return decode
 
@@ -82,7 +82,8 @@ async def _fail(context: Context, method: str, exc: Exception) -> None:
     if isinstance(exc, NotImplementedError):
         log.warning("%s: not implemented", method)
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented")
-    log.warning("%s failed: %s: %s", method, type(exc).__name__, str(exc)[:300])
+    detail = " ".join(str(exc).split())[:300]  # one line, whatever the message holds
+    log.warning("%s failed: %s: %s", method, type(exc).__name__, detail)
     await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
