@@ -4,7 +4,9 @@ Measures consumer lag and event rates live from Kafka (end offsets read twice, `
 seconds apart), freshness from Redis, and reads the last health reports the live workers and
 ``streamrec monitor`` left in their heartbeats (drift signals, silence, firing alerts).
 Each line is OK / WARN / CRIT; the exit code is the worst: 0 OK, 1 WARN, 2 CRIT. Kafka or
-Redis unreachable: a one-line error and exit 2 (within a few network timeouts).
+Redis unreachable: a one-line error and exit 2 (within a few network timeouts). The SLO error
+budgets left come from ``STREAMREC_PROMETHEUS_URL`` (:mod:`monitoring.slo`); without one, or
+when it does not answer, a line says why they are unknown.
 """
 
 from __future__ import annotations
@@ -99,7 +101,7 @@ def command(
         ),
     ] = 1.0,
 ) -> None:
-    """Lag, event rate and freshness per topic, drift, open alerts; exit 0 OK / 1 WARN / 2 CRIT."""
+    """Lag, event rate, freshness, drift, open alerts, SLO budgets; exit 0 OK / 1 WARN / 2 CRIT."""
     if not 0 <= sample <= 60:
         raise ConfigError(f"--sample must be between 0 and 60 seconds, got {sample}")
     settings = load()
