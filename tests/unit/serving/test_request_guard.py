@@ -8,15 +8,14 @@ from typing import Any
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1.health_pb2 import HealthCheckRequest as Req
+from grpc_health.v1.health_pb2 import HealthCheckResponse as Resp
 
 from core.settings import load_settings
 from serving import metrics
 from serving.edge import EdgePolicy, Scope
 from serving.request_guard import MalformedRequestInterceptor
 
-Req = health_pb2.HealthCheckRequest
-Resp = health_pb2.HealthCheckResponse
 OK = Resp(status=Resp.SERVING)
 
 
@@ -55,7 +54,7 @@ class Broken:
             yield OK
 
 
-def _handlers(svc: Broken) -> grpc.GenericRpcHandler:
+def _handlers(svc: Broken) -> grpc.GenericRpcHandler[Any, Any]:
     kw: dict[str, Any] = {
         "request_deserializer": Req.FromString,
         "response_serializer": Resp.SerializeToString,
@@ -129,7 +128,7 @@ async def test_each_failure_is_a_status_and_one_line(
             arg = iter([payload]) if kind.startswith("stream") else payload
             assert await _status(call(arg, timeout=5.0)) == code
     finally:
-        await channel.close()
+        await channel.close(None)
         await server.stop(None)
     lines = [r for r in caplog.records if r.name.startswith(("grpc", "streamrec"))]
     assert len(lines) == 5, [r.getMessage() for r in lines]
@@ -150,7 +149,7 @@ async def test_good_calls_pass_untouched(caplog: pytest.LogCaptureFixture) -> No
             arg = iter([GOOD, GOOD]) if kind.startswith("stream") else GOOD
             assert await _status(call(arg, timeout=5.0)) == grpc.StatusCode.OK
     finally:
-        await channel.close()
+        await channel.close(None)
         await server.stop(None)
     assert svc.calls == 1
     assert not [r for r in caplog.records if r.name.startswith(("grpc", "streamrec"))]
@@ -167,7 +166,7 @@ async def test_refusals_are_counted_not_logged(caplog: pytest.LogCaptureFixture)
         call = channel.unary_unary("/t.Svc/Good", **RAW)
         codes = [await _status(call(GOOD, timeout=5.0)) for _ in range(4)]
     finally:
-        await channel.close()
+        await channel.close(None)
         await server.stop(None)
     assert codes == [grpc.StatusCode.OK] * 2 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
     assert svc.calls == 2
