@@ -1391,6 +1391,7 @@ class ExperimentInfo(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     CONTROL_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     status: _builtins.str
     """draft | running | paused | stopped | promoted"""
@@ -1405,6 +1406,9 @@ class ExperimentInfo(_message.Message):
     version: _builtins.int
     """the config version this change made (0 in listings)"""
     control: _builtins.str
+    """the control arm (the variant named "control", else the first)"""
+    started_at: _builtins.str
+    """RFC 3339: when it first ran (its logs start there); empty for a draft"""
     def __init__(
         self,
         *,
@@ -1418,10 +1422,11 @@ class ExperimentInfo(_message.Message):
         decision: _builtins.str = ...,
         version: _builtins.int = ...,
         control: _builtins.str = ...,
+        started_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "control", b"control", "created_at", b"created_at", "created_by", b"created_by", "decision", b"decision", "name", b"name", "promoted_variant", b"promoted_variant", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_json", b"config_json", "control", b"control", "created_at", b"created_at", "created_by", b"created_by", "decision", b"decision", "name", b"name", "promoted_variant", b"promoted_variant", "started_at", b"started_at", "status", b"status", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -93,6 +93,7 @@ def experiment_to_proto(record: ExperimentRecord, version: int = 0) -> pb.Experi
         decision=record.decision,
         version=version,
         control=record.control,
+        started_at=_rfc3339(record.started_at),
     )
 
 

@@ -238,7 +238,6 @@ def promotion_refusal(
         listed = ", ".join(f"{arm} {n}" for arm, n in sorted(short.items()))
         return f"too few users to decide: {listed} (at least {MIN_USERS_PER_ARM} per arm)"
     if decision != "ship":
-        return (
-            f"eval ab says {decision or 'nothing'!s}, not ship (use --force --reason to override)"
-        )
+        said = decision or "nothing"
+        return f"eval ab says {said}, not ship (use --force with a reason to override)"
     return None

@@ -37,6 +37,7 @@ _GROUPS: tuple[tuple[str, str], ...] = (
     ("schemas", "schemas"),
     ("evaluate", "eval"),
     ("bench", "bench"),
+    ("admin", "admin"),
     ("slo", "slo"),
 )
 _COMMANDS: tuple[tuple[str, str], ...] = (
