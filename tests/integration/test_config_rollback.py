@@ -257,3 +257,97 @@ async def test_config_changes_refuse_bad_input(
             return bool(json.loads(got.effective_json)["max_anchors"] == 3)
 
         assert await wait_for(applied)
+
+
+async def test_pause_gives_everyone_control_on_every_server(
+    settings: Settings,
+    redis: Redis,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    world = await seed(redis, Keyspace(settings.key_prefix))
+    cfg = serving_settings(settings, tmp_path)
+    experiment = {
+        "name": "pause-me",
+        "variants": [
+            {"name": "control", "share": 0.5},
+            {"name": "beta", "share": 0.5, "params": {"popularity_exponent": 1.0}},
+        ],
+    }
+    async with (
+        running(cfg, log_exposures=False) as (_a, ch_a),
+        running(cfg, log_exposures=False) as (_b, ch_b),
+    ):
+        stub = admin(ch_a)
+        otto = await add_principal(ch_a, "otto", "operator")
+
+        async def variants_on_b() -> set[str]:
+            seen = set()
+            for i in range(30):
+                reply = await recommender(ch_b).Recommend(
+                    pb.RecommendRequest(user_id=f"user-{i}", k=2, context=ctx(world))
+                )
+                seen.add(reply.variant)
+            return seen
+
+        await stub.CreateExperiment(
+            pb.CreateExperimentRequest(config_json=json.dumps(experiment)), metadata=ADMIN_MD
+        )
+
+        async def both() -> bool:
+            return await variants_on_b() == {"control", "beta"}
+
+        assert not await both()  # a draft serves nothing
+        await stub.StartExperiment(pb.ChangeExperimentRequest(name="pause-me"), metadata=ADMIN_MD)
+        assert await wait_for(both)
+        started = time.monotonic()
+        paused = await stub.PauseExperiment(
+            pb.ChangeExperimentRequest(name="pause-me", reason="guardrail"), metadata=otto
+        )
+        assert (paused.status, paused.control) == ("paused", "control")
+
+        async def control_only() -> bool:
+            return await variants_on_b() == {"control"}
+
+        assert await wait_for(control_only)
+        effect_s = time.monotonic() - started
+        record_property("pause_effect_s", round(effect_s, 3))
+        print(f"pause effect on the second server after {effect_s:.2f} s")
+        listed = await stub.ListExperiments(pb.ListExperimentsRequest(), metadata=otto)
+        assert [(e.name, e.status) for e in listed.experiments] == [("pause-me", "paused")]
+        for call, code in (
+            (stub.PauseExperiment(pb.ChangeExperimentRequest(name="pause-me"), metadata=otto),
+             grpc.StatusCode.FAILED_PRECONDITION),
+            (stub.PauseExperiment(pb.ChangeExperimentRequest(name="nope"), metadata=otto),
+             grpc.StatusCode.NOT_FOUND),
+            (stub.PauseExperiment(pb.ChangeExperimentRequest(), metadata=otto),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.CreateExperiment(pb.CreateExperimentRequest(config_json="{"), metadata=ADMIN_MD),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.PromoteExperiment(
+                pb.PromoteExperimentRequest(name="pause-me", force=True), metadata=ADMIN_MD),
+             grpc.StatusCode.INVALID_ARGUMENT),
+            (stub.PromoteExperiment(
+                pb.PromoteExperimentRequest(name="pause-me", decision="ship", winner="beta",
+                                            users_per_arm={"control": 5, "beta": 50}),
+                metadata=ADMIN_MD),
+             grpc.StatusCode.FAILED_PRECONDITION),
+        ):  # fmt: skip
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == code, info.value.details()
+        forced = await stub.PromoteExperiment(
+            pb.PromoteExperimentRequest(
+                name="pause-me", variant="beta", force=True, reason="PM decision"
+            ),
+            metadata=ADMIN_MD,
+        )
+        assert (forced.status, forced.promoted_variant) == ("promoted", "beta")
+        assert forced.decision.startswith("forced: PM decision")
+        audit = await stub.GetAudit(pb.GetAuditRequest(limit=1), metadata=ADMIN_MD)
+        assert json.loads(audit.entries[0].detail)["forced"] is True
+
+        async def beta_only() -> bool:
+            return await variants_on_b() == {"beta"}
+
+        assert await wait_for(beta_only)

@@ -92,9 +92,40 @@ async def test_roles_and_revocation(settings: Settings, redis: Redis, tmp_path: 
             stub.AddPrincipal(pb.AddPrincipalRequest(name="eve", role="admin"), metadata=viewer)
         )
         assert code == grpc.StatusCode.PERMISSION_DENIED
-        # operator: no rules either
+        # operator: no rules either, but the kill switch and pausing experiments
         code, _ = await code_of(stub.CreateRule(rule, metadata=operator))
         assert code == grpc.StatusCode.PERMISSION_DENIED
+        switch = pb.SetKillSwitchRequest(on=True, tenant="t1", reason="drill")
+        code, _ = await code_of(stub.SetKillSwitch(switch, metadata=viewer))
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        await stub.SetKillSwitch(switch, metadata=operator)
+        await stub.SetKillSwitch(
+            pb.SetKillSwitchRequest(on=False, tenant="t1", reason="drill over"), metadata=operator
+        )
+        experiment = json.dumps({"name": "e1", "variants": [{"name": "control", "share": 1.0}]})
+        await stub.CreateExperiment(
+            pb.CreateExperimentRequest(config_json=experiment), metadata=boss
+        )
+        code, _ = await code_of(
+            stub.StartExperiment(pb.ChangeExperimentRequest(name="e1"), metadata=operator)
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        await stub.StartExperiment(pb.ChangeExperimentRequest(name="e1"), metadata=boss)
+        code, _ = await code_of(
+            stub.PauseExperiment(pb.ChangeExperimentRequest(name="e1"), metadata=viewer)
+        )
+        assert code == grpc.StatusCode.PERMISSION_DENIED
+        paused = await stub.PauseExperiment(
+            pb.ChangeExperimentRequest(name="e1", reason="spike"), metadata=operator
+        )
+        assert paused.status == "paused"
+        audit = await stub.GetAudit(pb.GetAuditRequest(limit=4), metadata=viewer)
+        assert [(e.action, e.who) for e in audit.entries] == [
+            ("pause_experiment", "otto"),
+            ("start_experiment", "ada"),
+            ("create_experiment", "ada"),
+            ("kill_switch_off", "otto"),
+        ]
         # admin: yes, and the audit names the principal whatever header the caller sends
         forged = (*boss, ("x-streamrec-user", "mallory"))
         created = await stub.CreateRule(rule, metadata=forged)
