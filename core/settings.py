@@ -265,7 +265,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9464, ge=0, lt=65536, description="Worker /metrics port.")
     server_metrics_port: int = Field(9465, ge=0, lt=65536, description="Server /metrics port.")
     admin_token: SecretStr = Field(
-        SecretStr("change-me"), description="Bearer token required by the Admin gRPC service."
+        SecretStr("change-me"),
+        description="Token of the Admin service's bootstrap-admin principal (the default, an "
+        "empty or a short token is refused unless grpc_addr is loopback).",
     )
 
     # --- serving -----------------------------------------------------------------------------
