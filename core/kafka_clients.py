@@ -5,7 +5,10 @@ settings, a client id naming the component (``streamrec-…``, as brokers log an
 the request timeout (``network_timeout_s`` unless the caller passes its own). What differs per
 use (acks, linger, topics, group, offset reset …) passes through to aiokafka as keywords.
 Consumers do not auto-commit unless asked: streamrec's own readers never commit offsets (the
-worker's group consumer is built by faust, see ``streams.faust_tuning``, not here).
+worker's group consumer is built by faust, see ``streams.faust_tuning``, not here). Consumers
+read committed records only (``isolation_level="read_committed"``, as the worker does):
+records of an aborted transaction (a replay attempt that failed, see ``messaging.replay``)
+are never seen.
 :func:`close` stops any of them within a bound, ignoring a broker that is already gone.
 """
 
@@ -49,6 +52,7 @@ def consumer(
 ) -> AIOKafkaConsumer:
     """A consumer (not started) subscribed to ``topics`` (none: assign partitions yourself)."""
     options.setdefault("enable_auto_commit", False)
+    options.setdefault("isolation_level", "read_committed")
     return AIOKafkaConsumer(*topics, **_common(settings, client_id, request_timeout_s), **options)
 
 

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ __all__ = [
     "read_dataset",
     "read_jsonl",
     "read_movielens",
+    "read_numbered",
     "read_sessions",
 ]
 
@@ -94,6 +94,8 @@ class Dataset:
 
     events: list[Outcome] = field(default_factory=list)
     bad: list[BadLine] = field(default_factory=list)
+    #: the 1-based input line of each event, in the order of ``events``
+    lines: list[int] = field(default_factory=list)
 
     def skipped_by_reason(self) -> dict[str, int]:
         return dict(Counter(b.reason for b in self.bad).most_common())
@@ -188,13 +190,17 @@ def _movielens_file(path: Path) -> Path:
 
 def read_movielens(path: Path, options: ReadOptions | None = None) -> Iterator[Row]:
     """MovieLens ratings (u.data, ratings.csv or ratings.dat) as ``view`` outcomes."""
+    return (row for _, row in _movielens(path, options))
+
+
+def _movielens(path: Path, options: ReadOptions | None) -> Iterator[tuple[int, Row]]:
     path = _movielens_file(path)
     validator = _Validator(options or ReadOptions())
     separator: str | None = None
     for number, raw in _lines(path):
         text = _text(number, raw)
         if isinstance(text, BadLine):
-            yield text
+            yield number, text
             continue
         if separator is None:
             if [c.strip().lower() for c in text.split(",")] == _MOVIELENS_HEADER:
@@ -208,28 +214,32 @@ def read_movielens(path: Path, options: ReadOptions | None = None) -> Iterator[R
                 )
         parts = [p.strip() for p in text.split(separator)]
         if len(parts) != 4:
-            yield BadLine(number, BAD_FORMAT, f"expected 4 fields, got {len(parts)}")
+            yield number, BadLine(number, BAD_FORMAT, f"expected 4 fields, got {len(parts)}")
             continue
         user, item, rating, stamp = parts
         try:
             value = _number(rating, "rating")
             ts = _number(stamp, "timestamp")
         except ValueError as exc:
-            yield BadLine(number, BAD_FORMAT, str(exc))
+            yield number, BadLine(number, BAD_FORMAT, str(exc))
             continue
         data = {"user_id": user, "item_id": item, "event_type": "view", "ts": ts, "value": value}
-        yield validator.fields(number, data)
+        yield number, validator.fields(number, data)
 
 
 def read_sessions(path: Path, options: ReadOptions | None = None) -> Iterator[Row]:
     """Session clicks (``SessionId  ItemId  Time`` TSV) as ``click`` outcomes."""
+    return (row for _, row in _sessions(path, options))
+
+
+def _sessions(path: Path, options: ReadOptions | None) -> Iterator[tuple[int, Row]]:
     validator = _Validator(options or ReadOptions())
     columns: dict[str, int] | None = None
     width = 0
     for number, raw in _lines(path):
         text = _text(number, raw)
         if isinstance(text, BadLine):
-            yield text
+            yield number, text
             continue
         parts = [p.strip() for p in text.split("\t")]
         if columns is None:
@@ -242,13 +252,13 @@ def read_sessions(path: Path, options: ReadOptions | None = None) -> Iterator[Ro
             width = len(parts)
             continue
         if len(parts) != width:
-            yield BadLine(number, BAD_FORMAT, f"expected {width} fields, got {len(parts)}")
+            yield number, BadLine(number, BAD_FORMAT, f"expected {width} fields, got {len(parts)}")
             continue
         session = f"s{parts[columns['SessionId']]}"
         try:
             ts = _number(parts[columns["Time"]], "Time")
         except ValueError as exc:
-            yield BadLine(number, BAD_FORMAT, str(exc))
+            yield number, BadLine(number, BAD_FORMAT, str(exc))
             continue
         data = {
             "user_id": session,
@@ -257,27 +267,31 @@ def read_sessions(path: Path, options: ReadOptions | None = None) -> Iterator[Ro
             "event_type": "click",
             "ts": ts,
         }
-        yield validator.fields(number, data)
+        yield number, validator.fields(number, data)
 
 
 def read_jsonl(path: Path, options: ReadOptions | None = None) -> Iterator[Row]:
     """``outcome.v1`` JSON lines; ``tenant``/``surface`` only fill in a missing context."""
+    return (row for _, row in _jsonl(path, options))
+
+
+def _jsonl(path: Path, options: ReadOptions | None) -> Iterator[tuple[int, Row]]:
     validator = _Validator(options or ReadOptions())
     for number, raw in _lines(path):
-        yield validator.raw(number, raw, fill_context=True)
+        yield number, validator.raw(number, raw, fill_context=True)
 
 
 _READERS = {
-    DatasetFormat.MOVIELENS: read_movielens,
-    DatasetFormat.SESSIONS: read_sessions,
-    DatasetFormat.JSONL: read_jsonl,
+    DatasetFormat.MOVIELENS: _movielens,
+    DatasetFormat.SESSIONS: _sessions,
+    DatasetFormat.JSONL: _jsonl,
 }
 
 
-def read_dataset(
+def read_numbered(
     path: Path, fmt: DatasetFormat | str, options: ReadOptions | None = None
-) -> Iterator[Row]:
-    """Rows of a dataset in file order."""
+) -> Iterator[tuple[int, Row]]:
+    """Rows of a dataset in file order, each with the 1-based number of its input line."""
     try:
         reader = _READERS[DatasetFormat(fmt)]
     except ValueError:
@@ -287,20 +301,33 @@ def read_dataset(
     return reader(path, options)
 
 
-def in_event_time_order(rows: Iterable[Row]) -> Dataset:
-    """Collect rows; sort the events by ``ts`` (stable, so ties keep file order)."""
-    dataset = Dataset()
-    for row in rows:
+def read_dataset(
+    path: Path, fmt: DatasetFormat | str, options: ReadOptions | None = None
+) -> Iterator[Row]:
+    """Rows of a dataset in file order."""
+    return (row for _, row in read_numbered(path, fmt, options))
+
+
+def in_event_time_order(rows: Iterable[tuple[int, Row]]) -> Dataset:
+    """Collect numbered rows (:func:`read_numbered`); sort the events by ``ts`` (stable, so
+    ties keep file order), each keeping its line number in :attr:`Dataset.lines`."""
+    bad: list[BadLine] = []
+    numbered: list[tuple[int, Outcome]] = []
+    for number, row in rows:
         if isinstance(row, BadLine):
-            dataset.bad.append(row)
+            bad.append(row)
         else:
-            dataset.events.append(row)
-    dataset.events.sort(key=attrgetter("ts"))
-    return dataset
+            numbered.append((number, row))
+    numbered.sort(key=lambda pair: pair[1].ts)
+    return Dataset(
+        events=[event for _, event in numbered],
+        bad=bad,
+        lines=[number for number, _ in numbered],
+    )
 
 
 def load_dataset(
     path: Path, fmt: DatasetFormat | str, options: ReadOptions | None = None
 ) -> Dataset:
-    """Read a whole dataset into event-time order."""
-    return in_event_time_order(read_dataset(path, fmt, options))
+    """Read a whole dataset into event-time order, with each event's input line."""
+    return in_event_time_order(read_numbered(path, fmt, options))

@@ -105,8 +105,27 @@ async def _continued(coro: Coroutine[Any, Any, Any], pending: Any) -> Any:
     return await _resume(coro, pending)
 
 
+class ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """faust's consumer thread whose group consumer reads committed records only.
+
+    faust reads ``read_committed`` only under its own exactly-once guarantee; the worker is
+    at-least-once but must not see the records of an aborted transaction either (a replay
+    attempt that failed and was sent again, see ``messaging.replay``). aiokafka hands the
+    isolation level to its fetcher when the consumer starts.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"
+        return consumer
+
+
 class EagerDeliveryConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer whose fetch loop delivers each message eagerly."""
+    """faust's aiokafka consumer whose fetch loop delivers each message eagerly (and reads
+    committed records only: :class:`ReadCommittedConsumerThread`)."""
+
+    def _new_consumer_thread(self) -> Any:
+        return ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:
         # faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15), with

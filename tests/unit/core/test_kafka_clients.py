@@ -44,6 +44,7 @@ async def test_per_use_options_and_timeout() -> None:
         assert producer._max_request_size == 2048
         assert consumer.subscription() == {"t1"}
         assert consumer._enable_auto_commit is False  # streamrec's readers never commit
+        assert consumer._isolation_level == "read_committed"  # no aborted replay records
         committing = kafka_clients.consumer(
             SETTINGS, client_id="streamrec-b", group_id="g", enable_auto_commit=True
         )
