@@ -6,6 +6,7 @@ import json
 import math
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -13,7 +14,9 @@ import pytest
 import yaml
 
 from core.settings import Settings
+from monitoring.health import HealthThresholds
 from monitoring.levels import Level
+from monitoring.monitor_io import FreshnessReading, OffsetSample
 from monitoring.slo import (
     BEGIN,
     END,
@@ -29,7 +32,7 @@ from monitoring.slo import (
     replace_generated,
     rule_groups,
 )
-from monitoring.status_report import budget_doc, budget_lines
+from monitoring.status_report import StatusInputs, budget_doc, budget_lines, build_status
 from schemas.metrics import SLO_BUDGET_REMAINING, SLO_ERROR_RATIO, SLOS
 from tests.integration.serving_support import free_port
 
@@ -236,3 +239,27 @@ def test_prometheus_url_is_checked() -> None:
     with pytest.raises(ValueError, match="http"):
         Settings(prometheus_url="ftp://x")
     assert Settings(prometheus_url="").prometheus_url is None
+
+
+def test_build_status_shows_the_budgets() -> None:
+    inputs = StatusInputs(
+        now=1000.0,
+        group="g",
+        offsets=OffsetSample(at=1000.0, ends={}, committed={}),
+        later_ends=None,
+        rate_window_s=0.0,
+        freshness=FreshnessReading(newest_by_topic={}, last_write=990.0),
+        workers=[{"instance": "w"}],
+        monitors=[],
+        freshness_topics=(),
+        slo_budget=BudgetReading("http://p", (BudgetRow("latency", None, -0.2, 0.99),)),
+    )
+    status = build_status(HealthThresholds(), inputs)
+    line = next(ln for ln in status.report.lines if ln.subject == "slo/latency")
+    assert line.level is Level.WARN and line.value == -0.2
+    assert status.doc["slo"]["budgets"] == [
+        {"slo": "latency", "surface": None, "remaining": -0.2, "objective": 0.99}
+    ]
+    without = build_status(HealthThresholds(), replace(inputs, slo_budget=None))
+    assert not [ln for ln in without.report.lines if ln.subject.startswith("slo")]
+    assert without.doc["slo"] is None
