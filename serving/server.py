@@ -14,7 +14,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 from typing import Any
 from wsgiref.simple_server import WSGIServer
@@ -27,10 +27,14 @@ from core.errors import ConfigError
 from core.settings import Settings
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
+from schemas.ids import Pseudonyms
 from serving.admin_servicer import AdminServicer
 from serving.admin_store import AdminStore
 from serving.auth import DEFAULT_ADMIN_TOKEN, check_admin_token
+from serving.edge import EdgePolicy, Scope
+from serving.edge_tls import edge_tls_summary, server_credentials
 from serving.exposure_log import ExposureLog
+from serving.health import HealthServicer
 from serving.metrics import SurfaceLabels, serve_metrics
 from serving.recommender import Recommender
 from serving.request_guard import MalformedRequestInterceptor
@@ -43,8 +47,10 @@ log = logging.getLogger("streamrec.serving")
 RECOMMENDER_SERVICE = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["Admin"].full_name
 SERVICE_NAMES: tuple[str, ...] = (RECOMMENDER_SERVICE, ADMIN_SERVICE)
-#: grpc_health's asyncio servicer (its type stubs do not describe the ``aio`` module).
-HEALTH_AIO: Any = health.aio  # type: ignore[attr-defined]
+#: time a shutdown step may take past the grace period before the stop goes on without it
+STOP_SLACK_S = 2.0
+#: which edge checks each service's calls go through (health and reflection: none)
+EDGE_SCOPES = {RECOMMENDER_SERVICE: Scope.KEYED, ADMIN_SERVICE: Scope.CAPPED}
 
 
 class Server:
@@ -73,6 +79,8 @@ class Server:
         settings = self.settings
         check_admin_token(settings.admin_token, settings.grpc_addr)
         recommender = await Recommender.create(settings)
+        started: grpc.aio.Server | None = None
+        exposures: ExposureLog | None = None
         try:
             exposures = ExposureLog.from_settings(settings) if self.log_exposures else None
             traces = TraceLog.from_settings(recommender.reader.redis, settings)
@@ -80,10 +88,20 @@ class Server:
             server = grpc.aio.server(
                 options=[("grpc.so_reuseport", 0)],
                 # AnswerStatusInterceptor first: it counts what the guards after it reject
-                interceptors=[AnswerStatusInterceptor(surfaces), MalformedRequestInterceptor()],
+                # the guard last: it caches each method's wrapped handler
+                interceptors=[
+                    AnswerStatusInterceptor(surfaces),
+                    MalformedRequestInterceptor(EdgePolicy.from_settings(settings), EDGE_SCOPES),
+                ],
             )
             pb_grpc.add_RecommenderServicer_to_server(
-                RecommenderServicer(recommender, exposures, surfaces=surfaces, traces=traces),
+                RecommenderServicer(
+                    recommender,
+                    exposures,
+                    surfaces=surfaces,
+                    traces=traces,
+                    pseudonyms=Pseudonyms.from_settings(settings),
+                ),
                 server,
             )
             store = AdminStore(
@@ -94,29 +112,46 @@ class Server:
             pb_grpc.add_AdminServicer_to_server(
                 AdminServicer(store, recommender, settings.admin_token), server
             )
-            health_servicer = HEALTH_AIO.HealthServicer()
+            health_servicer = HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
             reflection.enable_server_reflection(
                 (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
             )
+            credentials = server_credentials(settings)
             try:
-                self.port = server.add_insecure_port(settings.grpc_addr)
+                if credentials is None:
+                    self.port = server.add_insecure_port(settings.grpc_addr)
+                else:
+                    self.port = server.add_secure_port(settings.grpc_addr, credentials)
             except RuntimeError as exc:
                 raise ConfigError(f"cannot listen on {settings.grpc_addr}: {exc}") from exc
             await server.start()
+            started = server
             for name in ("", *SERVICE_NAMES):
                 await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
             if exposures is not None:
                 await exposures.start()
             if traces is not None:
                 await traces.start()
-            self._metrics_http = serve_metrics(settings.server_metrics_port)
+            self._metrics_http = serve_metrics(
+                settings.server_metrics_port, settings.metrics_bind_host
+            )
         except BaseException:
+            if started is not None:  # a later step failed: release the port and the tasks
+                await started.stop(0)
+            if exposures is not None:
+                await exposures.stop(0)
             await recommender.aclose()
             raise
         self.recommender, self.exposures, self.traces = recommender, exposures, traces
         self._grpc, self._health = server, health_servicer
-        log.info("serving on %s (metrics port %s)", self.address, settings.server_metrics_port)
+        log.info(
+            "serving on %s (%s; metrics on %s:%s)",
+            self.address,
+            edge_tls_summary(settings),
+            settings.metrics_bind_host,
+            settings.server_metrics_port or "off",
+        )
         if settings.admin_token.get_secret_value() == DEFAULT_ADMIN_TOKEN:
             log.warning("STREAMREC_ADMIN_TOKEN is the default: allowed on loopback only (dev)")
 
@@ -126,9 +161,12 @@ class Server:
         server, self._grpc = self._grpc, None
         if server is None:
             return
-        if self._health is not None:
-            await self._health.enter_graceful_shutdown()
-        await server.stop(grace)
+        if self._health is not None:  # waits on each watched service's lock: bounded
+            await _bounded(
+                self._health.enter_graceful_shutdown(), max(grace, STOP_SLACK_S), "health"
+            )
+        # every step bounded: a stop that waits for ever holds the process (or a test run)
+        await _bounded(server.stop(grace), grace + STOP_SLACK_S, "gRPC server stop")
         if self.exposures is not None:
             await self.exposures.stop(grace)
         if self.traces is not None:
@@ -136,9 +174,10 @@ class Server:
         if self.recommender is not None:
             await self.recommender.aclose()
         if self._metrics_http is not None:
-            await asyncio.to_thread(self._metrics_http.shutdown)
-            self._metrics_http.server_close()
-            self._metrics_http = None
+            http, self._metrics_http = self._metrics_http, None
+            # shutdown() waits for serve_forever's poll (0.5 s); never for ever
+            await _bounded(asyncio.to_thread(http.shutdown), STOP_SLACK_S, "/metrics shutdown")
+            http.server_close()
         log.info("stopped")
 
     async def __aenter__(self) -> Server:
@@ -152,6 +191,15 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.shield(self.stop())
+
+
+async def _bounded(step: Awaitable[None], timeout_s: float, what: str) -> None:
+    """Await one shutdown step for at most ``timeout_s``; past it, log one line and go on."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await step
+    except TimeoutError:
+        log.warning("%s did not finish within %.1f s; going on", what, timeout_s)
 
 
 def settle_heap() -> None:
