@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -32,7 +33,7 @@ from serving.config_versions import changed_kinds, diff, effective_experiment
 T = TypeVar("T")
 AUDIT_MAXLEN = 10_000
 VERSIONS_KEPT = 1000
-COMMIT_ATTEMPTS = 5
+COMMIT_ATTEMPTS = 20
 SYSTEM_AUTHOR = "system"
 
 
@@ -88,6 +89,7 @@ class AdminStore:
         self.keys = keys
         self.timeout_s = timeout_s
         self.audit_maxlen = AUDIT_MAXLEN
+        self._commits = asyncio.Lock()
 
     async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Await ``fn()`` within the timeout; Redis errors raise UnavailableError."""
@@ -127,14 +129,16 @@ class AdminStore:
         change). ``change`` may raise (nothing is written); an unchanged result raises
         :class:`NoChange`. ``detail`` gives the audit entry's detail (default: the version's
         number and diff size as JSON)."""
-        for _ in range(COMMIT_ATTEMPTS):
-            try:
-                return await self.call(
-                    lambda: self._commit_once(author, reason, action, target, change, detail)
-                )
-            except UnavailableError as exc:
-                if not isinstance(exc.__cause__, WatchError):
-                    raise
+        async with self._commits:  # one at a time per process; WATCH across processes
+            for attempt in range(COMMIT_ATTEMPTS):
+                try:
+                    return await self.call(
+                        lambda: self._commit_once(author, reason, action, target, change, detail)
+                    )
+                except UnavailableError as exc:
+                    if not isinstance(exc.__cause__, WatchError):
+                        raise
+                await asyncio.sleep(random.uniform(0.0, 0.01 * (attempt + 1)))
         raise UnavailableError(f"the config changed concurrently {COMMIT_ATTEMPTS} times")
 
     async def _commit_once(
