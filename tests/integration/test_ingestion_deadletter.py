@@ -47,6 +47,16 @@ def _bad(kind: str, i: int, now: float) -> bytes:
         return orjson.dumps({**good, "ts": now + 7 * 86400})
     if kind == "oversized":
         return orjson.dumps({**good, "session_id": "x" * (2 * 1024 * 1024)})
+    if kind == "duplicate_key":  # orjson alone would keep the last one silently
+        return orjson.dumps(good)[:-1] + b',"item_id":"other"}'
+    if kind == "pii_email":
+        return orjson.dumps({**good, "user_id": f"user{i}@example.com"})
+    if kind == "pii_phone":
+        return orjson.dumps({**good, "user_id": f"+44 20 7946 {i % 10_000:04d}"})
+    if kind == "control_character_id":
+        return orjson.dumps({**good, "item_id": f"item\x07{i}"})
+    if kind == "whitespace_id":
+        return orjson.dumps({**good, "user_id": "   "})
     raise AssertionError(kind)
 
 
@@ -58,6 +68,11 @@ EXPECTED_REASON = {
     "missing_field": "invalid",
     "future_timestamp": "future_timestamp",
     "oversized": "oversized",
+    "duplicate_key": "duplicate_key",
+    "pii_email": "pii",  # STREAMREC_PII_POLICY defaults to reject
+    "pii_phone": "pii",
+    "control_character_id": "invalid",
+    "whitespace_id": "invalid",
 }
 
 
@@ -98,6 +113,8 @@ async def test_ten_thousand_events_five_percent_bad(
         assert letter["source_topic"] == settings.topic("outcomes")
         assert letter["partition"] >= 0 and letter["offset"] >= 0
         assert letter["error"]
+        if letter["reason"] == "pii":  # the reason names the field, never the id itself
+            assert "user_id looks like" in letter["error"] and "7946" not in letter["error"]
         raw = base64.b64decode(letter["raw_b64"])
         if letter["reason"] == "oversized":
             assert letter["truncated"] and len(raw) == settings.max_event_bytes
