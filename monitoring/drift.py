@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -316,6 +316,9 @@ class DriftSignal:
     """Human-readable explanation of the value (or why it could not be evaluated)."""
     significant: bool = True
     """False when a significance guard (CTR z) holds the level at OK despite the value."""
+    stats: Mapping[str, float] = field(default_factory=dict)
+    """The inputs behind the value, when a consumer needs them (CTR: ``ctr``,
+    ``reference_ctr``, ``z``)."""
 
     @property
     def kind(self) -> str:
@@ -639,7 +642,12 @@ def _ctr(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
             reason = f"{ref_clicks} reference clicks < {th.ctr_min_reference_clicks}"
         if reason:
             out.append(_not_evaluable("ctr_rel_drop", key, th.ctr_rel_drop, reason, labels))
-            out.append(_not_evaluable("ctr_drop", key, th.plan_ctr_drop, reason, labels))
+            plan = _not_evaluable("ctr_drop", key, th.plan_ctr_drop, reason, labels)
+            if imp >= th.ctr_min_impressions:
+                # the current CTR alone still tells whether a started drop goes on
+                # (monitoring.retune compares it with the CTR before the drop)
+                plan = replace(plan, stats={"ctr": min(clicks, imp) / imp})
+            out.append(plan)
             continue
         # more clicks than impressions can only come from join skew at a window edge
         change = ctr_change(min(clicks, imp), imp, min(ref_clicks, ref_imp), ref_imp)
@@ -667,6 +675,7 @@ def _ctr(pair: WindowPair, th: DriftThresholds) -> list[DriftSignal]:
                     labels,
                     cause,
                     significant,
+                    {"ctr": change.current, "reference_ctr": change.reference, "z": change.z},
                 )
             )
     return out

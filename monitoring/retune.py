@@ -5,10 +5,16 @@ Pure (no clock, no I/O). Inputs are the plan signals of :mod:`monitoring.drift`
 ``streamrec monitor`` evaluates, and the KL, volume and cold-start signals the workers report
 in their heartbeats (:func:`signals_out_in_reports`). The rule (:func:`decide`):
 
-* **re-tune now** — the plans' CTR drop (``ctr_drop`` ≥ ``drift_plan_ctr_drop``, significant)
-  is *sustained*: it was out at every evaluation over the last ``drift_plan_ctr_sustain_s``
-  (:class:`CtrSustain`; an evaluation where it is back within bounds, or not evaluable, or a
-  gap longer than ``drift_window_s`` between two evaluations, starts the count again);
+* **re-tune now** — the plans' CTR drop is *sustained* (:class:`CtrSustain`): a drop starts
+  when ``ctr_drop`` is out (≥ ``drift_plan_ctr_drop`` against the rolling reference,
+  significant); the reference CTR of that moment is kept as the *baseline*, and the drop lasts
+  while every later evaluation's current-window CTR (with ≥ ``drift_ctr_min_impressions``)
+  stays ≥ ``drift_plan_ctr_drop`` below that baseline. Sustained once it lasted
+  ``drift_plan_ctr_sustain_s``. Judging the later evaluations against the frozen baseline,
+  not the rolling reference, matters: the rolling reference absorbs a lasting drop (a 20 %
+  drop is no longer 15 % below a one-hour rolling reference after ~18 minutes). An
+  evaluation with too few impressions, a CTR back within ``drift_plan_ctr_drop`` of the
+  baseline, or a gap longer than ``drift_window_s`` between two evaluations ends the drop;
 * **schedule** — two or more plan signals are out now (counted by signal, not by scope: cold
   start of users and of items is one signal, as is the volume of several topics);
 * **within bounds** — otherwise (one signal out alone is noted in the reason).
@@ -21,6 +27,7 @@ line of ``streamrec status``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -198,6 +205,8 @@ def decide(
 class _Run:
     since: float
     last: float
+    baseline: float
+    """Reference CTR when the drop started."""
     cause: str
 
 
@@ -211,17 +220,30 @@ class CtrSustain:
     def update(self, now: float, signals: Iterable[DriftSignal]) -> list[SustainedDrop]:
         """Record one evaluation's ``ctr_drop`` signals; return the sustained drops.
 
-        A scope that is not out now (within bounds, not evaluable, not significant or not
-        reported) loses its run.
+        A scope whose drop did not go on now (CTR back within the threshold of its baseline,
+        too few impressions, not reported, or a gap) loses its run; it starts a new one when its
+        ``ctr_drop`` is out.
         """
         runs: dict[str, _Run] = {}
         for s in signals:
-            if s.signal != "ctr_drop" or not s.out:
+            if s.signal != "ctr_drop":
                 continue
             run = self.runs.get(s.scope)
-            if run is None or now - run.last > self.config.max_gap_s or now < run.last:
-                run = _Run(since=now, last=now, cause=s.cause)
-            runs[s.scope] = _Run(since=run.since, last=now, cause=s.cause)
+            if run is not None and not (0 <= now - run.last <= self.config.max_gap_s):
+                run = None
+            # ``ctr`` is there when the current window had enough impressions, even when
+            # the rolling reference did not have enough clicks any more (it absorbed the drop)
+            ctr = s.stats.get("ctr", math.nan)
+            # the drop goes on while the CTR stays below its baseline by the threshold
+            if run is not None and ctr <= run.baseline * (1 - s.threshold):
+                cause = (
+                    f"CTR {s.scope} {ctr:.2%} vs {run.baseline:.2%} before the drop "
+                    f"({ctr / run.baseline - 1:+.0%})"
+                )
+                runs[s.scope] = _Run(run.since, now, run.baseline, cause)
+                continue
+            if s.out and "reference_ctr" in s.stats:
+                runs[s.scope] = _Run(now, now, s.stats["reference_ctr"], s.cause)
         self.runs = runs
         return [
             SustainedDrop(scope, now - run.since, run.cause)
@@ -236,7 +258,9 @@ class CtrSustain:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": _STATE_VERSION,
-            "runs": {k: [r.since, r.last, r.cause] for k, r in sorted(self.runs.items())},
+            "runs": {
+                k: [r.since, r.last, r.baseline, r.cause] for k, r in sorted(self.runs.items())
+            },
         }
 
     @classmethod
@@ -246,7 +270,8 @@ class CtrSustain:
             raise ValueError(f"unsupported retune state version {data.get('version')!r}")
         try:
             runs = {
-                str(k): _Run(float(v[0]), float(v[1]), str(v[2])) for k, v in data["runs"].items()
+                str(k): _Run(float(v[0]), float(v[1]), float(v[2]), str(v[3]))
+                for k, v in data["runs"].items()
             }
         except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
             raise ValueError(f"bad retune state: {exc!r}") from exc

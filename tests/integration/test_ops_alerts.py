@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from core import kafka_clients
 from core.settings import Settings
+from monitoring.retune import RETUNE_COMMAND
 from schemas.events import Alert
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
@@ -38,6 +39,8 @@ from tests.worker_support import (
 )
 from tests.worker_support import run_status as status
 
+#: Subject and metric of the re-tune decision's status line.
+DECISION = ["retune", "decision"]
 FAST = {
     "monitor_interval_s": "0.5",
     "alert_min_duration_s": "1",
@@ -364,3 +367,117 @@ async def test_volume_step_through_a_real_worker_emits_a_drift_alert(
     assert alert.state == "firing" and alert.value >= 3.0 and "volume" in alert.cause
     others = {a.kind for a in await alerts_on_topic(settings)} - {"drift_volume"}
     assert not others, others
+
+
+async def _ctr_traffic(
+    settings: Settings, stop: asyncio.Event, click_every: list[int], per_s: float = 20.0
+) -> int:
+    """Exposures of 5 items at ``per_s`` a second on the wall clock (home / B), each followed
+    by a click on its first item when its number is a multiple of ``click_every[0]`` (2: CTR
+    10 %, 20: CTR 1 %); the clicks join their exposure in the real worker. Runs until ``stop``."""
+    producer = kafka_clients.producer(settings, client_id="streamrec-test", linger_ms=5)
+    await producer.start()
+    n = 0
+    started = time.monotonic()
+    try:
+        while not stop.is_set():
+            owed = int((time.monotonic() - started) * per_s)
+            while n < owed:
+                user, rid, now = f"c{n % 500}", f"ctr-{n}-{time.time_ns()}", time.time()
+                shown = [f"i{(n + k) % 50}" for k in range(5)]
+                items = [{"item_id": item, "rank": k + 1} for k, item in enumerate(shown)]
+                exposure = {
+                    "request_id": rid,
+                    "user_id": user,
+                    "ts": now,
+                    "items": items,
+                    "context": {"surface": "home"},
+                    "variant": "B",
+                }
+                await producer.send(
+                    settings.topic(Topic.EXPOSURES.value), orjson.dumps(exposure), key=user.encode()
+                )
+                if n % click_every[0] == 0:
+                    click = outcome(user, shown[0], now, "click", request_id=rid)
+                    await producer.send(
+                        settings.topic(Topic.OUTCOMES.value), click, key=user.encode()
+                    )
+                n += 1
+            await producer.flush()
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+    return n
+
+
+async def test_sustained_ctr_drop_makes_status_say_retune_now(
+    settings: Settings, redis: Redis, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    # 0.5-s buckets, a 2-s current window against the 16 s before it; a plans' CTR drop that
+    # is out at every evaluation for 3 s is sustained
+    window_s, reference_s = 2.0, 16.0
+    quick = {
+        **FAST,
+        "drift_bucket_s": "0.5",
+        "drift_window_s": f"{window_s:g}",
+        "drift_reference_windows": f"{reference_s / window_s:g}",
+        "drift_ctr_min_impressions": "100",
+        "drift_plan_ctr_sustain_s": "3",
+        "freshness_warn_s": "30",
+        "freshness_crit_s": "60",
+    }
+    worker = start_worker(settings, tmp_path / "worker.log", **quick)
+    monitor = start_monitor(settings, tmp_path / "monitor.log", **quick)
+    procs += [worker, monitor]
+    monitors = Keyspace(settings.key_prefix).heartbeat("monitor", "*")
+
+    async def monitor_up() -> bool:
+        return bool([k async for k in redis.scan_iter(match=monitors)])
+
+    await wait_for("the monitor's heartbeat", monitor_up, EVENTUALLY_S, procs)
+    click_every = [2]  # 1 click per 2 exposures of 5 items: CTR 10 %
+    stop = asyncio.Event()
+    traffic = asyncio.create_task(_ctr_traffic(settings, stop, click_every))
+    try:
+        # steady CTR until the reference window is full (window + reference + margin)
+        await asyncio.sleep(window_s + reference_s + 3)
+        assert not traffic.done()
+
+        def decision() -> tuple[str | None, str]:
+            result = status(settings, "--json", "--sample", "0", **quick)
+            doc = json.loads(result.stdout)
+            retune = doc.get("retune") or {}
+            return retune.get("decision"), result.stdout
+
+        before, raw = await asyncio.to_thread(decision)
+        assert before == "within_bounds", raw  # the monitor decides, and nothing is out
+
+        click_every[0] = 20  # CTR 10 % → 1 %
+        dropped_at = time.time()
+        lines: list[str] = []
+
+        async def retune_now() -> bool:
+            result = await asyncio.to_thread(status, settings, "--sample", "0", **quick)
+            lines[:] = [x for x in result.stdout.splitlines() if x.split()[1:3] == DECISION]
+            return any("re-tune now" in x for x in lines)
+
+        await wait_for("status saying re-tune now", retune_now, EVENTUALLY_S, procs)
+    finally:
+        stop.set()
+        await traffic
+    (line,) = lines
+    assert line.startswith("CRIT"), line
+    assert "CTR drop sustained for ≥ 3 s on home|B" in line, line
+    assert f"run: {RETUNE_COMMAND}" in line and "eval tune PATH --holdout-days D" in line
+
+    async def retune_alert() -> bool:
+        return any(
+            a.kind == "retune" and a.state == "firing" and a.severity.value == "crit"
+            for a in await alerts_on_topic(settings)
+        )
+
+    await wait_for("a firing retune alert.v1 (crit)", retune_alert, EVENTUALLY_S, procs)
+    retune = [a for a in await alerts_on_topic(settings) if a.kind == "retune"]
+    alert = next(a for a in retune if a.severity.value == "crit")
+    assert alert.alert_id == "retune" and alert.ts.timestamp() >= dropped_at
+    assert alert.cause.startswith("re-tune now: CTR drop sustained")

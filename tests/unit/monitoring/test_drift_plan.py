@@ -223,6 +223,17 @@ def test_ctr_drop_needs_significance() -> None:
     assert s.level is Level.OK
 
 
+def test_a_drop_absorbed_by_the_reference_still_reports_the_current_ctr() -> None:
+    # the reference window has too few clicks to compare (CTR 1 % for 120 s: 24 < 30), but
+    # the current window has enough impressions: its CTR goes with the signal for the
+    # re-tune decision, which compares it with the CTR before the drop
+    acc = _acc()
+    _ctr_stream(acc, (2400, 24), (1200, 12))
+    s = _signal(acc, "ctr_drop", "home|B")
+    assert not s.evaluable and "24 reference clicks < 30" in s.cause
+    assert s.stats == {"ctr": 0.01}
+
+
 def test_every_plan_signal_is_reported_when_there_is_too_little_data() -> None:
     acc = _acc()
     _outcomes(acc, T0, 120, n=99)

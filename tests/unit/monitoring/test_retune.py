@@ -115,11 +115,15 @@ def test_the_retune_alert_fires_warn_on_schedule_and_escalates_on_retune_now() -
 
 
 # --- the sustain rule -------------------------------------------------------------------------
-def _ctr(value: float, *, significant: bool = True, evaluable: bool = True) -> DriftSignal:
+def _ctr(
+    value: float, *, significant: bool = True, evaluable: bool = True, reference: float = 0.05
+) -> DriftSignal:
+    """A ``ctr_drop`` signal: CTR ``reference × (1 − value)`` against a rolling ``reference``."""
     level = Level.WARN if (value >= 0.15 and significant and evaluable) else Level.OK
+    stats = {"ctr": reference * (1 - value), "reference_ctr": reference, "z": -3.0}
     return DriftSignal(
         "ctr_drop", "home|B", value, 0.15, level, evaluable, cause=f"drop {value:.0%}",
-        significant=significant,
+        significant=significant, stats={} if math.isnan(value) else stats,
     )  # fmt: skip
 
 
@@ -128,7 +132,8 @@ def test_a_drop_is_sustained_only_when_out_at_every_evaluation() -> None:
     assert sustain.update(T0, [_ctr(0.2)]) == []
     assert sustain.update(T0 + 30, [_ctr(0.2)]) == []
     (drop,) = sustain.update(T0 + 60, [_ctr(0.25)])
-    assert (drop.scope, drop.seconds, drop.cause) == ("home|B", 60.0, "drop 25%")
+    assert (drop.scope, drop.seconds) == ("home|B", 60.0)
+    assert drop.cause == "CTR home|B 3.75% vs 5.00% before the drop (-25%)"
     assert sustain.durations(T0 + 60) == {"home|B": 60.0}
     # one evaluation back within bounds starts the count again
     assert sustain.update(T0 + 70, [_ctr(0.1)]) == []
@@ -141,7 +146,7 @@ def test_a_drop_is_sustained_only_when_out_at_every_evaluation() -> None:
 @pytest.mark.parametrize(
     "breaker",
     [
-        _ctr(0.3, significant=False),  # not significant
+        _ctr(0.1),  # back within 15 % of the baseline
         _ctr(math.nan, evaluable=False),  # too few impressions
         None,  # the pair was not reported at all
     ],
@@ -152,6 +157,30 @@ def test_a_drop_that_is_not_out_breaks_the_run(breaker: DriftSignal | None) -> N
     sustain.update(T0 + 10, [] if breaker is None else [breaker])
     assert sustain.update(T0 + 20, [_ctr(0.3)]) == []
     assert sustain.update(T0 + 40, [_ctr(0.3)]) != []
+
+
+def test_the_drop_is_judged_against_the_ctr_before_it_not_the_rolling_reference() -> None:
+    sustain = CtrSustain(RetuneConfig(sustain_s=60, max_gap_s=30))
+    # 5 % → 3.5 %: out against the rolling reference, baseline 5 % kept
+    assert sustain.update(T0, [_ctr(0.3)]) == []
+    # the rolling reference absorbs the drop (3.9 % now): only 10 % below it, not out any
+    # more, and not significant; but 3.5 % is still 30 % below the 5 % before the drop
+    absorbed = _ctr(0.1, significant=False, reference=0.035 / 0.9)
+    assert not absorbed.out
+    assert sustain.update(T0 + 30, [absorbed]) == []
+    (drop,) = sustain.update(T0 + 60, [absorbed])
+    assert drop.seconds == 60 and drop.cause == "CTR home|B 3.50% vs 5.00% before the drop (-30%)"
+    # the reference has too few clicks left to compare, the current CTR still counts
+    too_few_reference_clicks = DriftSignal(
+        "ctr_drop", "home|B", math.nan, 0.15, Level.OK, False, stats={"ctr": 0.035}
+    )
+    assert [d.seconds for d in sustain.update(T0 + 65, [too_few_reference_clicks])] == [65.0]
+    # a recovery to within 15 % of the 5 % baseline ends it, however the reference moved
+    recovered = _ctr(0.0, reference=0.0430)
+    assert sustain.update(T0 + 70, [recovered]) == [] and sustain.durations(T0 + 70) == {}
+    # a signal without the CTR inputs (not evaluable) never starts a run
+    assert sustain.update(T0 + 80, [_ctr(math.nan, evaluable=False)]) == []
+    assert sustain.runs == {}
 
 
 def test_a_gap_longer_than_a_window_restarts_the_count_and_state_round_trips() -> None:
@@ -168,7 +197,7 @@ def test_a_gap_longer_than_a_window_restarts_the_count_and_state_round_trips() -
     with pytest.raises(ValueError):
         CtrSustain.from_dict(config, {"version": 99, "runs": {}})
     with pytest.raises(ValueError):
-        CtrSustain.from_dict(config, {"version": 1, "runs": {"x": [1.0]}})
+        CtrSustain.from_dict(config, {"version": 1, "runs": {"x": [1.0, 2.0, 0.05]}})
 
 
 def test_retune_config_from_settings() -> None:
