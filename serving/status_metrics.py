@@ -44,10 +44,16 @@ def split_method(full: str) -> tuple[str, str]:
     return parts[1], parts[2]
 
 
-def _final_code(context: grpc.aio.ServicerContext[Any, Any], default: grpc.StatusCode) -> str:
+#: status code → its name (``StatusCode.name`` is a slow enum property on the hot path)
+_NAMES: dict[grpc.StatusCode, str] = {code: code.name for code in grpc.StatusCode}
+_OK, _UNKNOWN, _CANCELLED = (_NAMES[c] for c in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN,
+                                                  grpc.StatusCode.CANCELLED))  # fmt: skip
+
+
+def _final_code(context: grpc.aio.ServicerContext[Any, Any], default: str) -> str:
     """Name of the code the call ends with: the one set (abort, set_code) or ``default``."""
     code = context.code()
-    return default.name if code is None else str(code.name)
+    return default if code is None else _NAMES.get(code, _UNKNOWN)
 
 
 class _Counter:
@@ -84,16 +90,16 @@ def _counting(handler: Handler, count: _Counter, surface: Callable[[Any], str]) 
         try:
             response = await behavior(request, context)
         except asyncio.CancelledError:
-            count(grpc.StatusCode.CANCELLED.name, surface(request))
+            count(_CANCELLED, surface(request))
             raise
         except grpc.aio.AbortError:
-            count(_final_code(context, grpc.StatusCode.UNKNOWN), surface(request))
+            count(_final_code(context, _UNKNOWN), surface(request))
             raise
         except Exception:
             # grpc answers UNKNOWN for an exception a handler let escape (and logs it)
-            count(grpc.StatusCode.UNKNOWN.name, surface(request))
+            count(_UNKNOWN, surface(request))
             raise
-        count(_final_code(context, grpc.StatusCode.OK), surface(request))
+        count(_final_code(context, _OK), surface(request))
         return response
 
     return grpc.unary_unary_rpc_method_handler(
