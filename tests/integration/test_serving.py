@@ -236,7 +236,7 @@ async def test_health_reflection_and_metrics(
         assert methods == ["Recommend", "SimilarItems"]
 
         empty_before = metrics.REGISTRY.get_sample_value(
-            "streamrec_serving_empty_answers_total", {"method": "Recommend"}
+            "streamrec_serving_empty_answers_total", {"method": "Recommend", "surface": "home"}
         )
         primary_before = (
             metrics.REGISTRY.get_sample_value(
@@ -254,7 +254,7 @@ async def test_health_reflection_and_metrics(
         # an answer is not an empty answer (the registry is per process: other tests may have
         # counted empty answers before this one)
         empty_after = metrics.REGISTRY.get_sample_value(
-            "streamrec_serving_empty_answers_total", {"method": "Recommend"}
+            "streamrec_serving_empty_answers_total", {"method": "Recommend", "surface": "home"}
         )
         assert empty_after == empty_before
 

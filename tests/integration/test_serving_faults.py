@@ -176,7 +176,7 @@ async def test_redis_down_from_start_uses_the_last_known_file(
     )
     empty_before = (
         metrics.REGISTRY.get_sample_value(
-            "streamrec_serving_empty_answers_total", {"method": "Recommend"}
+            "streamrec_serving_empty_answers_total", {"method": "Recommend", "surface": "home"}
         )
         or 0.0
     )
@@ -185,7 +185,7 @@ async def test_redis_down_from_start_uses_the_last_known_file(
             await recommender(channel).Recommend(pb.RecommendRequest(user_id="u1", k=2))
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     empty_after = metrics.REGISTRY.get_sample_value(
-        "streamrec_serving_empty_answers_total", {"method": "Recommend"}
+        "streamrec_serving_empty_answers_total", {"method": "Recommend", "surface": "home"}
     )
     assert empty_after == empty_before + 1
 
