@@ -51,6 +51,10 @@ Thresholds (Settings defaults) and why
   consumer-group rebalance (typically 10–45 s) without paging.
 * ``alert_clear_ratio`` 0.8 — the 20 % band is wider than the statistics' sampling noise at
   the minimum sample sizes, so a value sitting on its threshold does not fire/resolve/fire.
+* ``drift_plan_*`` — the product plans' thresholds (KL 0.1, CTR drop 15 % sustained for
+  15 min, volume change 30 %, never-seen share change 25 %): plan signals on the same windows
+  that raise no alert of their own but feed :mod:`monitoring.retune`'s re-tune decision
+  (made by ``streamrec monitor``).
 * ``serving_p99_warn_s`` 50 ms / ``_crit`` 250 ms — 50 ms is a usual budget for a
   recommendation call inside a page render; 250 ms is the server's own request budget
   (``request_timeout_s``), past which answers come from fallbacks.
