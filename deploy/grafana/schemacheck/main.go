@@ -15,9 +15,34 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/grafana/grafana-foundation-sdk/go/annotationslist"
+	"github.com/grafana/grafana-foundation-sdk/go/barchart"
+	"github.com/grafana/grafana-foundation-sdk/go/bargauge"
+	"github.com/grafana/grafana-foundation-sdk/go/candlestick"
+	"github.com/grafana/grafana-foundation-sdk/go/canvas"
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
-	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/variants"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboardlist"
+	"github.com/grafana/grafana-foundation-sdk/go/datagrid"
+	"github.com/grafana/grafana-foundation-sdk/go/debug"
+	"github.com/grafana/grafana-foundation-sdk/go/gauge"
+	"github.com/grafana/grafana-foundation-sdk/go/geomap"
+	"github.com/grafana/grafana-foundation-sdk/go/heatmap"
+	"github.com/grafana/grafana-foundation-sdk/go/histogram"
+	"github.com/grafana/grafana-foundation-sdk/go/logs"
+	"github.com/grafana/grafana-foundation-sdk/go/news"
+	"github.com/grafana/grafana-foundation-sdk/go/nodegraph"
+	"github.com/grafana/grafana-foundation-sdk/go/piechart"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/statetimeline"
+	"github.com/grafana/grafana-foundation-sdk/go/statushistory"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/text"
+	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+	"github.com/grafana/grafana-foundation-sdk/go/trend"
+	"github.com/grafana/grafana-foundation-sdk/go/xychart"
 )
 
 // check returns the schema errors of one dashboard file.
@@ -81,12 +106,48 @@ func unknownPanelTypes(raw []byte) []string {
 	return errs
 }
 
+// register makes the SDK decode panel options and field config with each panel plugin's
+// types, and Prometheus queries with the Prometheus query type (the only datasource the
+// dashboard may use; the SDK's other query types are left out to keep the build small).
+func register() {
+	runtime := cog.NewRuntime()
+	for _, panel := range []variants.PanelcfgConfig{
+		annotationslist.VariantConfig(),
+		barchart.VariantConfig(),
+		bargauge.VariantConfig(),
+		candlestick.VariantConfig(),
+		canvas.VariantConfig(),
+		dashboardlist.VariantConfig(),
+		datagrid.VariantConfig(),
+		debug.VariantConfig(),
+		gauge.VariantConfig(),
+		geomap.VariantConfig(),
+		heatmap.VariantConfig(),
+		histogram.VariantConfig(),
+		logs.VariantConfig(),
+		news.VariantConfig(),
+		nodegraph.VariantConfig(),
+		piechart.VariantConfig(),
+		stat.VariantConfig(),
+		statetimeline.VariantConfig(),
+		statushistory.VariantConfig(),
+		table.VariantConfig(),
+		text.VariantConfig(),
+		timeseries.VariantConfig(),
+		trend.VariantConfig(),
+		xychart.VariantConfig(),
+	} {
+		runtime.RegisterPanelcfgVariant(panel)
+	}
+	runtime.RegisterDataqueryVariant(prometheus.VariantConfig())
+}
+
 func main() {
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: schemacheck FILE...")
 		os.Exit(2)
 	}
-	plugins.RegisterDefaultPlugins()
+	register()
 	failed := false
 	for _, path := range os.Args[1:] {
 		for _, e := range check(path) {
