@@ -17,7 +17,13 @@ import grpc
 from core.errors import ConfigError
 from core.settings import Settings
 
-__all__ = ["ClientTls", "edge_tls_summary", "open_channel", "server_credentials"]
+__all__ = [
+    "ClientTls",
+    "edge_tls_summary",
+    "open_channel",
+    "open_sync_channel",
+    "server_credentials",
+]
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -54,14 +60,12 @@ class ClientTls:
         ca_file: Path | None = None,
         cert_file: Path | None = None,
         key_file: Path | None = None,
-        server_name: str | None = None,
     ) -> None:
         if (cert_file is None) != (key_file is None):
             raise ConfigError("a client certificate needs its key, and a key its certificate")
         if cert_file is not None and ca_file is None:
             raise ConfigError("a client certificate needs the server's CA (--tls-ca)")
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
-        self.server_name = server_name
 
     @classmethod
     def from_settings(
@@ -98,10 +102,14 @@ def open_channel(address: str, tls: ClientTls | None = None) -> grpc.aio.Channel
     """An asyncio channel to ``address``: TLS when ``tls`` has a CA, else plaintext."""
     if tls is None or not tls.enabled:
         return grpc.aio.insecure_channel(address)
-    options = []
-    if tls.server_name:
-        options.append(("grpc.ssl_target_name_override", tls.server_name))
-    return grpc.aio.secure_channel(address, tls.credentials(), options=options)
+    return grpc.aio.secure_channel(address, tls.credentials())
+
+
+def open_sync_channel(address: str, tls: ClientTls | None = None) -> grpc.Channel:
+    """A blocking channel to ``address`` (the CLI's): TLS when ``tls`` has a CA, else plaintext."""
+    if tls is None or not tls.enabled:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, tls.credentials())
 
 
 def edge_tls_summary(settings: Settings) -> str:

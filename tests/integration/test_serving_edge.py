@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from serving import metrics
 from serving.api_keys import hash_key
 from serving.edge_tls import ClientTls, open_channel
 from tests.integration.serving_support import (
+    TOKEN,
     ctx,
     free_port,
     recommender,
@@ -38,6 +40,7 @@ from tests.integration.serving_support import (
     seed,
     serving_settings,
 )
+from tests.support import run_cli, stderr_lines
 
 # --- a throwaway CA ---------------------------------------------------------------------------
 
@@ -354,3 +357,48 @@ async def test_metrics_bind_the_grpc_host_unless_told(
     async with running(cfg) as (server, _channel):
         assert server._metrics_http is not None
         assert server._metrics_http.server_address[0] == "127.0.0.2"
+
+
+# --- the CLI clients over TLS -------------------------------------------------------------------
+
+
+async def test_cli_clients_reach_a_mutual_tls_port_with_an_api_key(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    await seed(redis, Keyspace(settings.key_prefix))
+    ca = Ca(tmp_path)
+    cert, key = ca.issue("server", server=True)
+    client_cert, client_key = ca.issue("client", server=False)
+    cfg = serving_settings(
+        settings,
+        tmp_path,
+        grpc_tls_cert_file=cert,
+        grpc_tls_key_file=key,
+        grpc_tls_client_ca_file=ca.cert_file,
+        serving_api_keys=(f"cli:{hash_key('cli-key')}",),
+    )
+    tls = ["--tls-ca", str(ca.cert_file), "--tls-cert", str(client_cert)]
+    tls += ["--tls-key", str(client_key)]
+    async with running(cfg, log_exposures=False) as (server, _plaintext):
+        env = {"STREAMREC_GRPC_ADDR": server.address, "STREAMREC_NETWORK_TIMEOUT_S": "5"}
+        keyed = {**env, "STREAMREC_GRPC_CLIENT_API_KEY": "cli-key"}
+        plaintext, no_key, served, admin_call = await asyncio.gather(
+            asyncio.to_thread(run_cli, "recommend", "u1", "--k", "3", env=keyed),
+            asyncio.to_thread(run_cli, "recommend", "u1", "--k", "3", *tls, env=env),
+            asyncio.to_thread(run_cli, "recommend", "u1", "--k", "3", "--json", *tls, env=keyed),
+            asyncio.to_thread(
+                run_cli,
+                "admin",
+                *tls,
+                "principals",
+                "list",
+                env={**env, "STREAMREC_ADMIN_TOKEN": TOKEN},
+            ),
+        )
+    assert plaintext.returncode == 2
+    assert stderr_lines(plaintext)[-1].startswith("streamrec: error: server at")
+    assert "a TLS port needs --tls-ca" in plaintext.stderr and "Traceback" not in plaintext.stderr
+    assert no_key.returncode == 2 and "wants an API key" in no_key.stderr
+    assert served.returncode == 0, served.stderr
+    assert [i["item_id"] for i in json.loads(served.stdout)["items"]] == ["b", "c", "d"]
+    assert admin_call.returncode == 0, admin_call.stderr

@@ -10,6 +10,7 @@ refused or failed call prints one line and exits 2.
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,13 +65,41 @@ def _options(
             "--timeout", min=0.001, help="Seconds per call (default STREAMREC_NETWORK_TIMEOUT_S)."
         ),
     ] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-ca",
+            exists=True,
+            dir_okay=False,
+            help="PEM CA of the server's certificate: connect over TLS "
+            "(default STREAMREC_GRPC_CLIENT_CA_FILE).",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-cert",
+            exists=True,
+            dir_okay=False,
+            help="PEM client certificate for mutual TLS (default STREAMREC_GRPC_CLIENT_CERT_FILE).",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--tls-key",
+            exists=True,
+            dir_okay=False,
+            help="PEM key of --tls-cert (default STREAMREC_GRPC_CLIENT_KEY_FILE).",
+        ),
+    ] = None,
 ) -> None:
     """Operate a running server: principals, config history / rollback, settings, experiments."""
     if addr is not None:
         host, sep, port = addr.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise typer.BadParameter(f"expected HOST:PORT, got {addr!r}", param_hint="--addr")
-    client.configure(addr, token, timeout)
+    client.configure(addr, token, timeout, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
 
 
 for _module, _name in _GROUPS:

@@ -10,6 +10,7 @@ variable: a ``--token`` is visible in the process list), the timeout to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -19,6 +20,7 @@ from pydantic import SecretStr
 from core.errors import StreamrecError, UnavailableError
 from core.settings import settings
 from schemas import recommender_pb2_grpc as pb_grpc
+from serving.edge_tls import ClientTls, open_sync_channel
 
 __all__ = ["AdminCallError", "AdminClient", "AdminTarget", "call", "configure", "target"]
 
@@ -34,19 +36,29 @@ class AdminTarget:
     addr: str
     token: SecretStr
     timeout_s: float
+    tls: ClientTls | None = None  # serving edge (issue 19): None = plaintext
 
 
 _configured: AdminTarget | None = None
 
 
-def configure(addr: str | None, token: str | None, timeout_s: float | None) -> None:
-    """Record the group options (None = the setting)."""
+def configure(
+    addr: str | None,
+    token: str | None,
+    timeout_s: float | None,
+    *,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+) -> None:
+    """Record the group options (None = the setting; TLS from the grpc_client_* settings)."""
     global _configured
     current = settings()
     _configured = AdminTarget(
         addr=addr or current.grpc_addr,
         token=SecretStr(token) if token else current.admin_token,
         timeout_s=timeout_s or current.network_timeout_s,
+        tls=ClientTls.from_settings(current, ca_file=tls_ca, cert_file=tls_cert, key_file=tls_key),
     )
 
 
@@ -65,7 +77,7 @@ class AdminClient:
         self.where = where
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.where.addr)
+        return open_sync_channel(self.where.addr, self.where.tls)
 
     def call(self, method: str, request: Message) -> Any:
         """``Admin/<method>(request)``; gRPC failures raise AdminCallError / UnavailableError."""
