@@ -247,11 +247,11 @@ class Settings(BaseSettings):
         description="How long decision traces (streamrec admin explain) are kept; 0 = none.",
     )
     trace_max: int = Field(
-        200_000,
+        100_000,
         ge=100,
         le=10_000_000,
         description="At most this many traces are kept (the oldest go first): bounds Redis "
-        "memory at about trace_max x 1.5 KB.",
+        "memory at about trace_max x 1.8 KB at k = 10 (≈ 180 MB at the default).",
     )
     trace_buffer_size: int = Field(
         10_000,

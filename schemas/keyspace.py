@@ -47,7 +47,7 @@ key                         type       content / bound
 ``P:exps``                  string     experiments with their lifecycle status (Admin)
 ``P:ks``                    hash       kill switches: ``["tenant","surface"]`` → KillSwitch JSON
 ``P:tr:r:{request_id}``     string     decision trace JSON (``schemas.controls``); TTL =
-                                       ``trace_retention_s``; ≈ 1.5 KB at k = 10
+                                       ``trace_retention_s``; ≈ 1.6 KB at k = 10
 ``P:tr:i``                  zset       request id → ts of every stored trace; ≤ ``trace_max``
 ``P:tr:u:{user}``           set        request ids of a user's traces (for erasure); TTL
 ``P:stats:*``               hash/zset  monitor windows (drift, freshness)

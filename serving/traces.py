@@ -6,7 +6,8 @@ them in batches with one Lua script per batch: ``SET P:tr:r:{rid} EX retention``
 into the index ``P:tr:i`` (score = ts) and into the user's set ``P:tr:u:{user}`` (for erasure).
 The same script drops index entries older than the retention and, past ``trace_max``, the oldest
 traces (keys deleted): Redis memory stays below about ``trace_max`` × the bytes of one trace
-(≈ 1.5 KB at k = 10 with reasons; measured in docs/controls.md). A full buffer drops its oldest
+(1,640 B at k = 10 with two reasons per item, ``MEMORY USAGE``, plus ≈ 0.1 KB of index
+entries; tests/integration/test_trace_log.py). A full buffer drops its oldest
 trace; a batch Redis refuses is dropped (traces are best effort) — both counted in
 ``streamrec_serving_traces_dropped_total`` and logged once per outage.
 """
