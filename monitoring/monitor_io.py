@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from core import kafka_clients
@@ -48,6 +49,8 @@ T = TypeVar("T")
 #: Topics the worker group consumes (must match ``streams.app.CONSUMED``; a unit test checks).
 CONSUMED_TOPICS: tuple[Topic, ...] = (Topic.OUTCOMES, Topic.EXPOSURES, Topic.ITEMS)
 _UNKNOWN_TOPIC = 3
+#: lags up to this are checked for being transaction markers only (OffsetsProbe.sample)
+_MARKER_LAG_MAX = 16
 CLIENT_ID = "streamrec-monitor"
 
 log = logging.getLogger(__name__)
@@ -199,7 +202,52 @@ class OffsetsProbe:
                 )
                 for tp, offset in starts.items():
                     committed[(self.logical[tp.topic], tp.partition)] = int(offset)
+            await self._past_markers(ends, committed)
         return OffsetSample(at=at, ends=ends, committed=committed, missing_topics=missing)
+
+    async def _past_markers(
+        self, ends: Mapping[TopicPartitionKey, int], committed: dict[TopicPartitionKey, int]
+    ) -> None:
+        """Move ``committed`` to the end where only transaction markers lie between.
+
+        A transactional producer (``streamrec replay``, messaging.replay) writes a commit
+        marker after its records; the worker commits the offset after the last record it
+        applied, so without this a caught-up worker would show a lag of one per partition
+        (more after an aborted transaction) until new events arrive. Only small lags
+        (≤ ``_MARKER_LAG_MAX``) are read, by a read-committed consumer of their own.
+        """
+        suspects = {
+            TopicPartition(self.settings.topic(t), p): key
+            for key, end in ends.items()
+            for t, p in [key]
+            if 0 < end - committed.get(key, end) <= _MARKER_LAG_MAX
+        }
+        if not suspects:
+            return
+        reader = kafka_clients.consumer(self.settings, client_id=CLIENT_ID, group_id=None)
+        found: dict[TopicPartitionKey, int] = {}
+        try:
+            await _kafka(self.settings, "connect", reader.start())
+            reader.assign(list(suspects))
+            for tp, key in suspects.items():
+                reader.seek(tp, committed[key])
+            pending = dict(suspects)
+            async with asyncio.timeout(self.settings.network_timeout_s):
+                while pending:
+                    batch = await reader.getmany(*pending, timeout_ms=200)
+                    for tp, records in batch.items():
+                        key = suspects[tp]
+                        if tp in pending and any(r.offset < ends[key] for r in records):
+                            del pending[tp]  # a record waits: a real lag
+                    for tp, key in list(pending.items()):
+                        if await reader.position(tp) >= ends[key]:
+                            found[key] = ends[key]  # markers only
+                            del pending[tp]
+        except (TimeoutError, KafkaError, OSError, UnavailableError) as exc:
+            log.debug("transaction markers not checked: %s", exc)  # the lags stay as read
+        finally:
+            await kafka_clients.close(reader, self.settings)
+        committed.update(found)
 
 
 class AlertProducer:

@@ -24,8 +24,10 @@ from core.errors import UnavailableError
 from core.settings import Settings
 from evaluation.datasets import ReadOptions, load_dataset
 from messaging import kafka_admin
-from messaging.producer import message_key
-from schemas.events import encode_event
+from messaging.producer import EventProducer, message_key
+from messaging.replay import TransactionalReplay
+from monitoring.monitor_io import OffsetsProbe
+from schemas.events import Outcome, encode_event
 from schemas.topics import Topic
 from streamrec.stack.local import LocalStack
 from tests.support import run_cli
@@ -213,3 +215,56 @@ async def test_from_line_continues_a_partial_replay_in_every_format(
     got, want = await committed_records(private_settings), expected(path, fmt)
     assert sum(got.values()) == count
     assert got == want
+
+
+async def test_a_caught_up_group_shows_no_lag_after_a_transactional_replay(
+    settings: Settings,
+) -> None:
+    """The worker commits the offset after the last record it applied; the commit marker
+    after it is not a message waiting: the lag probe reads past markers-only lags."""
+    evs = [
+        Outcome.model_validate(
+            {"user_id": f"u{i % 5}", "item_id": f"i{i}", "event_type": "view", "ts": 1.7e9 + i}
+        )
+        for i in range(30)
+    ]
+    await TransactionalReplay(settings, evs, fingerprint="lag-test").run()
+    name = settings.topic(Topic.OUTCOMES.value)
+    ends = await kafka_admin.end_offsets(settings, [name])
+    tps = [TopicPartition(t, p) for t, p in sorted(ends)]
+    reader = kafka_clients.consumer(settings, client_id="streamrec-test", group_id=None)
+    await reader.start()
+    last: dict[TopicPartition, int] = {}
+    try:
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        end = {tp: ends[(tp.topic, tp.partition)] for tp in tps}
+        async with asyncio.timeout(30):
+            while [tp for tp in tps if await reader.position(tp) < end[tp]]:
+                for tp, records in (await reader.getmany(timeout_ms=500)).items():
+                    last[tp] = max(r.offset for r in records)
+    finally:
+        await reader.stop()
+    # what faust commits: the offset after the last record applied, i.e. the marker's offset
+    group = kafka_clients.consumer(
+        settings, client_id="streamrec-test", group_id=settings.consumer_group
+    )
+    await group.start()
+    try:
+        group.assign(list(last))
+        await group.commit({tp: offset + 1 for tp, offset in last.items()})
+    finally:
+        await group.stop()
+    assert all(ends[(tp.topic, tp.partition)] == last[tp] + 2 for tp in last)  # one marker
+
+    async with OffsetsProbe(settings, topics=(Topic.OUTCOMES,)) as probe:
+        sample = await probe.sample()
+    assert sample.lags == {("outcomes", tp.partition): 0 for tp in tps}
+
+    async with EventProducer(settings) as producer:  # one real message: a real lag
+        await producer.send_event(Topic.OUTCOMES, evs[0])
+    async with OffsetsProbe(settings, topics=(Topic.OUTCOMES,)) as probe:
+        sample = await probe.sample()
+    lagging = {key: lag for key, lag in sample.lags.items() if lag}
+    assert len(lagging) == 1  # reported (as an offset distance: marker and record)
+    assert next(iter(lagging.values())) in (1, 2)
