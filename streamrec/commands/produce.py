@@ -28,6 +28,7 @@ from core.errors import ConfigError
 from core.settings import Settings, settings
 from evaluation.datasets import BadLine, numbered_lines
 from messaging.producer import EventProducer, message_key
+from schemas.ids import Pseudonyms
 from schemas.topics import Topic
 from streams.decode import Rejected, decode
 
@@ -55,12 +56,18 @@ def validate_lines(
     max_bytes: int,
     max_future_skew_s: float,
     now: float,
+    pseudonyms: Pseudonyms | None = None,
 ) -> Validated:
     """Decode every non-blank line for ``topic``; keep the key and raw bytes of the good ones."""
     result = Validated()
     for number, raw in numbered_lines(lines):
         decoded = decode(
-            raw, topic, max_bytes=max_bytes, max_future_skew_s=max_future_skew_s, now=now
+            raw,
+            topic,
+            max_bytes=max_bytes,
+            max_future_skew_s=max_future_skew_s,
+            now=now,
+            pseudonyms=pseudonyms,  # pii_policy as in the worker (issue 19)
         )
         if isinstance(decoded, Rejected):
             result.bad.append(BadLine(number, decoded.reason.value, decoded.error))
@@ -110,6 +117,7 @@ def command(
         max_bytes=cfg.max_event_bytes,
         max_future_skew_s=cfg.max_future_skew_s,
         now=time.time(),
+        pseudonyms=Pseudonyms.from_settings(cfg),
     )
     for bad in checked.bad:
         typer.echo(f"{label}:{bad.line}: {bad.reason}: {bad.error}", err=True)

@@ -104,3 +104,23 @@ def test_unreachable_kafka_fails_when_there_is_something_to_send(tmp_path: Path)
 def test_bad_topic_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app(), ["produce", "deadletter", "-"], input="")
     assert result.exit_code == 2
+
+
+def test_pii_and_duplicate_keys_are_refused_like_the_worker_does() -> None:
+    from schemas.ids import Pseudonyms
+
+    lines = [
+        orjson.dumps({**OUTCOME, "user_id": "jane@example.com"}),
+        orjson.dumps(OUTCOME)[:-1] + b',"user_id":"u9"}',
+        orjson.dumps(OUTCOME),
+    ]
+    result = validate_lines(
+        lines,
+        Topic.OUTCOMES,
+        max_bytes=4096,
+        max_future_skew_s=300,
+        now=NOW,
+        pseudonyms=Pseudonyms(),
+    )
+    assert [(bad.line, bad.reason) for bad in result.bad] == [(1, "pii"), (2, "duplicate_key")]
+    assert [n for n, _, _ in result.good] == [3]
