@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from redis.asyncio import Redis
 
 from core import kafka_clients
 from core.errors import UnavailableError
@@ -28,9 +29,11 @@ from messaging.producer import EventProducer, message_key
 from messaging.replay import TransactionalReplay
 from monitoring.monitor_io import OffsetsProbe
 from schemas.events import Outcome, encode_event
+from schemas.keyspace import Keyspace
 from schemas.topics import Topic
 from streamrec.stack.local import LocalStack
 from tests.support import run_cli
+from tests.worker_support import outcome, start_worker, stop_worker
 
 LINES = 12_000
 RATE = "2000"  # events/s: the replay runs ~6 s, a commit each second
@@ -268,3 +271,45 @@ async def test_a_caught_up_group_shows_no_lag_after_a_transactional_replay(
     lagging = {key: lag for key, lag in sample.lags.items() if lag}
     assert len(lagging) == 1  # reported (as an offset distance: marker and record)
     assert next(iter(lagging.values())) in (1, 2)
+
+
+async def test_the_worker_applies_committed_replay_records_only(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    """An aborted transaction (a replay attempt that failed) is on the log, but the worker
+    reads committed records only: its events never reach the state."""
+    topic = settings.topic(Topic.OUTCOMES.value)
+    producer = kafka_clients.producer(
+        settings,
+        client_id="streamrec-test",
+        request_timeout_s=20,
+        transactional_id=f"{settings.topic_prefix}-abort-test",
+        enable_idempotence=True,
+        acks="all",
+    )
+    await asyncio.wait_for(producer.start(), 20)
+    try:
+        for kept, prefix in ((False, "aborted"), (True, "kept")):
+            await producer.begin_transaction()
+            for i in range(3):
+                ts = 1.7e9 + i + (10 if kept else 0)
+                await producer.send(topic, outcome("u1", f"{prefix}-{i}", ts), key=b"u1")
+            await asyncio.wait_for(
+                producer.commit_transaction() if kept else producer.abort_transaction(), 20
+            )
+    finally:
+        await asyncio.wait_for(producer.stop(), 20)
+
+    keys = Keyspace(settings.key_prefix)
+    worker = start_worker(settings, tmp_path / "worker.log")
+    try:
+        recent: list[str] = []
+        async with asyncio.timeout(120):
+            while len(recent) < 3:
+                assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+                raw = await redis.lrange(keys.user_recent("u1"), 0, -1)
+                recent = [(r.decode() if isinstance(r, bytes) else r).split("|")[1] for r in raw]
+                await asyncio.sleep(0.2)
+    finally:
+        stop_worker(worker)
+    assert recent == ["kept-2", "kept-1", "kept-0"]
