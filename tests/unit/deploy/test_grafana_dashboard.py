@@ -29,6 +29,7 @@ import yaml
 
 from monitoring.drift import PLAN_SIGNALS
 from schemas.metrics import (
+    ALL_METRICS,
     DRIFT_SIGNALS,
     RECOMMENDER_SERVICE,
     RETUNE_DECISIONS,
@@ -346,6 +347,17 @@ def test_required_views_are_there(dashboard: Doc) -> None:
         assert word in titles, word
     # no exploration panel until exploration exists (docs/operations.md, Dashboard)
     assert "exploration" not in titles
+
+
+def test_every_metric_is_on_the_dashboard(dashboard: Doc) -> None:
+    """A metric added to schemas/metrics.py gets a panel."""
+    used = {
+        SERIES_NAMES[name].name
+        for _, expr in queries(dashboard)
+        for name in series_names(expr)
+        if name in SERIES_NAMES
+    }
+    assert sorted({spec.name for spec in ALL_METRICS} - used) == []
 
 
 def test_contract_label_values(dashboard: Doc) -> None:
