@@ -5,6 +5,8 @@ experiment's own logs), run-time settings, history and rollback — and one-line
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import subprocess
 import time
@@ -18,6 +20,7 @@ from core.settings import Settings
 from evaluation.synth import ArmSpec, synthetic_experiment, write_jsonl
 from schemas import recommender_pb2 as pb
 from schemas.keyspace import Keyspace
+from streamrec.cli import main
 from tests.integration.serving_support import (
     TOKEN,
     ctx,
@@ -39,6 +42,18 @@ EXPERIMENT = {
 }
 
 
+def in_process(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``streamrec ARGS`` through its entry point here, capturing output and exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    code: int = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def one_line_error(result: subprocess.CompletedProcess[str], *expected: str) -> str:
     """The result failed with exit 2 and exactly one stderr line holding ``expected``."""
     lines = stderr_lines(result)
@@ -54,13 +69,21 @@ async def test_admin_cli_experiment_lifecycle_and_rollback(
 ) -> None:
     world = await seed(redis, Keyspace(settings.key_prefix))
     async with running(serving_settings(settings, tmp_path), log_exposures=False) as (srv, ch):
-        env = env_for(settings)
 
         async def cli(*args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
-            call_env = {**env, "STREAMREC_ADMIN_TOKEN": token}
+            """``streamrec admin`` in this process (its entry point; a subprocess per call
+            costs seconds of imports on a loaded machine)."""
             return await asyncio.to_thread(
-                run_cli, "admin", "--addr", srv.address, *args, env=call_env
+                in_process, "admin", "--addr", srv.address, "--token", token, *args
             )
+
+        # one real subprocess: the console script, the token from the environment
+        env = {**env_for(settings), "STREAMREC_ADMIN_TOKEN": TOKEN}
+        whoami = await asyncio.to_thread(
+            run_cli, "admin", "--addr", srv.address, "principals", "list", env=env
+        )
+        assert whoami.returncode == 0, whoami.stderr
+        assert "no principals" in whoami.stdout
 
         async def variants(users: int = 40) -> Counter[str]:
             seen: Counter[str] = Counter()
@@ -200,5 +223,4 @@ async def test_admin_cli_experiment_lifecycle_and_rollback(
     ],
 )
 def test_admin_cli_bad_arguments(args: tuple[str, ...], message: str) -> None:
-    result = run_cli("admin", *args)
-    one_line_error(result, message)
+    one_line_error(in_process("admin", *args), message)
