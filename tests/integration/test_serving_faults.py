@@ -91,7 +91,12 @@ async def test_redis_outage_falls_back_and_recovers_without_restart(
         assert await wait_for(personal_again)
     found = await consume_exposures(settings, outage_ids)
     extra = found[outage_ids[0]][1]["context"]["extra"]
-    assert extra == {"fallback_stage": "segment_popularity", "degraded": "1"}
+    # the flags of schemas.controls: a degraded answer counts as an error for eval ab
+    assert extra == {
+        "fallback_stage": "segment_popularity",
+        "degraded": "1",
+        "error": "state_unavailable",
+    }
 
 
 async def test_hung_redis_does_not_hold_requests_past_their_budget(
