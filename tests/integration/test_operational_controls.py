@@ -6,6 +6,7 @@ status and a one-line message."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -36,6 +37,7 @@ from tests.integration.serving_support import (
     wait_for,
 )
 from tests.support import RunCli, stderr_lines
+from tests.worker_support import run_status
 
 #: The promise: a kill switch reaches every server within this. Measured and recorded
 #: (``kill_switch_effect_s``); the test waits with a generous deadline on a loaded machine.
@@ -346,3 +348,23 @@ async def test_failed_answers_are_logged_as_flagged_exposures(
     extra = event["context"]["extra"]
     assert extra["error"] == "no_state" and extra["empty"] == "1"
     assert event["variant"] == "control"
+
+
+async def test_status_shows_a_kill_switch_while_it_is_on(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    world = await seed(redis, Keyspace(settings.key_prefix))
+    cfg = serving_settings(settings, tmp_path)
+    async with running(cfg, log_exposures=False) as (_s, ch):
+        operator = await add_principal(ch, "otto", "operator")
+        await admin(ch).SetKillSwitch(
+            pb.SetKillSwitchRequest(on=True, surface=world.surface, reason="incident 42"),
+            metadata=operator,
+        )
+    result = await asyncio.to_thread(run_status, settings, "--json", "--sample", "0")
+    doc = json.loads(result.stdout)
+    assert [(s["surface"], s["who"]) for s in doc["kill_switches"]] == [(world.surface, "otto")]
+    (line,) = [x for x in doc["lines"] if x["subject"].startswith("kill_switch/")]
+    assert line["subject"] == f"kill_switch/*/{world.surface}" and line["level"] == "WARN"
+    assert "by otto: incident 42" in line["detail"]
+    assert result.returncode >= 1
