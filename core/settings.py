@@ -386,6 +386,41 @@ class Settings(BaseSettings):
         20, ge=1, le=1000, description="Newest recent items read of each neighbour."
     )
 
+    # --- exploration and new items (issue 20: serving/exploration.py, docs/exploration.md) ---
+    exploration_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="Share of answer slots given to exploration (Thompson sampling); 0 = off.",
+    )
+    exploration_share_by_surface: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per-surface exploration share (surface -> 0..0.5), over exploration_share.",
+    )
+    exploration_prior_alpha: float = Field(
+        1.0, gt=0, description="Beta prior alpha (prior clicks) of an explored item's CTR."
+    )
+    exploration_prior_beta: float = Field(
+        19.0, gt=0, description="Beta prior beta (prior non-clicks) of an explored item's CTR."
+    )
+    exploration_min_prob_above: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="An item stops being explored once P(its CTR > the surface CTR) < this.",
+    )
+    exploration_max_impressions: int = Field(
+        1000, ge=1, description="An item leaves the new-item pool after this many impressions."
+    )
+    exploration_max_age_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="An item leaves the new-item pool this long after its catalog announcement.",
+    )
+    exploration_pool_max: int = Field(
+        2000, ge=1, le=100_000, description="Newest catalog items kept in the new-item pool."
+    )
+
     # --- serving edge: TLS, API keys, rate limit, in-flight cap, pseudonymous ids (issue 19) -
     grpc_tls_cert_file: Path | None = Field(
         None,

@@ -152,6 +152,10 @@ class Context(_Event):
         return (self.tenant, self.surface, self.locale)
 
 
+#: the reason of an item put in an exploration slot (answer and exposure, issue 20)
+EXPLORING_REASON = "exploring"
+
+
 class ExposedItem(_Event):
     """One item as shown, with its 1-based rank."""
 
@@ -163,6 +167,11 @@ class ExposedItem(_Event):
     )
     rules: list[Id] | None = Field(
         None, max_length=32, description="Ids of the merchandising rules that touched the item."
+    )
+    exploring: bool | None = Field(
+        None,
+        description="True when the item filled an exploration slot (reason 'exploring'); "
+        "absent otherwise. Lets the analysis separate explored impressions.",
     )
 
     @field_validator("score")

@@ -28,6 +28,9 @@ key                         type       content / bound
 ``P:it:cat``                hash       item → ``cat1,cat2`` (catalog, from items topic)
 ``P:it:na``                 set        unavailable items
 ``P:it:ver``                string     catalog version, incremented on every catalog change
+``P:it:new``                zset       new-item pool: item → catalog announcement ts; newest
+                                       ``exploration_pool_max``, older than
+                                       ``exploration_max_age_s`` dropped (issue 20)
 ``P:ss:{session}:r``        list       recent ``ts|item`` entries of a session; W_max, TTL
 ``P:x:{request_id}``        hash       exposure: item → rank, plus ``_meta``; TTL = join window
 ``P:xo:{request_id}``       list       outcomes that arrived before their exposure; TTL
@@ -123,6 +126,11 @@ class Keyspace:
     def catalog_version(self) -> str:
         """Counter the worker increments on every catalog change (readers reload on change)."""
         return f"{self.prefix}:it:ver"
+
+    @property
+    def new_items(self) -> str:
+        """New-item pool: item → when the catalog first announced it (exploration)."""
+        return f"{self.prefix}:it:new"
 
     def session_recent(self, session_id: str) -> str:
         """Recent ``ts|item`` entries of one session (when outcomes carry session_id)."""

@@ -43,7 +43,7 @@ from core import kafka_clients
 from core.retry import retry
 from core.settings import Settings
 from schemas.controls import EXTRA_FALLBACK_STAGE, EXTRA_SESSION_ID
-from schemas.events import Context, ExposedItem, Exposure, encode_event
+from schemas.events import EXPLORING_REASON, Context, ExposedItem, Exposure, encode_event
 from schemas.rules import Rule
 from schemas.topics import Topic
 from serving import metrics
@@ -117,6 +117,7 @@ def build_exposure(p: PendingExposure) -> Exposure:
                 score=score,
                 reasons=list(why)[:16] or None,
                 rules=hit[:32] or None,
+                exploring=True if EXPLORING_REASON in why else None,
             )
             for rank, ((item, score), why, hit) in enumerate(
                 zip(p.items, reasons, hits, strict=True), start=1

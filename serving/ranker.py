@@ -25,7 +25,7 @@ No I/O here: the recommender reads state, this module decides. Pipeline of :func
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import itemgetter
@@ -502,6 +502,17 @@ def _pinned_scores(
         above = [own[j] for j in range(index) if order[j] not in pinned]
         out.append(below[0] if below else (above[-1] if above else max(own[index], 1.0)))
     return out
+
+
+def request_filter(inp: RankInput, *, respect_seen: bool) -> Callable[[str], bool]:
+    """The filters :func:`rank` applies to this request, as a predicate (exploration reuses
+    them): not excluded, available, not blocked by an active rule, not seen when asked."""
+    blocks = [
+        r
+        for r in inp.rules
+        if r.kind == "block" and r.applies(now=inp.now, tenant=inp.tenant, surface=inp.surface)
+    ]
+    return _Filter(inp, blocks, respect_seen).ok
 
 
 def rank(inp: RankInput, config: RankerConfig) -> Ranking:

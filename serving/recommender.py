@@ -10,6 +10,9 @@ It never raises for Redis trouble: errors, timeouts and a passed deadline give a
 the caches marked ``degraded``. Exposure logging is the caller's business (the server logs,
 the evaluator does not).
 
+Exploration (:mod:`serving.exploration`): ``recommend`` gives a share of slots to items of
+the new-item pool by Thompson sampling, marked ``exploring``; never on the baseline path.
+
 Controls (:mod:`serving.controls`): a request covered by a kill switch, or whose unit is in the
 holdback, is answered by :meth:`Recommender._baseline` — segment, then global popularity
 (then the last-known list), the stored rules applied, the base ranker settings, no personal
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +42,7 @@ from schemas.rules import Rule
 from serving.config import RankerConfig
 from serving.controls import Controls
 from serving.experiments import Assignment
+from serving.exploration import explore
 from serving.ranker import (
     EMPTY_POPULARITY,
     Anchor,
@@ -48,6 +53,7 @@ from serving.ranker import (
     Stage,
     anchor_weights,
     rank,
+    request_filter,
 )
 from serving.session_neighbours import item_scores, nearest
 from serving.session_reads import SessionReads
@@ -85,8 +91,11 @@ class Recommender:
         request_timeout_s: float = 0.25,
         sessions: SessionReads | None = None,
         controls: Controls | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.reader = reader
+        #: draws of the exploration slots (serving/exploration.py); seed it in tests
+        self.rng = random.Random() if rng is None else rng
         self.shared = shared
         self.request_timeout_s = request_timeout_s
         self.sessions = SessionReads(reader) if sessions is None else sessions
@@ -216,8 +225,26 @@ class Recommender:
             demoted=self.shared.demoted(config),
             session_scores=session_scores,
         )
-        ranking = rank(inp, config)
+        ranking = self._explore(rank(inp, config), inp, config)
         return self._answer(ranking, assignment, degraded, unit, now, inp)
+
+    def _explore(self, ranking: Ranking, inp: RankInput, config: RankerConfig) -> Ranking:
+        """Exploration slots (never reached under a kill switch or in the holdback: those
+        requests take :meth:`_baseline`)."""
+        arms = self.shared.exploration_arms
+        if not arms:
+            return ranking
+        return explore(
+            ranking,
+            arms,
+            k=inp.k,
+            surface=inp.surface,
+            surface_ctr=self.shared.surface_ctr.get(inp.surface),
+            allowed=request_filter(inp, respect_seen=config.exclude_seen),
+            config=self.shared.exploration,
+            rng=self.rng,
+            now=inp.now,
+        )
 
     async def _with_sessions(
         self, anchors: list[str], unit: str, config: RankerConfig, limit: float

@@ -40,6 +40,7 @@ from serving.experiments import (
     load_experiment_file,
     parse_experiment,
 )
+from serving.exploration import Arm, ExplorationConfig, surface_ctrs
 from serving.ranker import EMPTY_POPULARITY, Popularity
 from serving.state_reader import StateReader
 
@@ -47,6 +48,8 @@ log = logging.getLogger("streamrec.serving")
 _UNSET = "\x00unset"
 CTR_EVERY_TICKS = 10
 CTR_TOP = 2000
+#: the new-item pool and surface CTRs are read every this many ticks, and on catalog changes
+EXPLORATION_EVERY_TICKS = 4
 LAST_KNOWN_SAVE_S = 30.0
 
 
@@ -104,8 +107,16 @@ class SharedState:
         network_timeout_s: float = 5.0,
         last_known_file: Path | None = None,
         file_experiment: ExperimentConfig | None = None,
+        exploration: ExplorationConfig | None = None,
+        exploration_pool_max: int = 2000,
     ) -> None:
         self.reader = reader
+        #: exploration settings (serving/exploration.py); share 0 = nothing read, nothing done
+        self.exploration = ExplorationConfig(share=0.0) if exploration is None else exploration
+        self.exploration_pool_max = exploration_pool_max
+        #: the new-item pool still eligible (age and impressions), and CTR per surface
+        self.exploration_arms: tuple[Arm, ...] = ()
+        self.surface_ctr: dict[str, float] = {}
         #: the ranker config of this server's settings; ``base_config`` adds the run-time
         #: overrides of the Admin ``config`` document (``runtime_overrides``)
         self.settings_config = base_config
@@ -158,6 +169,16 @@ class SharedState:
             last_known_file=settings.last_known_file
             or settings.home / "serving" / "last_known.json",
             file_experiment=experiment,
+            exploration=ExplorationConfig(
+                share=settings.exploration_share,
+                share_by_surface=dict(settings.exploration_share_by_surface),
+                prior_alpha=settings.exploration_prior_alpha,
+                prior_beta=settings.exploration_prior_beta,
+                min_prob_above=settings.exploration_min_prob_above,
+                max_impressions=settings.exploration_max_impressions,
+                max_age_s=settings.exploration_max_age_s,
+            ),
+            exploration_pool_max=settings.exploration_pool_max,
         )
 
     def _plan(self, experiment: ExperimentConfig, source: ExperimentSource) -> ExperimentPlan:
@@ -215,11 +236,16 @@ class SharedState:
             if read.rules_version != self._rules_version:
                 await self._load_rules(deadline)
                 self._rules_version = read.rules_version
-            if read.catalog_version != self._catalog_version:
+            catalog_changed = read.catalog_version != self._catalog_version
+            if catalog_changed:
                 self.categories, self.unavailable = await self.reader.read_catalog(
                     deadline=deadline
                 )
                 self._catalog_version = read.catalog_version
+            if self._wants_exploration() and (
+                catalog_changed or self._ticks % EXPLORATION_EVERY_TICKS == 0
+            ):
+                await self._load_exploration(deadline)
             if read.runtime_config != self._runtime_raw:
                 self._load_runtime_config(read.runtime_config)
             if read.experiments != self._experiments_raw:
@@ -239,6 +265,21 @@ class SharedState:
                 metrics.STATE_AGE.set(self.state_age(time.time()))
         self.refreshed_ok += 1
         return True
+
+    def _wants_exploration(self) -> bool:
+        config = self.exploration
+        return config.share > 0.0 or any(v > 0.0 for v in config.share_by_surface.values())
+
+    async def _load_exploration(self, deadline: float) -> None:
+        """The new-item pool's arms under the impressions limit, and the surface CTRs."""
+        pool, counters = await self.reader.read_exploration(
+            self.exploration_pool_max, deadline=deadline
+        )
+        limit = self.exploration.max_impressions
+        self.exploration_arms = tuple(
+            Arm(item, imp, clk, ts) for item, ts, imp, clk in pool if imp < limit
+        )
+        self.surface_ctr = surface_ctrs(counters)
 
     def _wants_ctr(self) -> bool:
         configs = [self.base_config, *(a.config for _, a in self.plan.assignments)]

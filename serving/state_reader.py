@@ -765,3 +765,43 @@ class StateReader:
             (item, imp, float(clk) if clk is not None else 0.0)
             for (item, imp), clk in zip(pairs, clicks, strict=True)
         ]
+
+    async def read_exploration(
+        self, pool_max: int, *, deadline: float | None
+    ) -> tuple[list[tuple[str, float, float, float]], dict[str, float]]:
+        """The new-item pool with counts, and the per-surface CTR counters (background).
+
+        Returns ``[(item, announced_ts, impressions, clicks)]`` for the newest ``pool_max``
+        pool items and the ``surface|variant|imp`` / ``|clk`` counters: two round trips (the
+        pool and the counters, then the pool items' impressions and clicks).
+        """
+        keys = self.keys
+
+        async def pool_and_counters() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrevrange(keys.new_items, 0, pool_max - 1, withscores=True)
+            pipe.hgetall(keys.surface_variant_ctr)
+            return await pipe.execute()
+
+        pool_raw, counters_raw = await self._call(pool_and_counters, deadline, background=True)
+        counters: dict[str, float] = {}
+        for name, value in counters_raw.items():
+            number = _float_or_none(value)
+            if number is not None:
+                counters[_text(name)] = number
+        pool = _pairs(pool_raw)
+        if not pool:
+            return [], counters
+        items = [item for item, _ in pool]
+
+        async def counts() -> list[Any]:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zmscore(keys.item_impressions, items)
+            pipe.zmscore(keys.item_clicks, items)
+            return await pipe.execute()
+
+        imps, clks = await self._call(counts, deadline, background=True)
+        return [
+            (item, ts, float(imp or 0.0), float(clk or 0.0))
+            for (item, ts), imp, clk in zip(pool, imps, clks, strict=True)
+        ], counters
