@@ -145,7 +145,14 @@ end
 -- catalog: categories and availability, last change wins; bump the catalog version
 if p.cat then
   local c = p.cat
+  local newest_new = nil
   for _, it in ipairs(c.items) do
+    -- an item the catalog has never described joins the new-item pool at its catalog time
+    if c.new and it[4] and redis.call('HEXISTS', c.key, it[1]) == 0
+        and redis.call('SISMEMBER', c.na, it[1]) == 0 then
+      redis.call('ZADD', c.new, 'NX', it[4], it[1])
+      if newest_new == nil or it[4] > newest_new then newest_new = it[4] end
+    end
     if it[2] == '' then
       redis.call('HDEL', c.key, it[1])
     else
@@ -156,6 +163,10 @@ if p.cat then
     else
       redis.call('SADD', c.na, it[1])
     end
+  end
+  if c.new and newest_new then
+    redis.call('ZREMRANGEBYSCORE', c.new, '-inf', '(' .. (newest_new - c.new_age))
+    trim_top(c.new, c.new_max)
   end
   redis.call('INCR', c.ver)
 end

@@ -63,6 +63,8 @@ class ProcessorConfig:
     segments_max: int = setting_attr("segments_max")
     join_window_s: int = setting_attr("join_window_s")
     ctr_items_max: int = setting_attr("ctr_items_max")
+    new_items_max: int = setting_attr("exploration_pool_max")
+    new_items_max_age_s: float = setting_attr("exploration_max_age_s")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorConfig:
@@ -132,6 +134,8 @@ class BatchPlan:
     #: catalog changes, last one wins: item → "c1,c2" ("" = no categories) / available
     item_categories: dict[str, str] = field(default_factory=dict)
     item_available: dict[str, bool] = field(default_factory=dict)
+    #: catalog time of each changed item (epoch s): first announcements join the new-item pool
+    item_ts: dict[str, float] = field(default_factory=dict)
     expire: dict[str, int] = field(default_factory=dict)
     #: segment id → last event ts (segments list, LRU-bounded)
     segments: dict[str, float] = field(default_factory=dict)
@@ -151,6 +155,9 @@ class BatchPlan:
     join_window_s: int = 3600
     ctr_items_max: int = 100_000
     session_index_max: int = 0
+    #: new-item pool bounds (exploration, issue 20): newest N, none older than the age
+    new_items_max: int = 2000
+    new_items_max_age_s: float = 7 * 86400.0
 
     @property
     def session_index_over(self) -> int:
@@ -211,6 +218,8 @@ class BatchPlanner:
             join_window_s=cfg.join_window_s,
             ctr_items_max=cfg.ctr_items_max,
             session_index_max=cfg.session_index_max,
+            new_items_max=cfg.new_items_max,
+            new_items_max_age_s=cfg.new_items_max_age_s,
         )
         history = {user: list(items[: self.depth]) for user, items in recent.items()}
         cats = dict(categories)
@@ -359,6 +368,7 @@ class BatchPlanner:
         item = event.item_id
         plan.item_categories[item] = ",".join(event.categories)
         plan.item_available[item] = event.available
+        plan.item_ts[item] = _ts(event)
         cats[item] = list(event.categories)
 
 

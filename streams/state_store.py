@@ -207,9 +207,13 @@ def encode_plan(plan: BatchPlan, keys: Keyspace, *, now: float) -> dict[str, Any
             "na": keys.unavailable_items,
             "ver": keys.catalog_version,
             "items": [
-                [item, cats, 1 if plan.item_available[item] else 0]
+                [item, cats, 1 if plan.item_available[item] else 0, plan.item_ts.get(item, 0.0)]
                 for item, cats in plan.item_categories.items()
             ],
+            # new-item pool (exploration): first announcements join, bounded by age and size
+            "new": keys.new_items,
+            "new_max": plan.new_items_max,
+            "new_age": plan.new_items_max_age_s,
         }
     if plan.exposures or plan.joins:
         xp: list[Any] = []
