@@ -269,6 +269,14 @@ class Settings(BaseSettings):
         description="Token of the Admin service's bootstrap-admin principal (the default, an "
         "empty or a short token is refused unless grpc_addr is loopback).",
     )
+    # admin: versioned config (issue 19)
+    admin_versions_kept: int = Field(
+        1000,
+        ge=10,
+        le=100_000,
+        description="Config versions kept in Redis for history / diff / rollback; each holds "
+        "the whole snapshot of rules, experiments and run-time settings (~0.3 KB per rule).",
+    )
 
     # --- serving -----------------------------------------------------------------------------
     algo_version: str = Field(

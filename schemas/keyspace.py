@@ -44,7 +44,8 @@ key                         type       content / bound
 ``P:exp``                   string     ``schemas.rules.ExperimentConfig`` JSON (Admin service)
 ``P:auth:pr``               hash       principal name → ``schemas.admin.PrincipalRecord`` JSON
 ``P:auth:tok``              hash       SHA-256 of a principal's token → principal name
-``P:cfgv``                  hash       version → ``schemas.admin.ConfigVersion`` JSON (≤ 1000)
+``P:cfgv``                  hash       version → ``schemas.admin.ConfigVersion`` JSON; newest
+                                       ``admin_versions_kept`` (1000) kept
 ``P:cfgv:seq``              string     INCR: the newest config version number
 ``P:cfg``                   string     run-time settings overrides JSON (Admin ``config``)
 ``P:exps``                  string     experiments with their lifecycle status (Admin)

@@ -7,7 +7,7 @@ effective experiment —, ``exps``, ``cfg``), stores the new :class:`~schemas.ad
 (whole snapshot, author, reason, diff) under ``cfgv``, and appends an audit entry to the
 ``audit`` stream (``XADD MAXLEN ~ 10000``; fields ``ts who action target detail version
 reason``), all or nothing. The first change also records version 1, the state before it
-(action ``baseline``), so that it too can be rolled back. The newest ``VERSIONS_KEPT``
+(action ``baseline``), so that it too can be rolled back. The newest ``admin_versions_kept``
 versions are kept. Errors and timeouts raise :class:`~core.errors.UnavailableError`.
 """
 
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError, WatchError
 
 from core.errors import UnavailableError
+from core.settings import setting_default
 from schemas.admin import ConfigVersion, ExperimentRecord, Snapshot
 from schemas.keyspace import Keyspace
 from schemas.rules import AuditAction, AuditEntry, Rule
@@ -32,7 +33,6 @@ from serving.config_versions import changed_kinds, diff, effective_experiment
 
 T = TypeVar("T")
 AUDIT_MAXLEN = 10_000
-VERSIONS_KEPT = 1000
 COMMIT_ATTEMPTS = 20
 SYSTEM_AUTHOR = "system"
 
@@ -84,10 +84,18 @@ def rules_of(snapshot: Snapshot) -> list[Rule]:
 class AdminStore:
     """Writes and audit reads of the serving-owned keys."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keyspace, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keyspace,
+        *,
+        timeout_s: float = 5.0,
+        versions_kept: int = setting_default("admin_versions_kept"),
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.timeout_s = timeout_s
+        self.versions_kept = versions_kept
         self.audit_maxlen = AUDIT_MAXLEN
         self._commits = asyncio.Lock()
 
@@ -212,8 +220,8 @@ class AdminStore:
                     pipe.delete(k.runtime_config)
             for v in versions:
                 pipe.hset(k.config_versions, str(v.version), v.model_dump_json())
-            if version.version > VERSIONS_KEPT:
-                pipe.hdel(k.config_versions, str(version.version - VERSIONS_KEPT))
+            if version.version > self.versions_kept:
+                pipe.hdel(k.config_versions, str(version.version - self.versions_kept))
             pipe.set(k.config_version_seq, version.version)
             text = detail(current, new) if detail is not None else None
             text = text or json.dumps({"version": version.version, "changes": len(changes)})

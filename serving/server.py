@@ -108,6 +108,7 @@ class Server:
                 recommender.reader.redis,
                 recommender.reader.keys,
                 timeout_s=settings.network_timeout_s,
+                versions_kept=settings.admin_versions_kept,
             )
             pb_grpc.add_AdminServicer_to_server(
                 AdminServicer(store, recommender, settings.admin_token), server

@@ -136,7 +136,11 @@ async def test_rollback_restores_the_answers_of_every_server(
         effect_s = time.monotonic() - started
         record_property("rollback_effect_s", round(effect_s, 3))
         print(f"rollback effect on the second server after {effect_s:.2f} s")
-        assert same(answer(await recommender(ch_a).Recommend(request)), before)
+
+        async def restored_on_a() -> bool:
+            return same(answer(await recommender(ch_a).Recommend(request)), before)
+
+        assert await wait_for(restored_on_a)
 
         audit = await stub.GetAudit(pb.GetAuditRequest(limit=3), metadata=ADMIN_MD)
         assert [(e.action, e.who, e.version) for e in audit.entries] == [
@@ -395,3 +399,19 @@ async def test_concurrent_changes_are_all_versioned(settings: Settings, redis: R
         await store.commit(
             author="x", reason="", action="set_config", target="", change=lambda s: s
         )
+
+
+async def test_only_the_newest_versions_are_kept(settings: Settings, redis: Redis) -> None:
+    store = AdminStore(redis, Keyspace(settings.key_prefix), versions_kept=3)
+
+    def anchors(n: int) -> Callable[[Snapshot], Snapshot]:
+        return lambda s: s.model_copy(update={"config": {"ranker_max_anchors": n}})
+
+    for n in range(6):
+        await store.commit(
+            author="a", reason="", action="set_config", target="", change=anchors(n + 1)
+        )
+    current, versions = await store.versions(100, None)
+    assert current == 7
+    assert [v.version for v in versions] == [7, 6, 5]
+    assert await store.version(4) is None
