@@ -323,7 +323,7 @@ class MonitoringStack:
             str(root / "usr" / "bin" / "prometheus"),
             f"--config.file={config}",
             f"--storage.tsdb.path={run / 'data'}",
-            "--storage.tsdb.retention.time=7d",
+            "--storage.tsdb.retention.time=31d",
             f"--web.listen-address={HOST}:{self.port[PROMETHEUS]}",
             f"--web.external-url={self.url(PROMETHEUS)}/",
             f"--web.local-assets={root / 'usr' / 'share' / 'prometheus' / 'web'}",
