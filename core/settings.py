@@ -220,6 +220,21 @@ class Settings(BaseSettings):
         50_000, ge=0, description="Users whose recent items the worker caches in memory (LRU)."
     )
 
+    # --- Redis CPU per event of the apply script (issue 22) ----------------------------------
+    apply_hot_row_pairs: int = Field(
+        16,
+        ge=0,
+        description="A co-visitation row given at least this many increments by one batch "
+        "becomes a skiplist zset (O(log K) increments instead of O(K) on a listpack; ~4x the "
+        "bytes for those few head rows, the same members and scores); 0 = never.",
+    )
+    apply_script: str = Field(
+        "current",
+        pattern="^(current|baseline)$",
+        description="Apply script of the worker: 'current', or 'baseline' (the script before "
+        "issue 22, for `streamrec bench ingest`'s side-by-side figure; the same state).",
+    )
+
     # --- operational controls (issue 19: kill switch, holdback, decision traces) -----------
     kill_switch_poll_s: PositiveFloat = Field(
         0.5,

@@ -177,7 +177,11 @@ def create_app(
     @app.agent(channel, name="process")
     async def process(stream: Any) -> None:
         store = await StateStore.connect(
-            settings.redis_url, keys, timeout_s=settings.network_timeout_s, attempts=30
+            settings.redis_url,
+            keys,
+            timeout_s=settings.network_timeout_s,
+            attempts=30,
+            script=settings.apply_script,
         )
         processor = BatchProcessor(
             store,

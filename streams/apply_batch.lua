@@ -1,6 +1,8 @@
 -- Applies one BatchPlan atomically (see streams/state_store.py, streams/processor.py).
 -- KEYS[1] = offsets hash, KEYS[2] = meta hash. ARGV[1] = the plan as JSON.
 -- Every other key is named in the plan (built by schemas/keyspace.py on the Python side).
+-- (apply_batch_baseline.lua is the script before the issue 22 CPU work, kept only for
+-- `streamrec bench ingest`'s side-by-side figure; both produce the same state.)
 --
 -- Exactly-once bookkeeping: for each (topic|partition) the plan carries the first and last
 -- offset of its events. If any first offset is at or below the stored offset, nothing is
@@ -34,6 +36,26 @@ end
 -- converted to a skiplist (~4x the bytes) and stays one after a trim
 local LISTPACK_MAX = 128
 
+-- A member longer than zset-max-listpack-value (default 64 bytes): adding it turns a listpack
+-- zset into a skiplist
+local LONG_MEMBER = string.rep('~', 256)
+-- rows given at least this many increments at once are applied as a skiplist (see below);
+-- 0 = never
+local HOT = tonumber(p.hot) or 0
+
+-- ZADD key [flag] of (member, value) pairs: variadic, in chunks (Lua's unpack limit)
+local function zadd_pairs(key, pairs_, flag)
+  for start = 1, #pairs_, 2000 do
+    local args = {key}
+    if flag then args[2] = flag end
+    for i = start, math.min(start + 1999, #pairs_), 2 do
+      args[#args + 1] = pairs_[i + 1]
+      args[#args + 1] = pairs_[i]
+    end
+    redis.call('ZADD', unpack(args))
+  end
+end
+
 -- Applies (member, value, ...) to a zset, ZINCRBY or ZADD GT (gt), and trims it as trim_top
 -- does (top `keep` once over `over`) after each new member. A row bounded within the listpack
 -- limit never passes `over` on the way: new members come in best first, each either taking
@@ -41,6 +63,7 @@ local LISTPACK_MAX = 128
 -- "add everything, keep the top keep".
 local function add_bounded(key, pairs_, keep, over, gt)
   over = over or keep
+  local n = #pairs_ / 2
   local function put(member, value)
     if gt then
       redis.call('ZADD', key, 'GT', value, member)
@@ -48,34 +71,78 @@ local function add_bounded(key, pairs_, keep, over, gt)
       redis.call('ZINCRBY', key, value, member)
     end
   end
-  if keep <= 0 or over > LISTPACK_MAX or redis.call('ZCARD', key) + #pairs_ / 2 <= over then
-    for i = 1, #pairs_, 2 do put(pairs_[i], pairs_[i + 1]) end
+  local function put_all()
+    if gt then
+      zadd_pairs(key, pairs_, 'GT')
+    else
+      for i = 1, #pairs_, 2 do put(pairs_[i], pairs_[i + 1]) end
+    end
+  end
+  if keep <= 0 or over > LISTPACK_MAX then
+    put_all()
     trim_top(key, keep, over)
     return
   end
+  -- A hot row with over = keep: every ZINCRBY on a listpack re-parses the row's scores to
+  -- find the new position (O(row) strtod per increment); on a skiplist it is O(log row). So
+  -- a row given at least HOT increments by one batch is turned into a skiplist (and stays
+  -- one: ~4x the bytes of a full listpack row, for the few rows at the head of the
+  -- popularity curve; still at most `keep` members), then everything is added and the top
+  -- `keep` kept, which is what the listpack path below does one member at a time when
+  -- over = keep: the same members and scores.
+  if not gt and HOT > 0 and n >= HOT and over == keep then
+    redis.call('ZADD', key, '-inf', LONG_MEMBER)
+    redis.call('ZREM', key, LONG_MEMBER)
+    put_all()
+    if redis.call('ZCARD', key) > keep then
+      redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+    end
+    return
+  end
+  local card = redis.call('ZCARD', key)
+  if card + n <= over then -- cannot pass the bound: no trim
+    put_all()
+    return
+  end
+  -- which members the row holds already: one ZMSCORE per chunk
   local fresh = {}
-  for i = 1, #pairs_, 2 do
-    if redis.call('ZSCORE', key, pairs_[i]) then
-      put(pairs_[i], pairs_[i + 1])
-    else
-      fresh[#fresh + 1] = {pairs_[i], tonumber(pairs_[i + 1])}
+  for start = 1, #pairs_, 2000 do
+    local members = {}
+    for i = start, math.min(start + 1999, #pairs_), 2 do members[#members + 1] = pairs_[i] end
+    local held = redis.call('ZMSCORE', key, unpack(members))
+    for k, score in ipairs(held) do
+      local i = start + 2 * (k - 1)
+      if score then
+        put(pairs_[i], pairs_[i + 1])
+      else
+        fresh[#fresh + 1] = {pairs_[i], tonumber(pairs_[i + 1])}
+      end
     end
   end
-  trim_top(key, keep, over)
+  if card > over then -- (a row written with other bounds before)
+    redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+    card = keep
+  end
   -- Redis' order: by score, equal scores by member
   table.sort(fresh, function(a, b) return a[2] > b[2] or (a[2] == b[2] and a[1] > b[1]) end)
   local drop = over - keep -- adding one member to a full row trims drop + 1 of the union
   for _, f in ipairs(fresh) do
-    if redis.call('ZCARD', key) < over then
+    if card < over then
       put(f[1], f[2])
+      card = card + 1
     else
       local edge = redis.call('ZRANGE', key, drop, drop, 'WITHSCORES')
       local edge_score = tonumber(edge[2])
       if f[2] > edge_score or (f[2] == edge_score and f[1] > edge[1]) then
         redis.call('ZREMRANGEBYRANK', key, 0, drop)
         put(f[1], f[2])
+        card = card - drop
       elseif drop > 0 then
         redis.call('ZREMRANGEBYRANK', key, 0, drop - 1)
+        card = card - drop
+      else
+        -- the rest come lower still, and the row's lowest member only rises: none gets in
+        break
       end
     end
   end
@@ -91,9 +158,7 @@ end
 -- zset absolute scores (seen sets: item -> last ts), keep the newest cap members
 for _, z in ipairs(p.zs) do
   local key, pairs_ = z[1], z[2]
-  for i = 1, #pairs_, 2 do
-    redis.call('ZADD', key, pairs_[i + 1], pairs_[i])
-  end
+  zadd_pairs(key, pairs_)
   trim_top(key, z[3])
 end
 

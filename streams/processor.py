@@ -63,6 +63,7 @@ class ProcessorConfig:
     segments_max: int = setting_attr("segments_max")
     join_window_s: int = setting_attr("join_window_s")
     ctr_items_max: int = setting_attr("ctr_items_max")
+    hot_row_pairs: int = setting_attr("apply_hot_row_pairs")
     new_items_max: int = setting_attr("exploration_pool_max")
     new_items_max_age_s: float = setting_attr("exploration_max_age_s")
 
@@ -155,6 +156,8 @@ class BatchPlan:
     join_window_s: int = 3600
     ctr_items_max: int = 100_000
     session_index_max: int = 0
+    #: a co-visitation row with at least this many increments is applied as a skiplist
+    hot_row_pairs: int = 0
     #: new-item pool bounds (exploration, issue 20): newest N, none older than the age
     new_items_max: int = 2000
     new_items_max_age_s: float = 7 * 86400.0
@@ -218,6 +221,7 @@ class BatchPlanner:
             join_window_s=cfg.join_window_s,
             ctr_items_max=cfg.ctr_items_max,
             session_index_max=cfg.session_index_max,
+            hot_row_pairs=cfg.hot_row_pairs,
             new_items_max=cfg.new_items_max,
             new_items_max_age_s=cfg.new_items_max_age_s,
         )

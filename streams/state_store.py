@@ -24,7 +24,12 @@ from core.retry import retry
 from schemas.keyspace import Keyspace, parse_recent
 from streams.processor import BatchPlan
 
-_SCRIPT = resources.files("streams").joinpath("apply_batch.lua").read_text(encoding="utf-8")
+#: the apply scripts by name (setting ``apply_script``): ``baseline`` is the script before the
+#: issue 22 CPU work, kept for ``streamrec bench ingest``'s side-by-side figure
+SCRIPTS = {
+    name: resources.files("streams").joinpath(file).read_text(encoding="utf-8")
+    for name, file in (("current", "apply_batch.lua"), ("baseline", "apply_batch_baseline.lua"))
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,27 +56,41 @@ class ApplyResult:
 class StateStore:
     """Domain methods over one Redis connection pool for the worker and the evaluator."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keyspace, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keyspace,
+        *,
+        timeout_s: float = 5.0,
+        script: str = "current",
+    ) -> None:
         self.client = client
         self.keys = keys
         self.timeout_s = timeout_s
+        self.script = SCRIPTS[script]
         self.roundtrips = 0
         self._sha: str | None = None
 
     @classmethod
     async def connect(
-        cls, url: str, keys: Keyspace, *, timeout_s: float = 5.0, attempts: int = 5
+        cls,
+        url: str,
+        keys: Keyspace,
+        *,
+        timeout_s: float = 5.0,
+        attempts: int = 5,
+        script: str = "current",
     ) -> StateStore:
-        """Connect, PING with bounded retries, load the script."""
+        """Connect, PING with bounded retries, load the apply script (``SCRIPTS`` name)."""
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
-        store = cls(client, keys, timeout_s=timeout_s)
+        store = cls(client, keys, timeout_s=timeout_s, script=script)
 
         async def ping_and_load() -> None:
             async with asyncio.timeout(timeout_s):
                 await client.ping()
-                store._sha = await client.script_load(_SCRIPT)
+                store._sha = await client.script_load(store.script)
 
         failures = (TimeoutError, OSError, _RedisError)
         try:
@@ -134,7 +153,7 @@ class StateStore:
                 assert self._sha is not None
                 reply = await self.client.evalsha(self._sha, 2, *keys, payload)
             except NoScriptError:
-                self._sha = await self.client.script_load(_SCRIPT)
+                self._sha = await self.client.script_load(self.script)
                 reply = await self.client.evalsha(self._sha, 2, *keys, payload)
         self.roundtrips += 1
         status = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
@@ -184,6 +203,7 @@ def encode_plan(plan: BatchPlan, keys: Keyspace, *, now: float) -> dict[str, Any
         "zs": [[key, _flat(val), plan.zset_cap.get(key, 0)] for key, val in plan.zset.items()],
         "sn": [[key, _flat(val)] for key, val in plan.sn.items()],
         "snk": plan.session_index_max,
+        "hot": plan.hot_row_pairs,
         "sno": plan.session_index_over,
         "hf": [[key, _flat(inc), plan.hincr_cap.get(key, 0)] for key, inc in plan.hincr.items()],
         "lp": [[key, entries, plan.lpush_cap[key]] for key, entries in plan.lpush.items()],

@@ -15,6 +15,12 @@ process's (the faust app, bare or full, runs in it) and the Redis server's (``IN
 whole server: other clients' load counts too). With the worker's utilisation (CPU seconds per
 wall second) they show where a ratio comes from: the Python side's cost per event against
 the bare agent's, and how much of another core Redis takes.
+
+With ``baseline`` (the default) every round also runs the full worker with the apply script
+as it was before the issue 22 CPU work (setting ``apply_script=baseline``, same plan, same
+state) on a fresh key prefix, so Redis CPU per event of today's script and of the baseline
+come from one run: ``redis_us_per_event`` has the min / median / max over the rounds of both
+and their ratio per round.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ class IngestBenchConfig:
     zipf_s: float = 1.1
     seed: int = 42
     timeout_s: float = 600.0
+    #: also run the full worker with the baseline apply script each round (issue 22)
+    baseline: bool = True
 
 
 def synthetic_events(cfg: IngestBenchConfig, start_ts: float) -> list[tuple[bytes, bytes]]:
@@ -211,18 +219,34 @@ async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, 
         bare: list[float] = []
         full: list[float] = []
         cpu: list[dict[str, dict[str, float]]] = []
+        redis_us: list[float] = []
+        baseline_redis_us: list[float] = []
         roundtrips = 0.0
         for _ in range(cfg.rounds):
             bare_run = await _consume_run(
                 settings, client, bare=True, expected=len(events), timeout_s=cfg.timeout_s
             )
             bare.append(bare_run["events_per_s"])
+            if cfg.baseline:  # the same stream into an empty keyspace, the old apply script
+                await _delete(client, keys)
+                old = await _consume_run(
+                    settings.model_copy(update={"apply_script": "baseline"}),
+                    client,
+                    bare=False,
+                    expected=len(events),
+                    timeout_s=cfg.timeout_s,
+                )
+                baseline_redis_us.append(old["cpu"]["redis_us"])
             await _delete(client, keys)
             run = await _consume_run(
                 settings, client, bare=False, expected=len(events), timeout_s=cfg.timeout_s
             )
             full.append(run["events_per_s"])
-            cpu.append({"full": run["cpu"], "bare": bare_run["cpu"]})
+            redis_us.append(run["cpu"]["redis_us"])
+            round_cpu = {"full": run["cpu"], "bare": bare_run["cpu"]}
+            if cfg.baseline:
+                round_cpu["baseline"] = old["cpu"]
+            cpu.append(round_cpu)
             roundtrips = run["roundtrips"]
         memory_once = await _memory(client, keys)
         flat = await _memory_flatness(base, cfg, client)
@@ -244,12 +268,27 @@ async def run_ingest_bench(base: Settings, cfg: IngestBenchConfig) -> dict[str, 
         "ratio_per_round": ratios,
         "redis_roundtrips_per_event": roundtrips / len(events),
         "cpu_per_event": cpu[middle],
+        "redis_us_per_event": _redis_us_report(redis_us, baseline_redis_us),
         "batch_size": settings.batch_size,
         "bytes_per_item": memory_once["item_bytes"] / max(1.0, memory_once["items"]),
         "bytes_per_user": memory_once["user_bytes"] / max(1.0, memory_once["users"]),
         "redis_bytes_after_stream": memory_once["total"],
         **flat,
     }
+
+
+def _redis_us_report(current: list[float], baseline: list[float]) -> dict[str, Any]:
+    """Redis CPU µs per event of today's apply script and of the baseline, over the rounds."""
+    report: dict[str, Any] = {"current": spread(current), "current_per_round": current}
+    if baseline:
+        report["baseline"] = spread(baseline)
+        report["baseline_per_round"] = baseline
+        # per round (the two runs are back to back): how many times less CPU today's uses
+        report["reduction_per_round"] = [
+            b / c if c else 0.0 for b, c in zip(baseline, current, strict=True)
+        ]
+        report["reduction"] = spread(report["reduction_per_round"])
+    return report
 
 
 async def _memory_flatness(

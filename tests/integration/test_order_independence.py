@@ -96,11 +96,17 @@ def sessions_file(path: str) -> dict[int, list[RawMessage]]:  # pragma: no cover
 
 
 async def replay(
-    url: str, prefix: str, by: Mapping[int, list[RawMessage]], config: ProcessorConfig, seed: int
+    url: str,
+    prefix: str,
+    by: Mapping[int, list[RawMessage]],
+    config: ProcessorConfig,
+    seed: int,
+    *,
+    script: str = "current",
 ) -> None:
     """Apply every partition in order, interleaved by batches of 0..60 events per partition."""
     keys = Keyspace(prefix)
-    store = await StateStore.connect(url, keys)
+    store = await StateStore.connect(url, keys, script=script)
 
     async def sink(_letters: object) -> None:
         raise AssertionError("no dead letters expected")
@@ -180,7 +186,8 @@ async def compare(
             if name != "u" and cfg.covis_stored <= 128:  # never past the bound, not even once
                 async for key in redis.scan_iter(match=f"{prefix}:cv:*", count=1000):
                     assert await redis.zcard(key) <= cfg.covis_stored, key
-                    assert _text(await redis.object("encoding", key)) == "listpack", key
+                    if cfg.hot_row_pairs == 0:  # hot rows are skiplists on purpose (issue 22)
+                        assert _text(await redis.object("encoding", key)) == "listpack", key
         finally:
             await delete_prefix_keys(settings.redis_url, prefix)
     return runs[0], runs[1], runs[2]
@@ -264,7 +271,7 @@ async def test_a_row_never_passes_its_bound_inside_a_batch(
     for u in range(600):  # each user: the hub, then an item of their own
         events.append((f"u{u}", outcome(f"u{u}", "hub", base + 2 * u, "view")))
         events.append((f"u{u}", outcome(f"u{u}", f"x{u}", base + 2 * u + 1, "view")))
-    config = ProcessorConfig()
+    config = ProcessorConfig(hot_row_pairs=0)  # the listpack path, one member at a time
     keys = Keyspace(settings.key_prefix)
     await replay(settings.redis_url, settings.key_prefix, partitioned(events), config, seed=3)
     hub = keys.covis("hub")
@@ -272,3 +279,49 @@ async def test_a_row_never_passes_its_bound_inside_a_batch(
     assert _text(await redis.object("encoding", hub)) == "listpack"
     newest = [_text(m) for m in await redis.zrevrange(hub, 0, 2)]  # forward decay: newest first
     assert newest == ["x599", "x598", "x597"]
+    listpack_row = await redis.zrange(hub, 0, -1, withscores=True)
+
+    # the hot-row path (issue 22): the hub takes dozens of increments per batch, so it is
+    # updated as a skiplist; the same bound, the same members, the same scores (exactly)
+    hot = ProcessorConfig(hot_row_pairs=16)
+    prefix = f"{settings.key_prefix}hot"
+    try:
+        await replay(settings.redis_url, prefix, partitioned(events), hot, seed=3)
+        hot_hub = Keyspace(prefix).covis("hub")
+        assert _text(await redis.object("encoding", hot_hub)) == "skiplist"
+        assert await redis.zrange(hot_hub, 0, -1, withscores=True) == listpack_row
+    finally:
+        await delete_prefix_keys(settings.redis_url, prefix)
+
+
+async def test_hot_rows_give_the_same_state_as_the_listpack_path(
+    settings: Settings, redis: Redis
+) -> None:
+    """Every co-visitation row and popularity list, all members with their exact scores, is
+    the same whether rows given many increments at once take the skiplist path (issue 22,
+    ``apply_hot_row_pairs``) or every row takes the listpack path, and the same under the
+    baseline apply script (the one before issue 22), on the same interleaving."""
+    by = stream(6_000, items=400, users=300, seed=11)
+    small = ProcessorConfig(top_k=10, top_k_slack=5, hot_row_pairs=0)  # rows fill up and trim
+    runs: list[Rows] = []
+    for name, cfg, script in (
+        ("l", small, "current"),
+        ("h", dataclasses.replace(small, hot_row_pairs=4), "current"),
+        ("o", small, "baseline"),
+    ):
+        prefix = f"{settings.key_prefix}{name}"
+        try:
+            await replay(settings.redis_url, prefix, by, cfg, seed=5, script=script)
+            runs.append(await served(redis, prefix, 10**6, 10**6))
+            if name == "h":
+                encodings = [
+                    _text(await redis.object("encoding", key))
+                    async for key in redis.scan_iter(match=f"{prefix}:cv:*", count=1000)
+                ]
+                assert "skiplist" in encodings  # the hot path was taken
+        finally:
+            await delete_prefix_keys(settings.redis_url, prefix)
+    listpack, hot, baseline = runs
+    assert sum(k.startswith("cv:") and len(r) == 15 for k, r in listpack.items()) > 20
+    assert hot == listpack  # exact scores, not within a tolerance
+    assert baseline == listpack
