@@ -154,6 +154,18 @@ class Context(_Event):
 
 #: the reason of an item put in an exploration slot (answer and exposure, issue 20)
 EXPLORING_REASON = "exploring"
+#: ``context.extra`` key of a request's declared interests: comma-separated categories whose
+#: popular items the backfill ranks first (new users, issue 20)
+CONTEXT_INTERESTS = "interests"
+MAX_INTERESTS = 32
+
+
+def declared_interests(context: Context) -> frozenset[str]:
+    """The categories of ``context.extra["interests"]`` (at most 32, blanks dropped)."""
+    raw = context.extra.get(CONTEXT_INTERESTS)
+    if not raw:
+        return frozenset()
+    return frozenset([c.strip() for c in raw.split(",") if c.strip()][:MAX_INTERESTS])
 
 
 class ExposedItem(_Event):

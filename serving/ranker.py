@@ -12,7 +12,9 @@ No I/O here: the recommender reads state, this module decides. Pipeline of :func
    user has seen — when ``exclude_seen`` (relaxed only if nothing at all would remain).
 3. Backfill, each in its own score band below every personal score, so the order is personal
    → segment popularity → global popularity → last-known list; a stage is only read while the
-   pool holds fewer than ``k + backfill_depth`` candidates.
+   pool holds fewer than ``k + backfill_depth`` candidates. With declared ``interests``
+   (categories), the items of those categories in the segment's then global popularity come
+   first ("popular in C").
 4. Boost rules multiply scores (they may lift an item across bands); demoted items ("shown
    often, never clicked") are multiplied by ``demote_factor``.
 5. Diversity cap: at most ``max(1, floor(share · k))`` items per category, greedily; if that
@@ -106,6 +108,9 @@ class RankInput:
     demoted: Set[str] = frozenset()
     #: session-neighbour item scores (best = 1), blended when ``session_blend`` > 0
     session_scores: Mapping[str, float] = field(default_factory=dict)
+    #: categories the request declares (context ``interests``): their popular items come
+    #: before the rest of the backfill
+    interests: Set[str] = frozenset()
 
 
 class RankedItem(NamedTuple):
@@ -392,7 +397,11 @@ def _backfill(inp: RankInput, config: RankerConfig, keep: _Filter, pool: _Pool) 
         (Stage.GLOBAL_POPULARITY, inp.global_popularity, "popular"),
         (Stage.LAST_KNOWN, inp.last_known, "popular (last known)"),
     )
-    for depth, (stage, popularity, reason) in enumerate(stages, start=1):
+    first = 1
+    if inp.interests:  # popularity within the declared categories, a band above the rest
+        first = 3  # the two interest bands (segment, global) come first
+        _backfill_interests(inp, keep, pool, stages[:2], floor * 0.5, wanted)
+    for depth, (stage, popularity, reason) in enumerate(stages, start=first):
         if len(scores) >= wanted:
             return
         band_top = floor * 0.5**depth  # band (top/2, top]: below every earlier stage
@@ -404,6 +413,28 @@ def _backfill(inp: RankInput, config: RankerConfig, keep: _Filter, pool: _Pool) 
             pool.notes[item] = [reason]
             if len(scores) >= wanted:
                 return
+
+
+def _backfill_interests(
+    inp: RankInput,
+    keep: _Filter,
+    pool: _Pool,
+    stages: Sequence[tuple[Stage, Popularity, str]],
+    band_top: float,
+    wanted: int,
+) -> None:
+    """Items of the declared categories from the segment's, then global popularity."""
+    scores, cats, interests = pool.scores, inp.categories, inp.interests
+    for stage, popularity, _reason in stages:
+        for item, value in popularity.items:
+            if len(scores) >= wanted:
+                return
+            if item in scores or interests.isdisjoint(cats.get(item, ())) or not keep.ok(item):
+                continue
+            scores[item] = band_top * (0.5 + 0.5 * value / popularity.top)
+            pool.stages[item] = stage
+            pool.notes[item] = [f"popular in {', '.join(sorted(interests & set(cats[item])))}"]
+        band_top *= 0.5
 
 
 def _apply_boosts(

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from core.errors import UnavailableError
 from core.settings import Settings
 from schemas.controls import BASELINE_ALGO, HOLDBACK_VARIANT
-from schemas.events import Context
+from schemas.events import Context, declared_interests
 from schemas.keyspace import segment_id
 from schemas.rules import Rule
 from serving.config import RankerConfig
@@ -224,6 +224,7 @@ class Recommender:
             extra_rules=extra_rules,
             demoted=self.shared.demoted(config),
             session_scores=session_scores,
+            interests=declared_interests(context),
         )
         ranking = self._explore(rank(inp, config), inp, config)
         return self._answer(ranking, assignment, degraded, unit, now, inp)
@@ -419,6 +420,7 @@ class Recommender:
         extra_rules: Sequence[Rule],
         demoted: frozenset[str],
         session_scores: dict[str, float] | None = None,
+        interests: frozenset[str] = frozenset(),
     ) -> RankInput:
         shared = self.shared
         return RankInput(
@@ -438,6 +440,7 @@ class Recommender:
             surface=context.surface,
             demoted=demoted,
             session_scores=session_scores or {},
+            interests=interests,
         )
 
     def _answer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import fakeredis
@@ -13,7 +14,8 @@ import redis.asyncio as aioredis
 from scipy import stats
 
 from schemas.controls import KillSwitch
-from schemas.events import Context
+from schemas.events import Context, declared_interests
+from serving.config import RankerConfig
 from serving.controls import Controls, holdback_position
 from serving.exploration import (
     EXPLORING_REASON,
@@ -28,7 +30,7 @@ from serving.exploration import (
     worth_exploring,
 )
 from serving.exposure_log import PendingExposure, build_exposure
-from serving.ranker import RankedItem, Ranking, Stage
+from serving.ranker import Popularity, RankedItem, Ranking, RankInput, Stage, rank
 from serving.recommender import Recommender
 from serving.shared_state import SharedState
 from serving.state_reader import StateReader
@@ -262,3 +264,47 @@ async def test_recommender_explores_pool_items_but_not_under_controls(
     other = Context(tenant="shop", surface="home")
     answer = await held.recommend(user_id="u1", session_id=None, k=4, context=other, now=NOW)
     assert answer.variant == "holdback"
+
+
+# --- declared interests (new users) ---------------------------------------------------------
+
+
+def test_declared_interests_parse_the_context() -> None:
+    assert declared_interests(CTX) == frozenset()
+    ctx = Context(extra={"interests": " shoes, ,hats,shoes "})
+    assert declared_interests(ctx) == {"shoes", "hats"}
+
+
+def test_backfill_ranks_popularity_within_interests_first() -> None:
+    cats = {"p3": ("hats",), "p5": ("hats", "x"), "s2": ("hats",), "p1": ("shoes",)}
+    inp = RankInput(
+        k=4,
+        now=NOW,
+        segment_popularity=Popularity.of([("s1", 9.0), ("s2", 8.0)]),
+        global_popularity=Popularity.of([(f"p{i}", 20.0 - i) for i in range(8)]),
+        categories=cats,
+        unavailable=frozenset({"p5"}),
+        interests=frozenset({"hats"}),
+    )
+    config = RankerConfig(popularity_exponent=0.0, max_category_share=1.0)
+    items = rank(inp, config).items
+    assert [i.item_id for i in items] == ["s2", "p3", "s1", "p0"]
+    assert items[0].reasons == ("popular in hats",)
+    assert items[1].stage is Stage.GLOBAL_POPULARITY
+    plain = rank(replace(inp, interests=frozenset()), config).items
+    assert [i.item_id for i in plain] == ["s1", "s2", "p0", "p1"]
+
+
+async def test_new_user_with_interests_gets_items_of_those_categories(
+    fake: aioredis.Redis, tmp_path: Path
+) -> None:
+    await fake.hset(KEYS.item_categories, mapping={"p2": "hats"})
+    await fake.incr(KEYS.catalog_version)
+    rec = build(fake, tmp_path, Controls())
+    rec.shared.exploration = ExplorationConfig(share=0.0)
+    assert await rec.shared.refresh()
+    hats = Context(tenant="shop", surface="home", extra={"interests": "hats"})
+    answer = await rec.recommend(user_id="brand-new", session_id=None, k=2, context=hats, now=NOW)
+    assert answer.items[0].item_id == "p2" and answer.items[0].reasons == ("popular in hats",)
+    plain = await rec.recommend(user_id="brand-new", session_id=None, k=2, context=CTX, now=NOW)
+    assert "p2" not in [i.item_id for i in plain.items]
