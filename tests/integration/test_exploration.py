@@ -138,3 +138,33 @@ async def test_new_catalog_item_is_explored_flagged_and_dropped(
             assert not any(explored(r) for r in await ask(50, "later"))
     finally:
         stop_worker(worker)
+
+
+async def test_brand_new_user_with_declared_interests_gets_those_categories(
+    settings: Settings, redis: Redis, tmp_path: Path
+) -> None:
+    keys = Keyspace(settings.key_prefix)
+    world = await seed(redis, keys)
+    await redis.hset(keys.item_categories, mapping={"p7": "hats", "p12": "hats", "p3": "bags"})
+    await redis.incr(keys.catalog_version)
+    served = serving_settings(settings, tmp_path, exploration_share=0.0)
+    async with running(served) as (_server, channel):
+        stub = recommender(channel)
+        context = pb.Context(
+            tenant=world.tenant, surface=world.surface, extra={"interests": "hats"}
+        )
+
+        async def first_answer() -> pb.RecommendResponse | None:
+            reply = await stub.Recommend(
+                pb.RecommendRequest(user_id="never-seen", k=4, context=context)
+            )
+            return reply if reply.items and reply.items[0].item_id == "p7" else None
+
+        reply = await wait_for(first_answer)  # the server loads the catalog on its first refresh
+        assert reply is not None
+        assert [i.item_id for i in reply.items[:2]] == ["p7", "p12"]
+        assert list(reply.items[0].reasons) == ["popular in hats"]
+        plain = await stub.Recommend(
+            pb.RecommendRequest(user_id="never-seen-2", k=4, context=ctx(world))
+        )
+        assert [i.item_id for i in plain.items] == ["s0", "s1", "s2", "s3"]
