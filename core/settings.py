@@ -441,7 +441,7 @@ class Settings(BaseSettings):
         description="An item leaves the new-item pool this long after its catalog announcement.",
     )
     exploration_pool_max: int = Field(
-        2000, ge=1, le=100_000, description="Newest catalog items kept in the new-item pool."
+        500, ge=1, le=100_000, description="Newest catalog items kept in the new-item pool."
     )
 
     # --- serving edge: TLS, API keys, rate limit, in-flight cap, pseudonymous ids (issue 19) -

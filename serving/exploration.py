@@ -11,8 +11,9 @@ bounded share of slots replaced by explored items, each marked with :data:`EXPLO
   of five items, never more than ``ceil(share · k)``). ``share = 0`` turns exploration off.
   Explored items take the *last* slots of the answer, so the ranked head is never displaced.
 * **Posterior.** Each arm's click-through rate is ``Beta(α + clicks, β + impressions −
-  clicks)`` (prior α, β from settings). One draw per eligible arm; the highest draws fill the
-  slots (Thompson sampling).
+  clicks)`` (prior α, β from settings). One draw per arm (vectorised over an
+  :class:`ArmTable` built off the request path); the highest draws among the arms the
+  request allows fill the slots (Thompson sampling).
 * **Safety.** An arm whose posterior is confidently below the surface's CTR —
   ``P(ctr > surface_ctr) < min_prob_above`` — is not explored; nor is an arm past
   ``max_impressions`` (it has had its chance: it left the new-item pool).
@@ -21,17 +22,22 @@ bounded share of slots replaced by explored items, each marked with :data:`EXPLO
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
 
 from schemas.events import EXPLORING_REASON
 from serving.ranker import RankedItem, Ranking, Stage
 
 __all__ = [
+    "EMPTY_TABLE",
     "EXPLORING_REASON",
     "Arm",
+    "ArmTable",
     "ExplorationConfig",
     "choose",
     "explore",
@@ -80,8 +86,12 @@ def posterior(arm: Arm, config: ExplorationConfig) -> tuple[float, float]:
     return config.prior_alpha + clicks, config.prior_beta + misses
 
 
+@lru_cache(maxsize=65_536)
 def prob_above(alpha: float, beta: float, threshold: float) -> float:
-    """``P(X > threshold)`` for ``X ~ Beta(alpha, beta)`` (regularized incomplete beta)."""
+    """``P(X > threshold)`` for ``X ~ Beta(alpha, beta)`` (regularized incomplete beta).
+
+    Cached: most arms of a pool share their counts (a new item has none).
+    """
     if threshold <= 0.0:
         return 1.0
     if threshold >= 1.0:
@@ -134,7 +144,7 @@ def worth_exploring(
     return prob_above(alpha, beta, surface_ctr) >= config.min_prob_above
 
 
-def slot_count(k: int, share: float, rng: random.Random) -> int:
+def slot_count(k: int, share: float, rng: np.random.Generator) -> int:
     """How many of ``k`` slots to explore: ``share · k`` in expectation, randomised rounding."""
     if share <= 0.0 or k < 1:
         return 0
@@ -143,57 +153,97 @@ def slot_count(k: int, share: float, rng: random.Random) -> int:
     return whole + (1 if rng.random() < expected - whole else 0)
 
 
+@dataclass(frozen=True, slots=True)
+class ArmTable:
+    """The arms worth exploring against one surface CTR, as arrays for vectorised draws.
+
+    Built off the request path (:meth:`build`, by the shared-state refresher); a request only
+    draws from it (:func:`choose`).
+    """
+
+    items: tuple[str, ...] = ()
+    alpha: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    beta: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    announced: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+
+    @classmethod
+    def build(cls, arms: Sequence[Arm], surface_ctr: float, config: ExplorationConfig) -> ArmTable:
+        kept = [a for a in arms if worth_exploring(a, surface_ctr, config)]
+        params = [posterior(a, config) for a in kept]
+        return cls(
+            tuple(a.item_id for a in kept),
+            np.array([a for a, _ in params], dtype=np.float64),
+            np.array([b for _, b in params], dtype=np.float64),
+            np.array([a.announced_ts for a in kept], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+EMPTY_TABLE = ArmTable()
+
+
 def choose(
-    arms: Sequence[Arm],
+    table: ArmTable,
     n: int,
     *,
-    surface_ctr: float,
     allowed: Callable[[str], bool],
     config: ExplorationConfig,
-    rng: random.Random,
+    rng: np.random.Generator,
     now: float | None = None,
 ) -> list[str]:
-    """Thompson sampling: one posterior draw per eligible arm, the ``n`` best draws."""
-    if n <= 0:
+    """Thompson sampling: one posterior draw per arm (vectorised), then the ``n`` best draws
+    among the arms this request allows (and, with ``now``, not past ``max_age_s``)."""
+    if n <= 0 or not table.items:
         return []
-    draws: list[tuple[float, str]] = []
-    for arm in arms:
-        if not allowed(arm.item_id) or not worth_exploring(arm, surface_ctr, config, now=now):
-            continue
-        alpha, beta = posterior(arm, config)
-        draws.append((rng.betavariate(alpha, beta), arm.item_id))
-    draws.sort(reverse=True)
-    return [item for _, item in draws[:n]]
+    draws = rng.beta(table.alpha, table.beta)
+    if now is not None:
+        draws[now - table.announced > config.max_age_s] = -1.0
+    picked: list[str] = []
+    head = min(len(draws), 4 * n + 16)  # the best draws, enough unless many are filtered out
+    order = np.argpartition(-draws, head - 1)[:head] if head < len(draws) else np.arange(head)
+    for candidates in (order[np.argsort(-draws[order])], np.argsort(-draws)):
+        picked.clear()
+        for index in candidates.tolist():
+            if draws[index] < 0.0:
+                return picked
+            item = table.items[index]
+            if allowed(item):
+                picked.append(item)
+                if len(picked) == n:
+                    return picked
+        if head == len(draws):
+            break
+    return picked
 
 
 def explore(
     ranking: Ranking,
-    arms: Sequence[Arm],
+    table: ArmTable,
     *,
     k: int,
     surface: str,
-    surface_ctr: float | None,
     allowed: Callable[[str], bool],
     config: ExplorationConfig,
-    rng: random.Random,
+    rng: np.random.Generator,
     now: float | None = None,
 ) -> Ranking:
     """``ranking`` with up to ``share · k`` of its last slots given to explored items.
 
-    ``surface_ctr`` None (no impressions counted on the surface yet) uses the prior's mean.
-    Items already in the answer are not explored again; the answer keeps at most ``k`` items.
-    ``now`` (event time) drops arms older than ``max_age_s`` since their announcement.
+    ``table`` holds the arms worth exploring on the request's surface (:meth:`ArmTable.build`
+    with the surface's CTR). Items already in the answer are not explored again; the answer
+    keeps at most ``k`` items. ``now`` (event time) drops arms older than ``max_age_s``.
     """
-    if not arms:
+    if not table.items:
         return ranking
     n = slot_count(k, config.share_for(surface), rng)
     if n == 0:
         return ranking
     shown = {item.item_id for item in ranking.items}
     picked = choose(
-        arms,
+        table,
         n,
-        surface_ctr=config.prior_ctr if surface_ctr is None else surface_ctr,
         allowed=lambda item: item not in shown and allowed(item),
         config=config,
         rng=rng,

@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from core.errors import UnavailableError
 from core.settings import Settings
@@ -91,11 +92,11 @@ class Recommender:
         request_timeout_s: float = 0.25,
         sessions: SessionReads | None = None,
         controls: Controls | None = None,
-        rng: random.Random | None = None,
+        rng: np.random.Generator | None = None,
     ) -> None:
         self.reader = reader
         #: draws of the exploration slots (serving/exploration.py); seed it in tests
-        self.rng = random.Random() if rng is None else rng
+        self.rng = np.random.default_rng() if rng is None else rng
         self.shared = shared
         self.request_timeout_s = request_timeout_s
         self.sessions = SessionReads(reader) if sessions is None else sessions
@@ -232,15 +233,14 @@ class Recommender:
     def _explore(self, ranking: Ranking, inp: RankInput, config: RankerConfig) -> Ranking:
         """Exploration slots (never reached under a kill switch or in the holdback: those
         requests take :meth:`_baseline`)."""
-        arms = self.shared.exploration_arms
-        if not arms:
+        table = self.shared.exploration_table(inp.surface)
+        if not table.items:
             return ranking
         return explore(
             ranking,
-            arms,
+            table,
             k=inp.k,
             surface=inp.surface,
-            surface_ctr=self.shared.surface_ctr.get(inp.surface),
             allowed=request_filter(inp, respect_seen=config.exclude_seen),
             config=self.shared.exploration,
             rng=self.rng,

@@ -40,7 +40,7 @@ from serving.experiments import (
     load_experiment_file,
     parse_experiment,
 )
-from serving.exploration import Arm, ExplorationConfig, surface_ctrs
+from serving.exploration import EMPTY_TABLE, Arm, ArmTable, ExplorationConfig, surface_ctrs
 from serving.ranker import EMPTY_POPULARITY, Popularity
 from serving.state_reader import StateReader
 
@@ -92,6 +92,14 @@ def save_last_known(path: Path, popularity: Popularity) -> None:
     os.replace(tmp, path)
 
 
+def _arm_tables(
+    arms: Sequence[Arm], ctrs: dict[str, float], config: ExplorationConfig
+) -> tuple[dict[str, ArmTable], ArmTable]:
+    """The arms worth exploring per surface, and against the prior's mean (off the loop)."""
+    tables = {surface: ArmTable.build(arms, ctr, config) for surface, ctr in ctrs.items()}
+    return tables, ArmTable.build(arms, config.prior_ctr, config)
+
+
 class SharedState:
     """Popularity, catalog, rules, experiment plan, demotions and state age — cached."""
 
@@ -108,15 +116,18 @@ class SharedState:
         last_known_file: Path | None = None,
         file_experiment: ExperimentConfig | None = None,
         exploration: ExplorationConfig | None = None,
-        exploration_pool_max: int = 2000,
+        exploration_pool_max: int = 500,
     ) -> None:
         self.reader = reader
         #: exploration settings (serving/exploration.py); share 0 = nothing read, nothing done
         self.exploration = ExplorationConfig(share=0.0) if exploration is None else exploration
         self.exploration_pool_max = exploration_pool_max
-        #: the new-item pool still eligible (age and impressions), and CTR per surface
+        #: the new-item pool under the impressions limit, the CTR per surface, and the arms
+        #: worth exploring per surface (and for surfaces without impressions: the prior's mean)
         self.exploration_arms: tuple[Arm, ...] = ()
         self.surface_ctr: dict[str, float] = {}
+        self.exploration_tables: dict[str, ArmTable] = {}
+        self.exploration_default = EMPTY_TABLE
         #: the ranker config of this server's settings; ``base_config`` adds the run-time
         #: overrides of the Admin ``config`` document (``runtime_overrides``)
         self.settings_config = base_config
@@ -280,6 +291,13 @@ class SharedState:
             Arm(item, imp, clk, ts) for item, ts, imp, clk in pool if imp < limit
         )
         self.surface_ctr = surface_ctrs(counters)
+        self.exploration_tables, self.exploration_default = await asyncio.to_thread(
+            _arm_tables, self.exploration_arms, self.surface_ctr, self.exploration
+        )
+
+    def exploration_table(self, surface: str) -> ArmTable:
+        """The arms worth exploring on ``surface`` (judged against its CTR)."""
+        return self.exploration_tables.get(surface, self.exploration_default)
 
     def _wants_ctr(self) -> bool:
         configs = [self.base_config, *(a.config for _, a in self.plan.assignments)]

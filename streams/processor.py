@@ -159,7 +159,7 @@ class BatchPlan:
     #: a co-visitation row with at least this many increments is applied as a skiplist
     hot_row_pairs: int = 0
     #: new-item pool bounds (exploration, issue 20): newest N, none older than the age
-    new_items_max: int = 2000
+    new_items_max: int = 500
     new_items_max_age_s: float = 7 * 86400.0
 
     @property

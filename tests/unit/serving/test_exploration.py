@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import fakeredis
+import numpy as np
 import pytest
 import redis.asyncio as aioredis
 from scipy import stats
@@ -20,6 +21,7 @@ from serving.controls import Controls, holdback_position
 from serving.exploration import (
     EXPLORING_REASON,
     Arm,
+    ArmTable,
     ExplorationConfig,
     choose,
     explore,
@@ -71,14 +73,13 @@ def test_confident_losers_and_spent_arms_are_not_explored() -> None:
     assert not worth_exploring(Arm("spent", 1000, 200), 0.05, CFG)  # max_impressions
     old = Arm("old", 0, 0, announced_ts=NOW - CFG.max_age_s - 1)
     assert worth_exploring(old, 0.05, CFG) and not worth_exploring(old, 0.05, CFG, now=NOW)
-    rng = random.Random(1)
+    rng = np.random.default_rng(1)
     picks = Counter(
         item
         for _ in range(500)
         for item in choose(
-            [Arm("loser", 300, 0), Arm("new", 0, 0)],
+            ArmTable.build([Arm("loser", 300, 0), Arm("new", 0, 0)], 0.05, CFG),
             2,
-            surface_ctr=0.05,
             allowed=lambda _: True,
             config=CFG,
             rng=rng,
@@ -88,7 +89,7 @@ def test_confident_losers_and_spent_arms_are_not_explored() -> None:
 
 
 def test_share_of_slots_is_respected() -> None:
-    rng = random.Random(7)
+    rng = np.random.default_rng(7)
     assert slot_count(10, 0.0, rng) == 0
     counts = [slot_count(5, 0.1, rng) for _ in range(4000)]
     assert set(counts) == {0, 1}
@@ -98,10 +99,9 @@ def test_share_of_slots_is_respected() -> None:
     for _ in range(2000):
         out = explore(
             ranking(*(f"p{i}" for i in range(10))),
-            arms,
+            ArmTable.build(arms, 0.05, CFG),
             k=10,
             surface="home",
-            surface_ctr=0.05,
             allowed=lambda _: True,
             config=CFG,
             rng=rng,
@@ -117,10 +117,9 @@ def test_share_of_slots_is_respected() -> None:
     assert (
         explore(
             same,
-            arms,
+            ArmTable.build(arms, 0.05, off),
             k=10,
             surface="pdp",
-            surface_ctr=0.05,
             allowed=lambda _: True,
             config=off,
             rng=rng,
@@ -132,11 +131,12 @@ def test_share_of_slots_is_respected() -> None:
 def test_thompson_picks_in_the_proportions_of_the_posteriors() -> None:
     """Each arm's share of picks is P(its draw is the largest), estimated independently."""
     arms = [Arm("good", 40, 8), Arm("mid", 40, 3), Arm("cold", 0, 0)]
-    rng = random.Random(11)
+    table = ArmTable.build(arms, 0.01, CFG)
+    assert len(table) == 3
+    rng = np.random.default_rng(11)
     n = 6000
     picks = Counter(
-        choose(arms, 1, surface_ctr=0.01, allowed=lambda _: True, config=CFG, rng=rng)[0]
-        for _ in range(n)
+        choose(table, 1, allowed=lambda _: True, config=CFG, rng=rng)[0] for _ in range(n)
     )
     ref = random.Random(99)
     wins: Counter[str] = Counter()
@@ -153,14 +153,13 @@ def test_thompson_picks_in_the_proportions_of_the_posteriors() -> None:
 def test_filters_exclude_blocked_unavailable_seen_and_shown_items() -> None:
     arms = [Arm(i, 0, 0) for i in ("blocked", "gone", "seen", "p0", "ok")]
     banned = {"blocked", "gone", "seen"}
-    rng = random.Random(3)
+    rng = np.random.default_rng(3)
     for _ in range(300):
         out = explore(
             ranking("p0", "p1"),
-            arms,
+            ArmTable.build(arms, 0.05, CFG),
             k=2,
             surface="home",
-            surface_ctr=0.05,
             allowed=lambda item: item not in banned,
             config=ExplorationConfig(share=0.5),
             rng=rng,
@@ -229,7 +228,7 @@ def build(client: aioredis.Redis, tmp_path: Path, controls: Controls) -> Recomme
         exploration=ExplorationConfig(share=0.5, max_impressions=1000),
     )
     return Recommender(
-        reader, shared, request_timeout_s=1.0, controls=controls, rng=random.Random(5)
+        reader, shared, request_timeout_s=1.0, controls=controls, rng=np.random.default_rng(5)
     )
 
 
