@@ -727,6 +727,14 @@ class Settings(BaseSettings):
             raise ValueError(f"expected http(s)://HOST:PORT, got {value!r}")
         return value.rstrip("/")
 
+    @field_validator("exploration_share_by_surface")
+    @classmethod
+    def _exploration_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        for surface, share in value.items():
+            if not 0.0 <= share <= 0.5:
+                raise ValueError(f"exploration share of {surface!r} must be 0-0.5, got {share}")
+        return value
+
     @field_validator("slo_surfaces")
     @classmethod
     def _slo_surfaces(cls, value: tuple[str, ...]) -> tuple[str, ...]:

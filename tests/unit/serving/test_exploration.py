@@ -12,8 +12,10 @@ import fakeredis
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 from scipy import stats
 
+from core.settings import Settings
 from schemas.controls import KillSwitch
 from schemas.events import Context, declared_interests
 from serving.config import RankerConfig
@@ -307,3 +309,39 @@ async def test_new_user_with_interests_gets_items_of_those_categories(
     assert answer.items[0].item_id == "p2" and answer.items[0].reasons == ("popular in hats",)
     plain = await rec.recommend(user_id="brand-new", session_id=None, k=2, context=CTX, now=NOW)
     assert "p2" not in [i.item_id for i in plain.items]
+
+
+def test_settings_bound_the_per_surface_share() -> None:
+    assert Settings(exploration_share_by_surface={"pdp": 0.0}).exploration_share_by_surface == {
+        "pdp": 0.0
+    }
+    with pytest.raises(ValidationError, match="exploration share of 'pdp'"):
+        Settings(exploration_share_by_surface={"pdp": 0.9})
+
+
+def test_arms_past_their_age_are_not_drawn() -> None:
+    arms = [Arm("old", 0, 0, announced_ts=NOW - 10_000), Arm("young", 0, 0, announced_ts=NOW)]
+    config = ExplorationConfig(max_age_s=5_000)
+    table = ArmTable.build(arms, 0.05, config)
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        assert choose(table, 2, allowed=lambda _: True, config=config, rng=rng, now=NOW) == [
+            "young"
+        ]
+    assert len(choose(table, 2, allowed=lambda _: True, config=config, rng=rng)) == 2
+
+
+async def test_items_the_user_has_seen_are_not_explored(
+    fake: aioredis.Redis, tmp_path: Path
+) -> None:
+    await fake.zadd(KEYS.new_items, {"b": NOW - 10})  # u1 has seen b (see seed)
+    rec = build(fake, tmp_path, Controls())
+    assert await rec.shared.refresh()
+    for _ in range(100):
+        answer = await rec.recommend(user_id="u1", session_id=None, k=4, context=CTX, now=NOW)
+        assert "b" not in [i.item_id for i in answer.items if EXPLORING_REASON in i.reasons]
+    others: Counter[str] = Counter()
+    for n in range(100):
+        answer = await rec.recommend(user_id=f"v{n}", session_id=None, k=4, context=CTX, now=NOW)
+        others.update(i.item_id for i in answer.items if EXPLORING_REASON in i.reasons)
+    assert others["b"] > 0
