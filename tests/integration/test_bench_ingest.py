@@ -51,3 +51,11 @@ def test_bench_ingest_json(run_cli: RunCli, kafka_bootstrap: str, redis_url: str
     for run in ("full", "bare"):
         assert cpu[run]["worker_us"] > 0 and cpu[run]["worker_utilisation"] > 0, run
     assert cpu["full"]["redis_us"] > cpu["bare"]["redis_us"] >= 0
+    # the baseline apply script ran in the same round on the same stream (issue 22)
+    assert cpu["baseline"]["redis_us"] > 0 and cpu["baseline"]["worker_us"] > 0
+    redis_us = report["redis_us_per_event"]
+    assert redis_us["current_per_round"] == [cpu["full"]["redis_us"]]
+    assert redis_us["baseline_per_round"] == [cpu["baseline"]["redis_us"]]
+    assert redis_us["reduction_per_round"] == [
+        cpu["baseline"]["redis_us"] / cpu["full"]["redis_us"]
+    ]

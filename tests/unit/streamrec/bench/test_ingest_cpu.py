@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamrec.bench.ingest import CpuClock, cpu_per_event
+from streamrec.bench.ingest import CpuClock, _redis_us_report, cpu_per_event
+from streamrec.commands.bench import _redis_us_rows
 
 
 def test_cpu_per_event_divides_each_clock_by_the_events_measured() -> None:
@@ -23,3 +24,20 @@ def test_cpu_per_event_of_an_empty_window_is_zero_not_a_division_error() -> None
         "redis_us": 0.0,
         "worker_utilisation": 0.0,
     }
+
+
+def test_redis_us_report_puts_each_round_of_the_baseline_against_its_own_round() -> None:
+    report = _redis_us_report([100.0, 80.0, 120.0], [200.0, 200.0, 180.0])
+    assert report["current"] == {"min": 80.0, "median": 100.0, "max": 120.0}
+    assert report["baseline"] == {"min": 180.0, "median": 200.0, "max": 200.0}
+    assert report["reduction_per_round"] == pytest.approx([2.0, 2.5, 1.5])
+    assert report["reduction"] == pytest.approx({"min": 1.5, "median": 2.0, "max": 2.5})
+    rows = _redis_us_rows(report)
+    assert rows[0].startswith("Redis CPU per event          100.0 µs (rounds: min 80.0")
+    assert "2.00x less (rounds: 2.00, 2.50, 1.50)" in rows[1]
+
+
+def test_redis_us_report_without_the_baseline_has_no_comparison() -> None:
+    report = _redis_us_report([100.0], [])
+    assert set(report) == {"current", "current_per_round"}
+    assert len(_redis_us_rows(report)) == 1
