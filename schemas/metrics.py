@@ -392,6 +392,18 @@ SERVING_IN_FLIGHT = MetricSpec(
     _S,
 )
 
+#: ``slot`` label of SERVING_ITEMS: an exploration slot or any other (ranked) item.
+SERVED_SLOTS = ("ranked", "explored")
+SERVING_ITEMS = MetricSpec(
+    "streamrec_serving_items_total",
+    "counter",
+    ("surface", "slot"),
+    "Items served in Recommend answers, by surface (bounded: see GRPC_ANSWERS) and slot: "
+    "'explored' (an exploration slot, reason 'exploring') or 'ranked'; the exploration share "
+    "is explored / all.",
+    _S,
+)
+
 ALL_METRICS: tuple[MetricSpec, ...] = (
     EVENTS_PROCESSED,
     DEADLETTER,
@@ -425,6 +437,7 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     GRPC_ANSWERS,
     SERVING_REFUSED,
     SERVING_IN_FLIGHT,
+    SERVING_ITEMS,
 )
 
 METRICS_BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in ALL_METRICS}

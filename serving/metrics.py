@@ -35,6 +35,7 @@ TRACES_DROPPED = build_metric(names.SERVING_TRACES_DROPPED, REGISTRY, Counter)
 GRPC_ANSWERS = build_metric(names.GRPC_ANSWERS, REGISTRY, Counter)
 REFUSED = build_metric(names.SERVING_REFUSED, REGISTRY, Counter)  # serving edge (issue 19)
 IN_FLIGHT = build_metric(names.SERVING_IN_FLIGHT, REGISTRY, Gauge)
+SERVED_ITEMS = build_metric(names.SERVING_ITEMS, REGISTRY, Counter)  # exploration share
 
 #: ``stage`` label of the answers counter (the metric calls a non-fallback answer "primary").
 STAGE_LABEL: dict[Stage, str] = {

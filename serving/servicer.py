@@ -24,7 +24,7 @@ from core.settings import setting_default
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.controls import AnswerError
-from schemas.events import Context
+from schemas.events import EXPLORING_REASON, Context
 from schemas.ids import Pseudonyms
 from serving import metrics
 from serving.convert import InvalidRequest, parse_recommend, parse_similar, to_response
@@ -178,7 +178,17 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             metrics.EMPTY_ANSWERS.labels(method, self.surfaces(ctx.surface)).inc()
             await context.abort(grpc.StatusCode.UNAVAILABLE, NO_STATE)
         _ANSWERS[method, rec.stage].inc()
+        if method == "Recommend":
+            self._count_items(rec, self.surfaces(ctx.surface))
         return to_response(rec)
+
+    @staticmethod
+    def _count_items(rec: Recommendation, surface: str) -> None:
+        """Items served by slot kind (the dashboard's exploration share)."""
+        explored = sum(1 for item in rec.items if EXPLORING_REASON in item.reasons)
+        if explored:
+            metrics.SERVED_ITEMS.labels(surface, "explored").inc(explored)
+        metrics.SERVED_ITEMS.labels(surface, "ranked").inc(len(rec.items) - explored)
 
     def _log(self, pending: PendingExposure) -> None:
         """Exposure event and decision trace of one answer (both O(1), sent off the path)."""

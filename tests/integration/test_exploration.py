@@ -20,6 +20,7 @@ from schemas import recommender_pb2 as pb
 from schemas.events import EXPLORING_REASON
 from schemas.keyspace import Keyspace
 from schemas.topics import Topic
+from serving import metrics
 from tests.integration.serving_support import (
     ADMIN_MD,
     admin,
@@ -41,6 +42,17 @@ SHARE = 0.2  # one slot of five per answer
 
 def explored(reply: pb.RecommendResponse) -> list[str]:
     return [i.item_id for i in reply.items if EXPLORING_REASON in i.reasons]
+
+
+def served_items(slot: str) -> float:
+    """streamrec_serving_items_total of this process's servers for one slot kind, all surfaces."""
+    return sum(
+        sample.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == "streamrec_serving_items"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("slot") == slot
+    )
 
 
 async def test_new_catalog_item_is_explored_flagged_and_dropped(
@@ -80,7 +92,11 @@ async def test_new_catalog_item_is_explored_flagged_and_dropped(
                 return any(explored(r) for r in await ask(5, "probe"))
 
             assert await wait_for(explores)
+            before = {slot: served_items(slot) for slot in ("explored", "ranked")}
             answers = await ask(100, "user")
+            # the exploration share on /metrics (the dashboard's panel): 1 of K per answer
+            assert served_items("explored") - before["explored"] == 100
+            assert served_items("ranked") - before["ranked"] == 100 * (K - 1)
             shown = [r for r in answers if explored(r)]
             # one eligible item, one slot per answer: every answer explores it, in the last slot
             assert len(shown) == 100
