@@ -14,10 +14,11 @@ Checks, in the order they decide:
    unit — when more than 1% of users were seen in several variants the assignment is not
    per user and the check counts requests instead), the share of invalid log lines and the
    outcome join rate. Any failure → **hold**, whatever the metric says.
-2. Per treatment: a guardrail breach (latency p95, fallback share, error share, empty-answer
-   share; see :class:`AbConfig`) or a significant degradation of the metric after correction
-   → **rollback**. Error and empty answers are read from the flags the server writes on its
-   exposures (:mod:`schemas.controls`).
+2. Per treatment: a breach of the error-share or empty-answer-share guardrail alone →
+   **hold** (failed answers: the arm was not served as designed, fix it first); a breach of
+   latency p95 or fallback share, or a significant degradation of the metric after correction
+   → **rollback** (see :class:`AbConfig`). Error and empty answers are read from the flags the
+   server writes on its exposures (:mod:`schemas.controls`).
 
 Holdback: when the logs hold the holdback arm (variant ``holdback``, the users who always get
 the baseline) and ``prefer_holdback`` is on, it is the control and every other arm a treatment;
@@ -175,14 +176,25 @@ def _effect_size(control: ArmData, config: AbConfig) -> float | None:
     return stats.cohens_h(min(1.0, base * (1 + config.mde)), base)
 
 
+#: guardrails on answers that failed or came back empty: an arm breaching them was not served
+#: as designed, so its metric cannot be judged; the experiment holds until the failures are fixed
+RELIABILITY_GUARDRAILS = frozenset({"error_share", "empty_share"})
+
+
 def _decide(cmp: dict[str, Any], config: AbConfig) -> tuple[Decision, list[str]]:
     breaches = [g for g in cmp["guardrails"] if g.breached]
     if breaches:
-        return Decision.ROLLBACK, [
+        reasons = [
             f"guardrail breached: {g.name} {g.treatment:.4g} vs control {g.control:.4g} "
             f"(limit {g.limit:.4g})"
             for g in breaches
         ]
+        if all(g.name in RELIABILITY_GUARDRAILS for g in breaches):
+            return Decision.HOLD, [
+                *reasons,
+                "failed or empty answers: the arm was not served as designed; fix them, then judge",
+            ]
+        return Decision.ROLLBACK, reasons
     lift = "n/a" if cmp["lift"] is None else f"{cmp['lift']:+.2%}"
     evidence = f"lift {lift}, adjusted p={cmp['p_adjusted']:.3g} ({config.correction})"
     power, required = cmp["achieved_power"], cmp["required_per_arm"]

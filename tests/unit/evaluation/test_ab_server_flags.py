@@ -63,7 +63,7 @@ def write_logs(
 def test_failed_answers_in_one_arm_breach_the_error_and_empty_guardrails(tmp_path: Path) -> None:
     exp, out = write_logs(tmp_path, {"control": 0.1, "treatment": 0.1}, {"treatment": 0.08})
     result = analyze(read_logs(exp, out), AbConfig())
-    assert result.decision is not Decision.SHIP
+    assert result.decision is Decision.HOLD  # flagged and held: the arm was not served as designed
     (cmp,) = result.comparisons
     breached = {g.name for g in cmp.guardrails if g.breached}
     assert {"error_share", "empty_share"} <= breached
@@ -91,3 +91,18 @@ def test_holdback_arm_is_the_control_when_present(tmp_path: Path) -> None:
     explicit = analyze(read_logs(exp, out), AbConfig(control="control", prefer_holdback=False))
     assert explicit.control == "control"
     assert orjson.dumps(result.config["expected_split"])
+
+
+def test_failed_answers_with_a_latency_breach_roll_back(tmp_path: Path) -> None:
+    exp, out = write_logs(tmp_path, {"control": 0.1, "treatment": 0.1}, {"treatment": 0.08})
+    slow = [
+        line.replace(b'"latency_ms":2.0', b'"latency_ms":90.0')
+        if b'"variant":"treatment"' in line
+        else line
+        for line in exp.read_bytes().splitlines()
+    ]
+    exp.write_bytes(b"\n".join(slow) + b"\n")
+    result = analyze(read_logs(exp, out), AbConfig())
+    breached = {g.name for g in result.comparisons[0].guardrails if g.breached}
+    assert {"error_share", "latency_p95_ms"} <= breached
+    assert result.decision is Decision.ROLLBACK
