@@ -443,6 +443,40 @@ class Settings(BaseSettings):
     exploration_pool_max: int = Field(
         500, ge=1, le=100_000, description="Newest catalog items kept in the new-item pool."
     )
+    # --- bandit allocation of experiment variants (issue 20: serving/bandit.py) -----------
+    bandit_refresh_s: float = Field(
+        5.0, gt=0.0, le=3600.0, description="Bandit allocation recomputed this often (s)."
+    )
+    bandit_draws: int = Field(
+        10_000, ge=100, le=1_000_000, description="Posterior draws per bandit recomputation."
+    )
+    bandit_prior_alpha: float = Field(1.0, gt=0.0, description="Beta prior alpha of arm CTRs.")
+    bandit_prior_beta: float = Field(1.0, gt=0.0, description="Beta prior beta of arm CTRs.")
+    bandit_assignment_ttl_s: int = Field(
+        30 * 86400,
+        ge=60,
+        description="A unit's sticky bandit arm expires this long after its first assignment.",
+    )
+    bandit_cache_max: int = Field(
+        100_000, ge=0, le=10_000_000, description="Sticky arms remembered per server process."
+    )
+    # --- live catalog coverage / long-tail metrics (issue 20, monitoring/coverage.py) ------
+    coverage_window_s: int = Field(
+        3600, ge=60, description="Window of the coverage and long-tail metrics (s)."
+    )
+    coverage_bucket_s: int = Field(
+        300,
+        ge=10,
+        description="Time bucket of the recently-shown item counts sh:{bucket} (s); the "
+        "window is read as whole buckets (up to one bucket more than the window).",
+    )
+    coverage_head_share: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the available catalog, most popular first, that is the head; "
+        "impressions of other items are long-tail impressions.",
+    )
 
     # --- serving edge: TLS, API keys, rate limit, in-flight cap, pseudonymous ids (issue 19) -
     grpc_tls_cert_file: Path | None = Field(

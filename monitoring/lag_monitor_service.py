@@ -2,7 +2,8 @@
 
 Every ``monitor_interval_s``: consumer lag and end offsets of the worker group (Kafka), the
 newest processed event per topic, the newest state write, the exposure-join counters and the
-workers' heartbeat reports (Redis; their plan drift signals feed the re-tune decision) →
+catalog coverage / long-tail counts (:mod:`monitoring.coverage`), the workers' heartbeat
+reports (Redis; their plan drift signals feed the re-tune decision) →
 :meth:`LagMonitor.evaluate` → ``alert.v1`` events on the alerts topic (keyed by
 ``alert_id``), gauges on its own ``/metrics`` (``monitor_metrics_port``), a heartbeat with its
 health report (read by ``streamrec status``) and its state (open alerts, CTR windows, silence
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from core.errors import UnavailableError
 from core.settings import Settings
+from monitoring.coverage import CoverageMetrics, CoverageReading, coverage_of, read_coverage_inputs
 from monitoring.lag_monitor import LagMonitor, LagMonitorResult
 from monitoring.metrics import CtrCountersCollector, RetuneMetrics, WorkerMetrics
 from monitoring.monitor import MonitorConfig
@@ -74,6 +76,8 @@ class LagMonitorService:
         self.metrics = MonitorMetrics(self.registry)
         self.retune_metrics = RetuneMetrics(self.registry)
         self.ctr_counters = CtrCountersCollector(settings.slo_surfaces, self.registry)
+        self.coverage_metrics = CoverageMetrics(self.registry)
+        self.last_coverage: CoverageReading | None = None
         self.config = MonitorConfig.from_settings(settings)
         self.keys = Keyspace(settings.key_prefix)
         self.monitor: LagMonitor | None = None
@@ -172,6 +176,7 @@ class LagMonitorService:
         except UnavailableError as exc:
             log.warning("Redis not read: %s", exc)
         now = self.clock()
+        coverage = await self._coverage(store, now)
         result = self.monitor.evaluate(
             now,
             offsets=offsets,
@@ -209,12 +214,35 @@ class LagMonitorService:
                 dropped_alerts=self._producer.dropped,
                 report=report_doc(result.health, self.monitor.alerts.firing()),
                 retune=None if result.retune is None else result.retune.to_doc(),
+                coverage=None if coverage is None else coverage.to_doc(),
             )
             await store.write_heartbeat(ROLE, self.instance, doc, self._hb_ttl)
             await self._save(store)
         except UnavailableError as exc:
             log.warning("monitor could not write to Redis: %s", exc)
         return result
+
+    async def _coverage(self, store: MonitorStore, now: float) -> CoverageReading | None:
+        """Catalog coverage and long-tail share of the last window (None: Redis not read)."""
+        s = self.settings
+        try:
+            inputs = await read_coverage_inputs(
+                store.client,
+                self.keys,
+                now,
+                window_s=s.coverage_window_s,
+                bucket_s=s.coverage_bucket_s,
+                timeout_s=s.network_timeout_s,
+            )
+        except UnavailableError as exc:
+            log.warning("coverage not read: %s", exc)
+            return None
+        reading = coverage_of(
+            inputs, head_share=s.coverage_head_share, window_s=s.coverage_window_s
+        )
+        self.coverage_metrics.publish(reading)
+        self.last_coverage = reading
+        return reading
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> bool:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitoring.alerting import OpenAlert
+from monitoring.coverage import coverage_lines
 from monitoring.health import HealthReport, HealthThresholds, StatusLine, evaluate_health
 from monitoring.levels import Level
 from monitoring.monitor_io import FreshnessReading, OffsetSample
@@ -346,6 +347,8 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
     lines += _process_lines("monitor", inputs.monitors)
     # the monitor's re-tune decision line (monitoring.retune; 'decision' is its metric)
     lines += _reported_lines(inputs.monitors, {"silent_for_s", "decision"})
+    # live catalog coverage / long-tail share of `streamrec monitor` (monitoring.coverage)
+    lines += coverage_lines(inputs.monitors)
     lines += _reported_lines(inputs.workers, None)
     alerts = _alerts([*inputs.monitors, *inputs.workers], now)
     for a in alerts:
@@ -416,6 +419,8 @@ def build_status(th: HealthThresholds, inputs: StatusInputs) -> Status:
         "slo": budget_doc(inputs.slo_budget),
         # the re-tune decision of `streamrec monitor` (null while no monitor runs)
         "retune": next((d["retune"] for d in inputs.monitors if d.get("retune")), None),
+        # catalog coverage / long-tail share of `streamrec monitor` (null while none runs)
+        "coverage": next((d["coverage"] for d in inputs.monitors if d.get("coverage")), None),
         "lines": [line_doc(line) for line in lines],
     }
     return Status(report, doc)

@@ -36,6 +36,10 @@ key                         type       content / bound
 ``P:xo:{request_id}``       list       outcomes that arrived before their exposure; TTL
 ``P:ctr:imp`` / ``:clk``    zset       per-item impressions / clicks (decayed); top N
 ``P:ctr:sv``                hash       ``surface|variant|imp`` / ``|clk`` / ``|pos`` counters
+``P:sh:{bucket}``           zset       item → impressions in one ``coverage_bucket_s`` time bucket
+                                       (exposure ts // bucket); ≤ ``ctr_items_max`` members,
+                                       TTL window + 2 buckets; ≈ 13 buckets live (coverage
+                                       metrics, monitoring/coverage.py)
 ``P:off``                   hash       ``topic|partition`` → last applied offset
 ``P:meta``                  hash       landmark t0, schema version, last write ts
 ``P:rules``                 hash       rule id → ``schemas.rules.Rule`` JSON (Admin service)
@@ -156,6 +160,10 @@ class Keyspace:
     def surface_variant_ctr(self) -> str:
         return f"{self.prefix}:ctr:sv"
 
+    def shown_bucket(self, bucket: int) -> str:
+        """Items shown in exposures of one time bucket → impressions (coverage metrics)."""
+        return f"{self.prefix}:sh:{bucket}"
+
     # --- bookkeeping -------------------------------------------------------------------------
     @property
     def offsets(self) -> str:
@@ -185,6 +193,10 @@ class Keyspace:
     @property
     def experiments(self) -> str:
         return f"{self.prefix}:exp"
+
+    def bandit_arm(self, experiment: str, unit: str) -> str:
+        """issue 20: string — a unit's sticky arm in a bandit-allocated experiment (TTL)."""
+        return f"{self.prefix}:exp:arm:{experiment}{SEGMENT_SEP}{unit}"
 
     # --- admin: principals, versioned config, experiment lifecycle (issue 19) -------------
     @property

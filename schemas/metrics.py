@@ -254,6 +254,26 @@ RETUNE_CTR_DROP_SECONDS = MetricSpec(
     _W,
 )
 
+# --- monitor: live catalog coverage and long tail (monitoring.coverage, issue 20) ---------
+CATALOG_COVERAGE = MetricSpec(
+    "streamrec_catalog_coverage_ratio",
+    "gauge",
+    (),
+    "Share of the available catalog shown in exposures over the last coverage_window_s "
+    "(cluster-wide, from the worker's time-bucketed counts in Redis), exported by streamrec "
+    "monitor; NaN while the catalog describes no available item.",
+    _W,
+)
+LONG_TAIL_SHARE = MetricSpec(
+    "streamrec_long_tail_impression_share",
+    "gauge",
+    (),
+    "Share of the impressions of the last coverage_window_s going to items outside the "
+    "most popular coverage_head_share of the available catalog, exported by streamrec "
+    "monitor; NaN with no available catalog item or no impressions.",
+    _W,
+)
+
 # --- server -------------------------------------------------------------------------------
 SERVING_LATENCY = MetricSpec(
     "streamrec_serving_latency_seconds",
@@ -423,6 +443,8 @@ ALL_METRICS: tuple[MetricSpec, ...] = (
     RETUNE_DECISION,
     RETUNE_SIGNALS_OUT,
     RETUNE_CTR_DROP_SECONDS,
+    CATALOG_COVERAGE,
+    LONG_TAIL_SHARE,
     SERVING_LATENCY,
     SERVING_ANSWERS,
     SERVING_EMPTY,

@@ -66,6 +66,8 @@ class ProcessorConfig:
     hot_row_pairs: int = setting_attr("apply_hot_row_pairs")
     new_items_max: int = setting_attr("exploration_pool_max")
     new_items_max_age_s: float = setting_attr("exploration_max_age_s")
+    coverage_window_s: int = setting_attr("coverage_window_s")
+    coverage_bucket_s: int = setting_attr("coverage_bucket_s")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProcessorConfig:
@@ -367,6 +369,14 @@ class BatchPlanner:
         sv = f"{event.context.surface}|{event.variant}"
         items = [(shown.item_id, shown.rank) for shown in event.items]
         plan.exposures.append((event.request_id, sv, items))
+        # items shown per time bucket, for the live coverage / long-tail metrics
+        cfg = self.config
+        bucket_key = self.keys.shown_bucket(int(_ts(event) // cfg.coverage_bucket_s))
+        shown = plan.zincr[bucket_key]
+        for item, _rank in items:
+            shown[item] = shown.get(item, 0.0) + 1.0
+        plan.ztrim[bucket_key] = cfg.ctr_items_max
+        plan.expire[bucket_key] = cfg.coverage_window_s + 2 * cfg.coverage_bucket_s
 
     def _item(self, plan: BatchPlan, event: Item, cats: dict[str, list[str]]) -> None:
         item = event.item_id

@@ -7,6 +7,7 @@ import math
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitoring.coverage import CoverageMetrics
 from monitoring.drift import DriftReport, DriftSignal
 from monitoring.levels import Level
 from monitoring.metrics import CtrCountersCollector, RetuneMetrics, WorkerMetrics
@@ -42,6 +43,7 @@ def test_every_spec_is_registered_with_its_labels() -> None:
     WorkerMetrics(worker_registry)
     RetuneMetrics(worker_registry)  # `streamrec monitor` adds these to the worker families
     CtrCountersCollector(("home",), worker_registry)  # and the CTR counters (no reading yet)
+    CoverageMetrics(worker_registry)  # and the coverage / long-tail gauges (issue 20)
     registered = {}
     for registry in (worker_registry, server_metrics.REGISTRY):
         text = generate_latest(registry).decode()
