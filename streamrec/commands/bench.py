@@ -1,7 +1,8 @@
 """``streamrec bench``: benchmarks measured as ratios side by side in one run.
 
 ``ingest`` (full processor vs a bare faust agent), ``serve`` (server vs a bare echo server),
-``freshness`` (event-to-answer latency under load).
+``freshness`` (event-to-answer latency under load), ``exploration`` (a seeded simulation with
+hidden click probabilities, exploration off vs on).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import typer
 
 from core.errors import ConfigError
 from core.settings import settings
-from streamrec.commands import bench_freshness, bench_serve
+from streamrec.commands import bench_exploration, bench_freshness, bench_serve
 
 app = typer.Typer(help="Benchmarks (ratios against a bare baseline, measured in one run).")
 app.command("serve")(bench_serve.command)
 app.command("freshness")(bench_freshness.command)
+app.command("exploration")(bench_exploration.command)
 
 
 def _ingest_table(r: dict[str, Any]) -> str:
