@@ -20,6 +20,16 @@ Checks, in the order they decide:
    → **rollback** (see :class:`AbConfig`). Error and empty answers are read from the flags the
    server writes on its exposures (:mod:`schemas.controls`).
 
+Bandit allocation (issue 20): when the exposures carry ``context.extra["allocation"] =
+"bandit"`` the arms' shares moved with the data (Thompson sampling), so this is not a
+fixed-split test: the SRM check is skipped (there is no fixed split to compare against), the
+per-arm rates and Wilson intervals are reported with the posterior probability that each arm
+is best, and the p-values are shown but are not valid (adaptive allocation biases the
+per-arm estimates and breaks the z-test's sampling model). The decision is then at most
+**hold**: guardrail breaches still hold or roll back as above (they are safety checks on
+each arm's own answers), but nothing ships on this evidence — promote with ``--force`` and a
+reason (e.g. the P(best) figure), or confirm the winner in a fixed-split experiment.
+
 Holdback: when the logs hold the holdback arm (variant ``holdback``, the users who always get
 the baseline) and ``prefer_holdback`` is on, it is the control and every other arm a treatment;
 its share is not part of the experiment's split, so the SRM check covers the other arms unless
@@ -56,7 +66,19 @@ from evaluation.ab_model import (
 )
 from evaluation.arms import ArmData, collect_arms
 from evaluation.logs import Logs
-from schemas.controls import HOLDBACK_VARIANT
+from schemas.controls import EXTRA_ALLOCATION, HOLDBACK_VARIANT
+from serving.bandit import ArmCounts, BanditPrior, prob_best
+
+#: posterior draws for P(best) under bandit allocation
+PROB_BEST_DRAWS = 20_000
+BANDIT_SRM_SKIPPED = (
+    "bandit allocation: the shares followed the data, there is no fixed split to check"
+)
+BANDIT_CAVEAT = (
+    "bandit (adaptive) allocation: not a fixed-split test; p-values assume a fixed split and "
+    "are not valid here, so nothing ships on them (at most hold; promote with --force and a "
+    "reason, or confirm in a fixed-split experiment)"
+)
 
 
 def _seed(config: AbConfig, name: str) -> int:
@@ -181,7 +203,9 @@ def _effect_size(control: ArmData, config: AbConfig) -> float | None:
 RELIABILITY_GUARDRAILS = frozenset({"error_share", "empty_share"})
 
 
-def _decide(cmp: dict[str, Any], config: AbConfig) -> tuple[Decision, list[str]]:
+def _decide(
+    cmp: dict[str, Any], config: AbConfig, *, adaptive: bool = False
+) -> tuple[Decision, list[str]]:
     breaches = [g for g in cmp["guardrails"] if g.breached]
     if breaches:
         reasons = [
@@ -197,6 +221,8 @@ def _decide(cmp: dict[str, Any], config: AbConfig) -> tuple[Decision, list[str]]
         return Decision.ROLLBACK, reasons
     lift = "n/a" if cmp["lift"] is None else f"{cmp['lift']:+.2%}"
     evidence = f"lift {lift}, adjusted p={cmp['p_adjusted']:.3g} ({config.correction})"
+    if adaptive:
+        return Decision.HOLD, [f"{evidence} (p-value not valid): {BANDIT_CAVEAT}"]
     power, required = cmp["achieved_power"], cmp["required_per_arm"]
     if cmp["significant"] and cmp["diff"] < 0:
         return Decision.ROLLBACK, [f"significant degradation of {config.metric}: {evidence}"]
@@ -351,7 +377,12 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
             f"{summary.multi_variant_users} users saw several variants: "
             "SRM counted on requests (assignment is not per user)"
         )
-    srm = _srm(split_arms, split, by_users, config.srm_alpha)
+    bandit = any(e.context.extra.get(EXTRA_ALLOCATION) == "bandit" for e in logs.exposures)
+    if bandit:
+        srm = _skipped_srm(split_arms, by_users, config.srm_alpha)
+        notes.append(BANDIT_CAVEAT)
+    else:
+        srm = _srm(split_arms, split, by_users, config.srm_alpha)
 
     treatments = sorted(n for n in arms if n != config.control)
     boots: dict[str, stats.FloatArray] = {}
@@ -372,7 +403,7 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
     for cmp, p_adj in zip(raw, adjust([c["p_value"] for c in raw]).tolist(), strict=True):
         cmp["p_adjusted"] = p_adj
         cmp["significant"] = p_adj < config.alpha
-        decision, reasons = _decide(cmp, config)
+        decision, reasons = _decide(cmp, config, adaptive=bandit)
         comparisons.append(Comparison(**cmp, decision=decision, reasons=tuple(reasons)))
     blockers = _blockers(srm, logs, summary.join_rate, config)
     decision, winner, reasons, comparisons = _overall(comparisons, blockers)
@@ -392,4 +423,34 @@ def analyze(logs: Logs, config: AbConfig) -> AbResult:
         winner=winner,
         reasons=tuple(reasons),
         notes=tuple(notes),
+        allocation="bandit" if bandit else "fixed",
+        prob_best=_prob_best(arms, config) if bandit else {},
     )
+
+
+def _skipped_srm(arms: Mapping[str, ArmData], by_users: bool, alpha: float) -> SrmCheck:
+    observed = {n: len(a.users) if by_users else a.requests for n, a in sorted(arms.items())}
+    return SrmCheck(
+        unit="users" if by_users else "requests",
+        observed=observed,
+        expected_shares={},
+        statistic=0.0,
+        p_value=1.0,
+        alpha=alpha,
+        detected=False,
+        skipped=BANDIT_SRM_SKIPPED,
+    )
+
+
+def _prob_best(arms: Mapping[str, ArmData], config: AbConfig) -> dict[str, float]:
+    """P(arm's request-level rate is the best) under Beta(1, 1) posteriors (CTR/conversion);
+    revenue has no Beta model: empty."""
+    if config.metric is Metric.REVENUE:
+        return {}
+    counts = {
+        n: ArmCounts(float(a.requests), float(_successes(a, config.metric)))
+        for n, a in sorted(arms.items())
+    }
+    rng = np.random.default_rng(_seed(config, "prob_best"))
+    best = prob_best(counts, prior=BanditPrior(), draws=PROB_BEST_DRAWS, rng=rng)
+    return {n: round(p, 4) for n, p in best.items()}

@@ -181,6 +181,8 @@ class SrmCheck:
     p_value: float
     alpha: float
     detected: bool
+    skipped: str = ""
+    """Why the check was not run (bandit allocation: there is no fixed split); "" = it ran."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,10 @@ class AbResult:
     winner: str | None
     reasons: tuple[str, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    allocation: str = "fixed"
+    """``bandit`` when the exposures say the variants were allocated adaptively (issue 20)."""
+    prob_best: dict[str, float] = field(default_factory=dict)
+    """Bandit allocation: posterior P(arm has the best metric rate), Beta(1, 1) prior."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""

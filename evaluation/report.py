@@ -141,13 +141,27 @@ def render_markdown(result: AbResult, chart: str | None = None) -> str:
     srm = result.srm
     shares = ", ".join(f"{k}={v:.3f}" for k, v in srm.expected_shares.items())
     counts = ", ".join(f"{k}={v}" for k, v in srm.observed.items())
+    if result.prob_best:
+        best = ", ".join(f"{k}={v:.3f}" for k, v in result.prob_best.items())
+        out += [
+            "",
+            "## Bandit allocation",
+            "",
+            "- not a fixed-split test: p-values above are not valid; decision at most hold",
+            f"- posterior P(best {m}) per arm: {best}",
+        ]
+    srm_line = (
+        f"- sample ratio ({srm.unit}): {counts}; SRM check skipped: {srm.skipped}"
+        if srm.skipped
+        else f"- sample ratio ({srm.unit}): {counts}; expected {shares}; chi-square "
+        f"{srm.statistic:.2f}, p={srm.p_value:.3g} → "
+        f"{'**SRM DETECTED**' if srm.detected else 'ok'} (alpha {srm.alpha})"
+    )
     out += [
         "",
         "## Trust checks",
         "",
-        f"- sample ratio ({srm.unit}): {counts}; expected {shares}; chi-square "
-        f"{srm.statistic:.2f}, p={srm.p_value:.3g} → "
-        f"{'**SRM DETECTED**' if srm.detected else 'ok'} (alpha {srm.alpha})",
+        srm_line,
         f"- outcome join rate: {_opt(result.join_rate, '.2%')}",
         f"- invalid log lines: {result.invalid_lines}/{result.total_lines}",
     ]

@@ -35,9 +35,19 @@ EXTRA_DEGRADED = "degraded"
 EXTRA_ERROR = "error"
 EXTRA_EMPTY = "empty"
 EXTRA_SESSION_ID = "session_id"
+#: issue 20: the experiment's allocation mode ("fixed" / "bandit", ExperimentConfig.allocation);
+#: written only for bandit-allocated experiments (absent = fixed split)
+EXTRA_ALLOCATION = "allocation"
 #: ``context.extra`` keys the server writes on exposures; clients may not send them.
 SERVER_EXTRA_KEYS = frozenset(
-    {EXTRA_FALLBACK_STAGE, EXTRA_DEGRADED, EXTRA_ERROR, EXTRA_EMPTY, EXTRA_SESSION_ID}
+    {
+        EXTRA_FALLBACK_STAGE,
+        EXTRA_DEGRADED,
+        EXTRA_ERROR,
+        EXTRA_EMPTY,
+        EXTRA_SESSION_ID,
+        EXTRA_ALLOCATION,
+    }
 )
 FLAG_SET = "1"
 #: What ``eval ab`` reads for its error-rate and empty-answer guardrails.

@@ -118,6 +118,10 @@ class Rule(_Contract):
         return self.category is not None and self.category in categories
 
 
+#: how an experiment allocates units to its variants (issue 20)
+Allocation = Literal["fixed", "bandit"]
+
+
 class Variant(_Contract):
     """One experiment arm: a share of the traffic and ranker parameter overrides."""
 
@@ -138,6 +142,18 @@ class ExperimentConfig(_Contract):
     name: Name = Field("default", description="Experiment name.")
     salt: ScopeStr = Field("", description="Bucketing salt; empty = the experiment name.")
     variants: list[Variant] = Field(min_length=1, max_length=MAX_VARIANTS)
+    # issue 20: bandit allocation of variants (serving/bandit.py, docs/controls.md)
+    allocation: Allocation = Field(
+        "fixed",
+        description="fixed: units hashed into the variants' shares; bandit: Thompson sampling "
+        "over the variants' CTR (the shares are the start allocation), sticky per unit.",
+    )
+    min_share: float = Field(
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="Bandit allocation: the least share of new units each variant keeps.",
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> Self:
@@ -147,6 +163,13 @@ class ExperimentConfig(_Contract):
         total = math.fsum(v.share for v in self.variants)
         if abs(total - 1.0) > SHARE_TOLERANCE:
             raise ValueError(f"variant shares must sum to 1, got {total:g}")
+        if self.allocation == "bandit":
+            if len(self.variants) < 2:
+                raise ValueError("bandit allocation needs at least two variants")
+            if self.min_share * len(self.variants) > 1.0 + SHARE_TOLERANCE:
+                raise ValueError(
+                    f"min_share {self.min_share:g} x {len(self.variants)} variants exceeds 1"
+                )
         return self
 
     @property

@@ -126,7 +126,8 @@ def only_variant(config: ExperimentConfig, name: str) -> ExperimentConfig:
     solo = Variant(
         name=variant.name, share=1.0, params=variant.params, algo_version=variant.algo_version
     )
-    return config.model_copy(update={"variants": [solo]})
+    # one arm takes everyone: nothing to allocate (a paused / promoted bandit is a fixed split)
+    return config.model_copy(update={"variants": [solo], "allocation": "fixed"})
 
 
 def _json(value: Any) -> str:

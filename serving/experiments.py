@@ -103,8 +103,47 @@ class ExperimentPlan:
     def default(cls, *, base: RankerConfig, algo_version: str) -> ExperimentPlan:
         return cls.build(DEFAULT_EXPERIMENT, base=base, algo_version=algo_version, source="default")
 
+    @property
+    def bandit(self) -> bool:
+        """True when the variants are allocated by Thompson sampling (serving/bandit.py)."""
+        return self.experiment.allocation == "bandit"
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """The current share of new units per variant."""
+        shares, previous = {}, 0.0
+        for cumulative, assignment in self.assignments:
+            shares[assignment.variant] = cumulative - previous
+            previous = cumulative
+        return shares
+
+    def with_shares(self, shares: dict[str, float]) -> ExperimentPlan:
+        """The same variants under a new allocation (bandit recomputation); unknown names and
+        variants missing from ``shares`` keep nothing."""
+        by_name = {a.variant: a for _, a in self.assignments}
+        cumulative, table = 0.0, []
+        for variant in self.experiment.variants:
+            share = shares.get(variant.name, 0.0)
+            cumulative += share
+            if share > 0 and variant.name in by_name:
+                table.append((cumulative, by_name[variant.name]))
+        if not table:
+            return self
+        return ExperimentPlan(self.experiment, self.source, tuple(table))
+
+    def assignment_of(self, variant: str) -> Assignment | None:
+        """The assignment of a variant that takes units, or None."""
+        for _, assignment in self.assignments:
+            if assignment.variant == variant:
+                return assignment
+        return None
+
     def assign(self, unit: str) -> Assignment:
-        """The variant of ``unit`` (a user_id or session_id)."""
+        """The variant of ``unit`` (a user_id or session_id).
+
+        Bandit allocation: the *first* arm of a new unit (hashed against the current shares);
+        :meth:`serving.shared_state.SharedState.assign` makes it sticky.
+        """
         position = bucket(self.experiment.bucket_salt, unit)
         for cumulative, assignment in self.assignments:
             if position < cumulative:

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from core import kafka_clients
 from core.retry import retry
 from core.settings import Settings
-from schemas.controls import EXTRA_FALLBACK_STAGE, EXTRA_SESSION_ID
+from schemas.controls import EXTRA_ALLOCATION, EXTRA_FALLBACK_STAGE, EXTRA_SESSION_ID
 from schemas.events import EXPLORING_REASON, Context, ExposedItem, Exposure, encode_event
 from schemas.rules import Rule
 from schemas.topics import Topic
@@ -78,6 +78,8 @@ class PendingExposure:
     error: str = ""
     """An ``AnswerError`` value when the call failed (then ``items`` is empty)."""
     method: str = "Recommend"
+    allocation: str = "fixed"
+    """The experiment's allocation mode; ``bandit`` is written to ``context.extra``."""
 
     def rule_hits(self) -> tuple[list[list[str]], list[str]]:
         return rule_hits(
@@ -98,6 +100,8 @@ def build_exposure(p: PendingExposure) -> Exposure:
     extra = dict(p.context.extra)
     extra[EXTRA_FALLBACK_STAGE] = p.stage
     extra.update(p.flags())
+    if p.allocation != "fixed":
+        extra[EXTRA_ALLOCATION] = p.allocation
     user = p.user_id or p.session_id or ANONYMOUS
     if not p.user_id and p.session_id:
         extra[EXTRA_SESSION_ID] = p.session_id

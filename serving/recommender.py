@@ -157,7 +157,7 @@ class Recommender:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         now = time.time() if now is None else now
-        assignment = self.shared.plan.assign(unit)
+        assignment = await self.shared.assign(unit, deadline=self._deadline(deadline))
         killed = self.controls.killed(context.tenant, context.surface) is not None
         holdback = self.controls.in_holdback(context.tenant, unit)
         if killed or holdback:
@@ -292,7 +292,7 @@ class Recommender:
             raise ValueError(f"k must be at least 1, got {k}")
         now = time.time() if now is None else now
         unit = user_id or session_id or f"item:{item_id}"
-        assignment = self.shared.plan.assign(unit)
+        assignment = await self.shared.assign(unit, deadline=self._deadline(deadline))
         killed = self.controls.killed(context.tenant, context.surface) is not None
         holdback = bool(user_id or session_id) and self.controls.in_holdback(context.tenant, unit)
         if killed or holdback:

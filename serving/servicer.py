@@ -172,6 +172,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
                 categories=rec.categories,
                 error="" if rec.items else AnswerError.NO_STATE.value,
                 method=method,
+                allocation=self.recommender.shared.plan.experiment.allocation,
             )
         )
         if not rec.items:

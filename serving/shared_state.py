@@ -22,6 +22,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,11 @@ from core.errors import UnavailableError
 from core.settings import Settings
 from schemas.rules import ExperimentConfig, Rule
 from serving import metrics
+from serving.bandit import BanditPrior, arm_counts, thompson_shares
 from serving.config import RankerConfig
 from serving.config_versions import apply_overrides, validate_overrides
 from serving.experiments import (
+    Assignment,
     ExperimentPlan,
     ExperimentSource,
     load_experiment_file,
@@ -100,6 +103,27 @@ def _arm_tables(
     return tables, ArmTable.build(arms, config.prior_ctr, config)
 
 
+@dataclass(frozen=True, slots=True)
+class BanditSettings:
+    """Bandit allocation knobs (the ``bandit_*`` settings)."""
+
+    refresh_s: float
+    draws: int
+    prior: BanditPrior
+    ttl_s: int
+    cache_max: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BanditSettings:
+        return cls(
+            refresh_s=settings.bandit_refresh_s,
+            draws=settings.bandit_draws,
+            prior=BanditPrior(settings.bandit_prior_alpha, settings.bandit_prior_beta),
+            ttl_s=settings.bandit_assignment_ttl_s,
+            cache_max=settings.bandit_cache_max,
+        )
+
+
 class SharedState:
     """Popularity, catalog, rules, experiment plan, demotions and state age — cached."""
 
@@ -117,8 +141,16 @@ class SharedState:
         file_experiment: ExperimentConfig | None = None,
         exploration: ExplorationConfig | None = None,
         exploration_pool_max: int = 500,
+        bandit: BanditSettings | None = None,
     ) -> None:
         self.reader = reader
+        #: bandit allocation (issue 20): recomputed every ``bandit.refresh_s`` while the plan is
+        #: bandit-allocated; sticky arms remembered per (experiment, unit), LRU-bounded
+        self.bandit = (
+            BanditSettings.from_settings(Settings.model_construct()) if bandit is None else bandit
+        )
+        self._bandit_next = 0.0
+        self._arms: OrderedDict[tuple[str, str], str] = OrderedDict()
         #: exploration settings (serving/exploration.py); share 0 = nothing read, nothing done
         self.exploration = ExplorationConfig(share=0.0) if exploration is None else exploration
         self.exploration_pool_max = exploration_pool_max
@@ -190,6 +222,7 @@ class SharedState:
                 max_age_s=settings.exploration_max_age_s,
             ),
             exploration_pool_max=settings.exploration_pool_max,
+            bandit=BanditSettings.from_settings(settings),
         )
 
     def _plan(self, experiment: ExperimentConfig, source: ExperimentSource) -> ExperimentPlan:
@@ -261,6 +294,8 @@ class SharedState:
                 self._load_runtime_config(read.runtime_config)
             if read.experiments != self._experiments_raw:
                 self._load_experiment(read.experiments)
+            if self.plan.bandit and time.monotonic() >= self._bandit_next:
+                await self._reallocate(deadline)
             if self._ticks % CTR_EVERY_TICKS == 0 and self._wants_ctr():
                 self.never_clicked = {
                     item: imp
@@ -276,6 +311,55 @@ class SharedState:
                 metrics.STATE_AGE.set(self.state_age(time.time()))
         self.refreshed_ok += 1
         return True
+
+    # --- bandit allocation (issue 20) ------------------------------------------------------
+    async def _reallocate(self, deadline: float) -> None:
+        """Recompute the bandit plan's shares from the per-variant counters (off the loop)."""
+        self._bandit_next = time.monotonic() + self.bandit.refresh_s
+        plan = self.plan
+        arms = [v.name for v in plan.experiment.variants]
+        counters = await self.reader.read_variant_counters(deadline=deadline)
+        counts = arm_counts(counters, arms)
+        shares = await asyncio.to_thread(
+            thompson_shares,
+            counts,
+            min_share=plan.experiment.min_share,
+            prior=self.bandit.prior,
+            draws=self.bandit.draws,
+        )
+        if self.plan is plan:  # not replaced meanwhile (a new experiment starts over)
+            self.plan = plan.with_shares(shares)
+            log.debug("bandit %s shares %s", plan.experiment.name, self.plan.shares)
+
+    async def assign(self, unit: str, *, deadline: float | None = None) -> Assignment:
+        """The arm of ``unit``: the plan's hash for a fixed split; for a bandit, the unit's
+        sticky arm (process cache, else Redis ``SET NX GET`` with a TTL: the first arm it got
+        on any server). Redis down: the current allocation's draw, not remembered."""
+        plan = self.plan
+        draw = plan.assign(unit)
+        if not plan.bandit:
+            return draw
+        key = (plan.experiment.name, unit)
+        known = self._arms.get(key)
+        if known is not None:
+            self._arms.move_to_end(key)
+            assignment = plan.assignment_of(known)
+            if assignment is not None:
+                return assignment
+        try:
+            arm = await self.reader.claim_arm(
+                plan.experiment.name, unit, draw.variant, ttl_s=self.bandit.ttl_s, deadline=deadline
+            )
+        except UnavailableError:
+            return draw
+        assignment = plan.assignment_of(arm)
+        if assignment is None:  # stored arm no longer takes units: the current draw
+            return draw
+        if self.bandit.cache_max > 0:
+            self._arms[key] = arm
+            while len(self._arms) > self.bandit.cache_max:
+                self._arms.popitem(last=False)
+        return assignment
 
     def _wants_exploration(self) -> bool:
         config = self.exploration
@@ -335,6 +419,7 @@ class SharedState:
             return
         try:
             self.plan = self._plan(parse_experiment(raw), "redis")
+            self._bandit_next = 0.0  # a (new) bandit plan is allocated on the next tick
         except ValueError as exc:
             log.warning("ignoring stored experiment config: %s", exc)
 

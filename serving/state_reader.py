@@ -718,6 +718,34 @@ class StateReader:
             runtime_config=None if runtime is None else _text(runtime),
         )
 
+    # --- bandit allocation (issue 20, serving/bandit.py) -------------------------------------
+    async def read_variant_counters(self, *, deadline: float | None) -> dict[str, float]:
+        """The worker's ``surface|variant|imp`` / ``|clk`` counters (background)."""
+        raw = await self._call(
+            lambda: self.redis.hgetall(self.keys.surface_variant_ctr), deadline, background=True
+        )
+        counters: dict[str, float] = {}
+        for name, value in raw.items():
+            number = _float_or_none(value)
+            if number is not None:
+                counters[_text(name)] = number
+        return counters
+
+    async def claim_arm(
+        self, experiment: str, unit: str, arm: str, *, ttl_s: int, deadline: float | None
+    ) -> str:
+        """The unit's sticky arm: the stored one, else ``arm``, stored now (``SET NX GET EX``).
+
+        One round trip; concurrent servers agree (the first writer wins).
+        """
+        key = self.keys.bandit_arm(experiment, unit)
+        old = await self._call(
+            lambda: self.redis.set(key, arm, nx=True, get=True, ex=ttl_s),
+            deadline,
+            background=False,
+        )
+        return arm if old is None else _text(old)
+
     async def read_rules(self, *, deadline: float | None) -> dict[str, str]:
         """Every stored rule: id → rule JSON."""
         raw = await self._call(

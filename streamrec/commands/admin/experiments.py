@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,7 +44,10 @@ def _line(e: pb.ExperimentInfo) -> str:
     arms = ", ".join(
         f"{v['name']} {v['share']:g}" for v in json.loads(e.config_json or "{}").get("variants", [])
     )
+    config = json.loads(e.config_json or "{}")
     extra = f" -> {e.promoted_variant} ({e.decision})" if e.status == "promoted" else ""
+    if config.get("allocation") == "bandit":
+        extra += f" bandit (min share {config.get('min_share', 0):g})"
     return f"{e.name:<24} {e.status:<9} [{arms}] control {e.control}{extra}"
 
 
@@ -71,6 +75,22 @@ def list_(as_json: Annotated[bool, AsJson] = False) -> None:
 def create(
     path: Annotated[Path, typer.Argument(metavar="FILE", help="ExperimentConfig JSON file.")],
     reason: OptionalReason = "",
+    allocation: Annotated[
+        Allocation | None,
+        typer.Option(
+            "--allocation",
+            help="fixed: hashed split by the variants' shares; bandit: Thompson sampling over "
+            "the variants' CTR, sticky per user (overrides the file's 'allocation').",
+        ),
+    ] = None,
+    min_share: Annotated[
+        float | None,
+        typer.Option(
+            "--min-share",
+            help="Bandit: least share of new users each arm keeps (overrides the file's "
+            "'min_share'; default 0.1).",
+        ),
+    ] = None,
     as_json: Annotated[bool, AsJson] = False,
 ) -> None:
     """Create an experiment (draft) from an ExperimentConfig JSON file."""
@@ -78,8 +98,32 @@ def create(
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if allocation is not None or min_share is not None:
+        text = _with_allocation(path, text, allocation, min_share)
     request = pb.CreateExperimentRequest(config_json=text, reason=reason)
     _show(call("CreateExperiment", request), as_json)
+
+
+class Allocation(StrEnum):
+    fixed = "fixed"
+    bandit = "bandit"
+
+
+def _with_allocation(
+    path: Path, text: str, allocation: Allocation | None, min_share: float | None
+) -> str:
+    """The config JSON with ``allocation`` / ``min_share`` set (the server validates them)."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: an ExperimentConfig JSON object is expected")
+    if allocation is not None:
+        doc["allocation"] = allocation.value
+    if min_share is not None:
+        doc["min_share"] = min_share
+    return json.dumps(doc)
 
 
 def _change(method: str, name: str, reason: str, as_json: bool) -> None:
