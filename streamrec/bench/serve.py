@@ -29,7 +29,17 @@
    saturation latency is ``concurrency / rps`` by Little's law whatever the server does.
    Open loop measures latency at a given load, as backend services calling on page views
    produce it.
-5. Delete the throwaway keys.
+5. Exploration (issue 20): ``populate`` seeds the new-item pool ``it:new`` with the newest
+   ``exploration_pool_max`` catalog items (with a few impressions and clicks each, and
+   per-surface CTR counters), so the server's Thompson-sampling slots actually run.
+   ``exploration`` ``on`` serves with the settings' ``exploration_share``, ``off`` with share
+   0, ``both`` measures the two in every round on the same server (alternating order; the
+   share is switched between sides, the off side neither reads the pool nor builds arm
+   tables), reports each (``exploration_modes``, top-level figures: ``on``) and
+   ``serve_cpu_ratio``: per round the server's CPU per request on / off, min / median / max
+   (plus ``exploration_on_vs_off``: the same-round ratios of rps, p50, p99, CPU).
+   ``explored_items_per_answer`` shows how many exploration slots the answers carried.
+6. Delete the throwaway keys.
 
 Ratios, not absolute numbers, are what to compare across machines.
 """
@@ -37,6 +47,7 @@ Ratios, not absolute numbers, are what to compare across machines.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import multiprocessing
 import random
@@ -59,8 +70,11 @@ from core.settings import Settings
 from messaging import kafka_admin
 from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
+from schemas.events import EXPLORING_REASON
 from schemas.keyspace import Keyspace, segment_id
+from serving.exploration import ExplorationConfig
 from serving.server import Server, settle_heap
+from serving.shared_state import SharedState
 from serving.state_reader import REQUEST_CLIENTS, RequestClientKind, StateReader
 from streamrec.bench.stats import median_round, spread
 
@@ -72,6 +86,11 @@ SURFACES = ("home", "pdp")
 REQUEST_POOL = 2000  # at least; one request per synthetic user when there are more users
 RedisClientChoice = Literal["wire", "redis-py", "both"]
 REDIS_CLIENT_CHOICES: tuple[RedisClientChoice, ...] = ("wire", "redis-py", "both")
+ExplorationChoice = Literal["on", "off", "both"]
+EXPLORATION_CHOICES: tuple[ExplorationChoice, ...] = ("on", "off", "both")
+ExplorationMode = Literal["on", "off"]
+#: seeded CTR of the surfaces and the pool items (the exploration prior's mean, 5 %)
+SEEDED_CTR = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +109,18 @@ class BenchConfig:
     rounds: int = 3
     #: the server's request-path Redis client; ``both``: each of them in every round
     redis_client: RedisClientChoice = "wire"
+    #: exploration slots served (``on``: the settings' share), off, or both in every round
+    exploration: ExplorationChoice = "on"
+    #: new-item pool seeded for exploration (the server reads its newest exploration_pool_max)
+    pool_items: int = 500
 
     @property
     def clients(self) -> tuple[RequestClientKind, ...]:
         return REQUEST_CLIENTS if self.redis_client == "both" else (self.redis_client,)
+
+    @property
+    def exploration_modes(self) -> tuple[ExplorationMode, ...]:
+        return ("on", "off") if self.exploration == "both" else (self.exploration,)
 
 
 async def populate(redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now: float) -> None:
@@ -128,6 +155,7 @@ async def populate(redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now:
             pipe.zadd(seg, {ids[int(p)]: 1000.0 / (r + 1) for r, p in enumerate(picks)})
     pipe.hset(keys.meta, mapping={"t0": "0", "last_write": repr(now)})
     await pipe.execute()
+    await seed_new_items(redis, keys, cfg, now, rng)
     for start in range(0, cfg.users, 1000):
         pipe = redis.pipeline(transaction=False)
         for u in range(start, min(cfg.users, start + 1000)):
@@ -140,6 +168,37 @@ async def populate(redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now:
                 {ids[int(h)]: now - 60.0 * j for j, h in enumerate(history)},
             )
         await pipe.execute()
+
+
+async def seed_new_items(
+    redis: aioredis.Redis, keys: Keyspace, cfg: BenchConfig, now: float, rng: np.random.Generator
+) -> None:
+    """The new-item pool as the worker writes it: the newest ``pool_items`` catalog items at
+    their announcement ts, each with 0-30 impressions and clicks at :data:`SEEDED_CTR`, and
+    the surfaces' exposure-join counters at the same CTR (so few arms are filtered out)."""
+    n = min(cfg.pool_items, cfg.items)
+    if n <= 0:
+        return
+    pool = [f"i{cfg.items - 1 - j}" for j in range(n)]
+    impressions = rng.integers(0, 31, size=n)
+    clicks = rng.binomial(impressions, SEEDED_CTR)
+    pipe = redis.pipeline(transaction=False)
+    pipe.zadd(keys.new_items, {item: now - 60.0 * j for j, item in enumerate(pool)})
+    pipe.zadd(
+        keys.item_impressions,
+        {item: int(m) for item, m in zip(pool, impressions, strict=True) if m},
+    )
+    pipe.zadd(keys.item_clicks, {item: int(c) for item, c in zip(pool, clicks, strict=True) if c})
+    shown = 100_000
+    for surface in SURFACES:
+        pipe.hset(
+            keys.surface_variant_ctr,
+            mapping={
+                f"{surface}|control|imp": shown,
+                f"{surface}|control|clk": int(shown * SEEDED_CTR),
+            },
+        )
+    await pipe.execute()
 
 
 async def delete_prefix(redis: aioredis.Redis, keys: Keyspace) -> int:
@@ -171,6 +230,7 @@ async def _drive(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict[str, An
     pool = _requests(cfg)
     latencies: list[float] = []
     stages: Counter[str] = Counter()
+    explored = 0
     errors = 0
     total = 0
     async with grpc.aio.insecure_channel(addr) as channel:
@@ -186,7 +246,7 @@ async def _drive(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict[str, An
         interval = cfg.concurrency / rate if rate > 0 else 0.0
 
         async def worker(caller: int) -> None:
-            nonlocal errors, total
+            nonlocal errors, total, explored
             i = caller * 37
             due = start + interval * caller / cfg.concurrency  # open loop: staggered schedule
             while (now := loop.time()) < stop_at:
@@ -206,6 +266,7 @@ async def _drive(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict[str, An
                 if sent_at >= measure_from:
                     latencies.append(loop.time() - sent_at)
                     stages[pb.FallbackStage.Name(reply.fallback_stage)] += 1
+                    explored += sum(EXPLORING_REASON in item.reasons for item in reply.items)
 
         await asyncio.gather(*(worker(w) for w in range(cfg.concurrency)))
     values = np.array(latencies) * 1000.0 if latencies else np.array([0.0])
@@ -218,6 +279,7 @@ async def _drive(addr: str, cfg: BenchConfig, rate: float = 0.0) -> dict[str, An
         "p95_ms": float(np.percentile(values, 95)),
         "p99_ms": float(np.percentile(values, 99)),
         "stages": dict(sorted(stages.items())),
+        "explored": explored,
     }
 
 
@@ -348,6 +410,9 @@ async def run_bench(base: Settings, cfg: BenchConfig) -> dict[str, Any]:
             duration_s=cfg.duration_s,
             k=cfg.k,
             exposures=cfg.with_exposures,
+            exploration=cfg.exploration,
+            exploration_share=settings.exploration_share,
+            pool_items=min(cfg.pool_items, cfg.items),
             populate_s=round(populate_s, 2),
             key_prefix=prefix,
         )
@@ -402,6 +467,10 @@ def _summary(runs: list[dict[str, Any]], echo_runs: list[dict[str, Any]]) -> dic
         "p99_ms": round(real["p99_ms"], 3),
         "errors": sum(r["errors"] for r in runs),
         "stages": real["stages"],
+        "explored_items_per_answer": round(
+            sum(r.get("explored", 0) for r in runs) / max(1, sum(r["requests"] for r in runs)),
+            4,
+        ),
         "echo_rps": round(echo["rps"], 1),
         "echo_p50_ms": round(echo["p50_ms"], 3),
         "echo_p95_ms": round(echo["p95_ms"], 3),
@@ -448,15 +517,27 @@ async def _use_client(reader: StateReader, kind: RequestClientKind, settings: Se
         raise UnavailableError(f"the {kind} client did not connect: {exc}") from exc
 
 
+def _set_exploration(shared: SharedState, on: ExplorationConfig, mode: ExplorationMode) -> None:
+    """Serve with exploration ``on`` (the settings' shares) or ``off`` (share 0: the request
+    path returns before drawing, the refresher stops reading the pool)."""
+    shared.exploration = (
+        on if mode == "on" else dataclasses.replace(on, share=0.0, share_by_surface={})
+    )
+
+
 async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
     server = Server(settings, log_exposures=cfg.with_exposures)
     await server.start()
     settle_heap()  # as ``run_server`` does; undone below (this may be a test process)
     clients = cfg.clients
+    modes = cfg.exploration_modes
     try:
         if server.recommender is None:
             raise UnavailableError("server did not start its recommender")
         reader = server.recommender.reader
+        shared = server.recommender.shared
+        explore_on = shared.exploration
+        _set_exploration(shared, explore_on, modes[0])
         await _use_client(reader, clients[0], settings)
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = pb_grpc.RecommenderStub(channel)
@@ -465,15 +546,20 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             )
         echo, echo_addr = await _echo_server(sample)
         echo_runs: list[dict[str, Any]] = []
-        runs: dict[RequestClientKind, list[dict[str, Any]]] = {kind: [] for kind in clients}
+        sides = [(kind, mode) for kind in clients for mode in modes]
+        runs: dict[tuple[RequestClientKind, ExplorationMode], list[dict[str, Any]]] = {
+            side: [] for side in sides
+        }
         try:
             for round_no in range(max(1, cfg.rounds)):  # side by side: noise hits all alike
                 echo_runs.append(await _side(echo_addr, cfg))
-                for kind in clients if round_no % 2 == 0 else clients[::-1]:
+                for kind, mode in sides if round_no % 2 == 0 else sides[::-1]:
+                    _set_exploration(shared, explore_on, mode)
                     await _use_client(reader, kind, settings)  # every side starts cold
-                    runs[kind].append(await _side(server.address, cfg, reader))
+                    runs[(kind, mode)].append(await _side(server.address, cfg, reader))
             echo_open = None
             if cfg.rate > 0:
+                _set_exploration(shared, explore_on, modes[0])
                 await _use_client(reader, clients[0], settings)  # the open loop's client
                 echo_open = await drive_in_child(echo_addr, cfg, cfg.rate)
         finally:
@@ -495,13 +581,21 @@ async def _measure(settings: Settings, cfg: BenchConfig) -> dict[str, Any]:
             "echo_p50_ms": round(echo_open["p50_ms"], 3),
             "echo_p99_ms": round(echo_open["p99_ms"], 3),
         }
-    report = _summary(runs[clients[0]], echo_runs)
+    first = modes[0]
+    report = _summary(runs[(clients[0], first)], echo_runs)
     report.update(
         redis_client=cfg.redis_client,
         response_bytes=sample.ByteSize(),
         open_loop=open_loop,
     )
     if len(clients) > 1:
-        report["clients"] = {kind: _summary(runs[kind], echo_runs) for kind in clients}
-        report["redis_py_vs_wire"] = _paired(runs["redis-py"], runs["wire"])
+        report["clients"] = {kind: _summary(runs[(kind, first)], echo_runs) for kind in clients}
+        report["redis_py_vs_wire"] = _paired(runs[("redis-py", first)], runs[("wire", first)])
+    if len(modes) > 1:
+        on, off = runs[(clients[0], "on")], runs[(clients[0], "off")]
+        report["exploration_modes"] = {
+            mode: _summary(runs[(clients[0], mode)], echo_runs) for mode in modes
+        }
+        report["exploration_on_vs_off"] = _paired(on, off)
+        report["serve_cpu_ratio"] = report["exploration_on_vs_off"]["cpu_ms_per_request"]
     return report

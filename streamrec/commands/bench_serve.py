@@ -4,8 +4,9 @@ Populates Redis (``STREAMREC_REDIS_URL``) under a throwaway key prefix, runs the
 and a bare grpc.aio echo server of the same response size in this process, drives each from a
 client process, prints the comparison and deletes the throwaway keys. ``--redis-client both``
 measures the server's two request-path Redis clients (the wire client, redis-py) in the same
-rounds. See :mod:`streamrec.bench.serve`. Mounted by the ``bench`` group as its ``serve``
-command.
+rounds; ``--exploration both`` measures the server with exploration slots on and off in the
+same rounds (``serve_cpu_ratio``: CPU per request on / off). See
+:mod:`streamrec.bench.serve`. Mounted by the ``bench`` group as its ``serve`` command.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from typing import Annotated, Any
 import typer
 
 from core.settings import settings
-from streamrec.bench.serve import REDIS_CLIENT_CHOICES, BenchConfig, run_bench
+from streamrec.bench.serve import (
+    EXPLORATION_CHOICES,
+    REDIS_CLIENT_CHOICES,
+    BenchConfig,
+    run_bench,
+)
 
 __all__ = ["command"]
 
@@ -44,6 +50,27 @@ def _clients(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _exploration(report: dict[str, Any]) -> list[str]:
+    """Exploration on and off: median (min-max) over rounds; then the paired ratios."""
+    lines = [f"exploration, median (min-max) of {report['rounds']} rounds:"]
+    for mode, figures in report["exploration_modes"].items():
+        lines.append(
+            f"  {mode:<4} rps {_spread(figures['rps_runs'])}, "
+            f"p50 {_spread(figures['p50_ms_runs'], ' ms')}, "
+            f"p99 {_spread(figures['p99_ms_runs'], ' ms')}, "
+            f"CPU/request {_spread(figures['cpu_ms_per_request_runs'], ' ms')}, "
+            f"explored items/answer {figures['explored_items_per_answer']:g}"
+        )
+    ratios = ", ".join(
+        f"{name} {_spread(r)}" for name, r in report["exploration_on_vs_off"].items()
+    )
+    lines.append(f"  on / off, same round: {ratios}")
+    lines.append(
+        f"  serve_cpu_ratio (CPU per request on / off): {_spread(report['serve_cpu_ratio'])}"
+    )
+    return lines
+
+
 def _table(report: dict[str, Any]) -> str:
     rows = [
         ("", "server", "echo"),
@@ -64,6 +91,13 @@ def _table(report: dict[str, Any]) -> str:
         f"(echo {report['echo_cpu_ms_per_request']:.3f} ms)"
     )
     lines.append(f"answer stages: {report['stages']}  errors: {report['errors']}")
+    lines.append(
+        f"exploration {report['exploration']} (share {report['exploration_share']:g}, pool "
+        f"{report['pool_items']} items): {report['explored_items_per_answer']:g} explored "
+        "items per answer"
+    )
+    if "exploration_modes" in report:
+        lines.extend(_exploration(report))
     if "clients" in report:
         lines.extend(_clients(report))
     else:
@@ -125,6 +159,15 @@ def command(
             "(alternating order) with their figures and ratios side by side.",
         ),
     ] = "wire",
+    exploration: Annotated[
+        str,
+        typer.Option(
+            "--exploration",
+            metavar="|".join(EXPLORATION_CHOICES),
+            help="Exploration slots (the new-item pool is seeded): on (exploration_share), off, "
+            "or both in every round (alternating order) with serve_cpu_ratio = CPU on / off.",
+        ),
+    ] = "on",
 ) -> None:
     """Benchmark Recommend against a bare grpc.aio echo server (ratio, p50/p95/p99)."""
     choice = next((c for c in REDIS_CLIENT_CHOICES if c == redis_client), None)
@@ -132,6 +175,12 @@ def command(
         raise typer.BadParameter(
             f"{redis_client!r} is not one of {', '.join(REDIS_CLIENT_CHOICES)}",
             param_hint="'--redis-client'",
+        )
+    mode = next((c for c in EXPLORATION_CHOICES if c == exploration), None)
+    if mode is None:
+        raise typer.BadParameter(
+            f"{exploration!r} is not one of {', '.join(EXPLORATION_CHOICES)}",
+            param_hint="'--exploration'",
         )
     cfg = BenchConfig(
         items=items,
@@ -143,6 +192,7 @@ def command(
         rate=rate,
         rounds=rounds,
         redis_client=choice,
+        exploration=mode,
     )
     report = asyncio.run(run_bench(settings(), cfg))
     typer.echo(json.dumps(report, sort_keys=True) if as_json else _table(report))
