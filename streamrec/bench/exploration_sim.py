@@ -32,6 +32,7 @@ __all__ = [
 
 LONG_TAIL_HEAD = 0.2  # the top 20 % of items by impressions are the head
 WITHIN_ANSWERS = 1000  # a new item counts as shown in time within this many answers
+MAX_PAIRS = 20_000_000  # users x items of the dense probability matrix (160 MB of float64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,11 @@ class SimConfig:
             raise ConfigError("exploration bench needs >= 10 answers, k >= 1 and >= 1 user")
         if not 0.0 < self.new_share < 1.0:
             raise ConfigError(f"new_share must be in (0, 1), got {self.new_share}")
+        if self.users * self.items > MAX_PAIRS:
+            raise ConfigError(
+                f"users x items must be at most {MAX_PAIRS:,} (the hidden probabilities are "
+                f"a dense matrix), got {self.users * self.items:,}"
+            )
         if self.items < 2 * self.categories:
             raise ConfigError(f"need >= 2 items per category, got {self.items} items")
 
@@ -91,12 +97,9 @@ class World:
         quality = (
             rng.normal(0.0, cfg.quality_sd, len(self.items)) + cfg.new_quality_shift * new_mask
         )
-        favourite = np.array(
-            [
-                [shop.users[u].favourite == self.category_of[i] for i in self.items]
-                for u in self.users
-            ]
-        )
+        user_fav = np.array([shop.users[u].favourite for u in self.users])
+        item_cat = np.array([self.category_of[i] for i in self.items])
+        favourite = user_fav[:, None] == item_cat[None, :]
         logits = (
             cfg.base_logit
             + quality[None, :]

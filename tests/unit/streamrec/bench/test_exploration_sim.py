@@ -100,3 +100,5 @@ def test_config_is_checked() -> None:
         SimConfig(new_share=0.0).check()
     with pytest.raises(ConfigError):
         SimConfig(items=10, categories=12).check()
+    with pytest.raises(ConfigError, match="dense matrix"):
+        SimConfig(items=100_000, users=1_000).check()
