@@ -130,6 +130,12 @@ class Recommender:
         own = asyncio.get_running_loop().time() + self.request_timeout_s
         return own if deadline is None else min(own, deadline)
 
+    async def _assign(self, unit: str, *, baseline: bool, deadline: float | None) -> Assignment:
+        """The unit's arm; a baseline answer (kill switch, holdback) stores no bandit arm."""
+        if baseline:
+            return self.shared.plan.assign(unit)
+        return await self.shared.assign(unit, deadline=self._deadline(deadline))
+
     def _usable(self, deadline: float) -> bool:
         return self.reader.available and asyncio.get_running_loop().time() < deadline
 
@@ -157,9 +163,9 @@ class Recommender:
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         now = time.time() if now is None else now
-        assignment = await self.shared.assign(unit, deadline=self._deadline(deadline))
         killed = self.controls.killed(context.tenant, context.surface) is not None
         holdback = self.controls.in_holdback(context.tenant, unit)
+        assignment = await self._assign(unit, baseline=killed or holdback, deadline=deadline)
         if killed or holdback:
             return await self._baseline(
                 k=k,
@@ -292,9 +298,9 @@ class Recommender:
             raise ValueError(f"k must be at least 1, got {k}")
         now = time.time() if now is None else now
         unit = user_id or session_id or f"item:{item_id}"
-        assignment = await self.shared.assign(unit, deadline=self._deadline(deadline))
         killed = self.controls.killed(context.tenant, context.surface) is not None
         holdback = bool(user_id or session_id) and self.controls.in_holdback(context.tenant, unit)
+        assignment = await self._assign(unit, baseline=killed or holdback, deadline=deadline)
         if killed or holdback:
             return await self._baseline(
                 k=k,

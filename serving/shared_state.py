@@ -346,6 +346,8 @@ class SharedState:
             assignment = plan.assignment_of(known)
             if assignment is not None:
                 return assignment
+        if not self.reader.available:  # circuit open: do not wait on a Redis that is away
+            return draw
         try:
             arm = await self.reader.claim_arm(
                 plan.experiment.name, unit, draw.variant, ttl_s=self.bandit.ttl_s, deadline=deadline

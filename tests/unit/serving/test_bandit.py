@@ -15,13 +15,18 @@ from pydantic import ValidationError
 from scipy import integrate, stats
 
 from core.errors import UnavailableError
+from schemas.controls import KillSwitch
 from schemas.keyspace import Keyspace
 from schemas.rules import ExperimentConfig
 from serving.bandit import ArmCounts, BanditPrior, arm_counts, prob_best, thompson_shares
 from serving.config import RankerConfig
 from serving.config_versions import only_variant
+from serving.controls import Controls
+from serving.ranker import Stage
+from serving.recommender import Recommender
 from serving.shared_state import BanditSettings, SharedState
 from serving.state_reader import StateReader
+from tests.unit.serving.test_recommender import CTX, NOW, seed
 
 KEYS = Keyspace("ut")
 FLAT = BanditPrior(1.0, 1.0)
@@ -96,8 +101,8 @@ def test_the_better_arm_gets_more_traffic_in_a_seeded_simulation() -> None:
     """
     true_ctr = {"a": 0.05, "b": 0.08}
     better_share = []
-    for seed in range(20):
-        rng = np.random.default_rng(seed)
+    for run in range(20):
+        rng = np.random.default_rng(run)
         imps = dict.fromkeys(true_ctr, 0.0)
         clks = dict.fromkeys(true_ctr, 0.0)
         for _ in range(30):
@@ -216,3 +221,22 @@ async def test_redis_down_gives_the_current_draw_without_remembering_it(
     assignment = await state.assign("u9")
     assert assignment == state.plan.assign("u9")
     assert not state._arms
+
+
+async def test_kill_switch_answers_store_no_bandit_arm(
+    fake: aioredis.Redis, tmp_path: Path
+) -> None:
+    await seed(fake)
+    await fake.set(KEYS.experiments, bandit_config().model_dump_json())
+    controls = Controls()
+    state = shared_state(fake, tmp_path)
+    rec = Recommender(state.reader, state, request_timeout_s=1.0, controls=controls)
+    assert await state.refresh()
+    controls.apply([KillSwitch(tenant="shop", reason="r", who="otto", since=NOW)])
+    killed = await rec.recommend(user_id="u1", session_id=None, k=2, context=CTX, now=NOW)
+    assert killed.stage is Stage.KILL_SWITCH
+    assert await fake.get(KEYS.bandit_arm("bx", "u1")) is None
+    controls.apply([])
+    served = await rec.recommend(user_id="u1", session_id=None, k=2, context=CTX, now=NOW)
+    assert served.variant in {"a", "b"}
+    assert await fake.get(KEYS.bandit_arm("bx", "u1")) == served.variant
