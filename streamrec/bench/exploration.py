@@ -41,7 +41,14 @@ from schemas import recommender_pb2 as pb
 from schemas import recommender_pb2_grpc as pb_grpc
 from schemas.events import EXPLORING_REASON, Context, EventType, Item, Outcome
 from schemas.topics import Topic
-from streamrec.bench.exploration_sim import WITHIN_ANSWERS, Answer, SimConfig, World, summarise
+from streamrec.bench.exploration_sim import (
+    WITHIN_ANSWERS,
+    Answer,
+    SimConfig,
+    World,
+    oracle_regret,
+    summarise,
+)
 from streamrec.bench.freshness import (
     STOP_GRACE_S,
     _bench_settings,
@@ -139,7 +146,7 @@ class _Run:
             ]
             index = len(self.log)
             available = world.prob(user, world.available(index))
-            regret = float(np.sort(available)[::-1][: sim.k].sum() - probs.sum())
+            regret = oracle_regret(available, probs, sim.k)
             self.log.append(
                 Answer(
                     index=index,
