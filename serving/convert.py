@@ -4,7 +4,7 @@ Validation (any failure raises :class:`InvalidRequest`, which the servicers map 
 INVALID_ARGUMENT with its one-line message):
 
 * ``k`` in 1..100; ids non-empty where required and at most 128 characters; exclude / anchor
-  lists at most 100 entries; context strings at most 256 characters, ``extra`` at most 27 keys
+  lists at most 100 entries; context strings at most 256 characters, ``extra`` at most 26 keys
   (the keys the server writes on the exposure event, ``schemas.controls.SERVER_EXTRA_KEYS``,
   are reserved).
 * Recommend: exactly one of ``user_id`` / ``session_id``. SimilarItems: at most one.
