@@ -420,7 +420,9 @@ class SharedState:
             )
             return
         try:
-            self.plan = self._plan(parse_experiment(raw), "redis")
+            old, self.plan = self.plan, self._plan(parse_experiment(raw), "redis")
+            if self.plan.bandit and old.experiment == self.plan.experiment:
+                self.plan = self.plan.with_shares(old.shares)  # same bandit: keep its shares
             self._bandit_next = 0.0  # a (new) bandit plan is allocated on the next tick
         except ValueError as exc:
             log.warning("ignoring stored experiment config: %s", exc)

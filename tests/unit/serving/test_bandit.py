@@ -178,6 +178,12 @@ async def test_a_user_keeps_their_arm_while_the_allocation_moves(
     assert state.plan.shares["a"] == pytest.approx(0.1, abs=1e-3)
     after = {u: (await state.assign(u)).variant for u in before}
     assert after == before  # sticky
+    # the plan rebuilt for an unrelated change (run-time config) keeps the bandit's shares
+    await fake.set(KEYS.runtime_config, '{"ranker_max_anchors": 4}')
+    state._bandit_next = float("inf")
+    assert await state.refresh()
+    assert state.runtime_overrides == {"ranker_max_anchors": 4}
+    assert state.plan.shares["a"] == pytest.approx(0.1, abs=1e-3)
     fresh = Counter([(await state.assign(f"new{i}")).variant for i in range(1000)])
     assert 60 <= fresh["a"] <= 140  # ~10 %
     ttl = await fake.ttl(KEYS.bandit_arm("bx", "u1"))
