@@ -15,7 +15,6 @@ TLS, default the ``STREAMREC_GRPC_CLIENT_*_FILE`` settings; ``--api-key`` (bette
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any, cast
 
 import grpc
@@ -28,6 +27,7 @@ from schemas import recommender_pb2_grpc as pb_grpc
 from serving.api_keys import API_KEY_HEADER
 from serving.edge_tls import ClientTls, open_sync_channel
 from serving.servicer import NO_STATE
+from streamrec.commands.tls_options import TlsCaOption, TlsCertOption, TlsKeyOption
 
 __all__ = ["command", "recommend", "render", "report"]
 
@@ -122,34 +122,9 @@ def command(
     user: Annotated[str, typer.Argument(metavar="USER", help="User id to recommend for.")],
     k: Annotated[int, typer.Option("--k", min=1, max=100, help="Items wanted (1-100).")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    tls_ca: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-ca",
-            exists=True,
-            dir_okay=False,
-            help="PEM CA of the server's certificate: connect over TLS "
-            "(default STREAMREC_GRPC_CLIENT_CA_FILE).",
-        ),
-    ] = None,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-cert",
-            exists=True,
-            dir_okay=False,
-            help="PEM client certificate for mutual TLS (default STREAMREC_GRPC_CLIENT_CERT_FILE).",
-        ),
-    ] = None,
-    tls_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-key",
-            exists=True,
-            dir_okay=False,
-            help="PEM key of --tls-cert (default STREAMREC_GRPC_CLIENT_KEY_FILE).",
-        ),
-    ] = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
     api_key: Annotated[
         str | None,
         typer.Option(

@@ -10,12 +10,12 @@ refused or failed call prints one line and exits 2.
 from __future__ import annotations
 
 from importlib import import_module
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from streamrec.commands.admin import client
+from streamrec.commands.tls_options import TlsCaOption, TlsCertOption, TlsKeyOption
 
 __all__ = ["app"]
 
@@ -65,34 +65,9 @@ def _options(
             "--timeout", min=0.001, help="Seconds per call (default STREAMREC_NETWORK_TIMEOUT_S)."
         ),
     ] = None,
-    tls_ca: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-ca",
-            exists=True,
-            dir_okay=False,
-            help="PEM CA of the server's certificate: connect over TLS "
-            "(default STREAMREC_GRPC_CLIENT_CA_FILE).",
-        ),
-    ] = None,
-    tls_cert: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-cert",
-            exists=True,
-            dir_okay=False,
-            help="PEM client certificate for mutual TLS (default STREAMREC_GRPC_CLIENT_CERT_FILE).",
-        ),
-    ] = None,
-    tls_key: Annotated[
-        Path | None,
-        typer.Option(
-            "--tls-key",
-            exists=True,
-            dir_okay=False,
-            help="PEM key of --tls-cert (default STREAMREC_GRPC_CLIENT_KEY_FILE).",
-        ),
-    ] = None,
+    tls_ca: TlsCaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
 ) -> None:
     """Operate a running server: principals, config history / rollback, settings, experiments."""
     if addr is not None:
